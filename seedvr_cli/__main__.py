@@ -1,0 +1,3 @@
+from seedvr_cli.cli import main
+
+main()

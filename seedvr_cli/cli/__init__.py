@@ -1,0 +1,63 @@
+"""The ``seedvr`` command line: thin Typer commands that build settings and call one function.
+
+Exit codes: 0 success, 1 failure, 2 usage error, 3 some files of a batch failed, 130 interrupted.
+Heavy imports (torch, av) happen inside the commands so that ``seedvr --help`` stays instant.
+"""
+
+from __future__ import annotations
+
+import sys
+
+import typer
+
+from seedvr_cli.cli.app import app, console_err
+from seedvr_cli.errors import UserError
+
+# Importing the command modules registers their commands on ``app``.
+from seedvr_cli.cli import info as _info  # noqa: F401,E402
+from seedvr_cli.cli import probe as _probe  # noqa: F401,E402
+
+EXIT_OK = 0
+EXIT_FAILURE = 1
+EXIT_USAGE = 2
+EXIT_PARTIAL = 3
+EXIT_INTERRUPTED = 130
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Console-script entry point: runs the app and maps errors to one line and an exit code."""
+    try:
+        app(args=argv, standalone_mode=False)
+    except UserError as err:
+        console_err.print(f"[bold red]error:[/] {err}", highlight=False)
+        sys.exit(err.exit_code)
+    except KeyboardInterrupt:
+        console_err.print("[yellow]interrupted[/]")
+        sys.exit(EXIT_INTERRUPTED)
+    except typer.Exit as exit_:
+        sys.exit(exit_.exit_code)
+    except typer.Abort:
+        console_err.print("[yellow]aborted[/]")
+        sys.exit(EXIT_INTERRUPTED)
+    except _click_usage_errors() as err:
+        err.show()
+        sys.exit(EXIT_USAGE)
+    except _click_exception() as err:
+        err.show()
+        sys.exit(err.exit_code)
+    sys.exit(EXIT_OK)
+
+
+def _click_usage_errors():
+    import click
+
+    return click.UsageError
+
+
+def _click_exception():
+    import click
+
+    return click.ClickException
+
+
+__all__ = ["app", "main"]

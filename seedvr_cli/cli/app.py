@@ -1,0 +1,36 @@
+"""The Typer application object and the consoles the commands print to."""
+
+from __future__ import annotations
+
+import typer
+from rich.console import Console
+
+app = typer.Typer(
+    name="seedvr",
+    help="Upscale and restore videos and images with the SeedVR2 one-step diffusion models.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_show_locals=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+
+# Results go to stdout; progress, warnings and errors to stderr, so output stays pipeable.
+console = Console()
+console_err = Console(stderr=True)
+
+
+def version_callback(value: bool) -> None:
+    if value:
+        from seedvr_cli import __version__
+
+        console.print(f"seedvr-cli {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: bool = typer.Option(
+        False, "--version", callback=version_callback, is_eager=True, help="Print the version and exit."
+    ),
+) -> None:
+    """Upscale and restore videos and images with the SeedVR2 one-step diffusion models."""
