@@ -1,0 +1,1 @@
+"""Media I/O with PyAV: probe, frame-accurate readers, writers, input discovery and output naming."""

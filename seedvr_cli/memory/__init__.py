@@ -1,0 +1,1 @@
+"""Memory tricks that wrap models from outside: spatial tiling (later: BlockSwap, offload)."""

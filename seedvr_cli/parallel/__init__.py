@@ -1,0 +1,1 @@
+"""Workers per device, the chunk queue, overlap assembly and the resume journal."""

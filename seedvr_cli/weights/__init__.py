@@ -1,0 +1,1 @@
+"""Checkpoint files: registry, download, readers (safetensors / .pth / GGUF), formats and loading."""
