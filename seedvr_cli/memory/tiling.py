@@ -1,0 +1,156 @@
+"""Spatial tiling around the video VAE: encode/decode overlapping tiles and blend them.
+
+Matches the community port's tiled VAE (PIPELINE.md c.8) so its users get the same pictures:
+
+* tiles are laid out on the latent grid (tile ``size // 8``, overlap ``overlap // 8`` latents,
+  stride = tile - overlap; a tile that lies entirely inside the previous overlap is skipped);
+* every tile is encoded/decoded with the VAE's normal causal temporal slicing;
+* tiles are blended with separable raised-cosine ramps on interior edges only and divided by the
+  accumulated weight. Encode blends the 32-channel moments (logvar included) before splitting;
+  decode ramps are ``overlap`` *pixels* long even when the real overlap is ``8 * (overlap // 8)``.
+
+Blending accumulates in float32 whatever the VAE's dtype (the reference accumulates in the VAE
+dtype); the result is returned in the VAE's dtype. The VAE itself knows nothing about tiles.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+from ..models.vae import VideoVAE, split_moments
+
+
+@dataclass(frozen=True)
+class TileSpan:
+    """One tile's extent along one axis, in latent units, with its blend weights."""
+
+    start: int
+    stop: int
+    leading_fade: bool  # not at the start of the axis
+    trailing_fade: bool  # not at the end of the axis
+
+
+def tile_spans(latent_size: int, tile: int, overlap: int) -> list[TileSpan]:
+    """Tiles along one latent axis of ``latent_size``: ``tile`` latents with ``overlap`` shared."""
+    stride = max(1, tile - overlap)
+    spans = []
+    for start in range(0, latent_size, stride):
+        stop = min(start + tile, latent_size)
+        # Covered completely by the previous tile's overlap.
+        if start > 0 and stop - start <= overlap:
+            continue
+        spans.append(TileSpan(start, stop, start > 0, stop < latent_size))
+    return spans
+
+
+def raised_cosine(length: int) -> Tensor:
+    """``0.5 - 0.5 cos(pi * i / (length - 1))``, rising from 0 to 1 (a single ``[0]`` for length 1)."""
+    ramp = torch.linspace(0, 1, steps=length, dtype=torch.float64)
+    return (0.5 - 0.5 * torch.cos(ramp * math.pi)).to(torch.float32)
+
+
+def edge_weights(extent: int, ramp_length: int, leading: bool, trailing: bool) -> Tensor:
+    """Per-row weights of a tile: 1, with a rising ramp on a leading interior edge and a falling
+    ramp on a trailing one, both cut to ``min(ramp_length, extent - 1)``. Where the two would
+    overlap the trailing ramp wins (as in the reference)."""
+    weights = torch.ones(extent, dtype=torch.float32)
+    fade = max(0, min(ramp_length, extent - 1))
+    if fade > 0:
+        ramp = raised_cosine(ramp_length)[:fade]
+        if leading:
+            weights[:fade] = ramp
+        if trailing:
+            weights[extent - fade :] = 1 - ramp
+    return weights
+
+
+def _latent_grid(tile_size: tuple[int, int], tile_overlap: tuple[int, int], factor: int):
+    tile = tuple(max(1, size // factor) for size in tile_size)
+    overlap = tuple(max(0, min(o // factor, t - 1)) for o, t in zip(tile_overlap, tile))
+    return tile, overlap
+
+
+def _check_tiling(tile_size: tuple[int, int], tile_overlap: tuple[int, int]) -> None:
+    if any(size < 1 for size in tile_size) or any(o < 0 for o in tile_overlap):
+        raise ValueError(f"tile size {tile_size} must be positive and overlap {tile_overlap} non-negative")
+    if any(o >= size for o, size in zip(tile_overlap, tile_size)):
+        raise ValueError(f"tile overlap {tile_overlap} must be smaller than the tile size {tile_size}")
+
+
+def tiled_encode(
+    vae: VideoVAE,
+    x: Tensor,
+    tile_size: tuple[int, int] = (1024, 1024),
+    tile_overlap: tuple[int, int] = (128, 128),
+) -> tuple[Tensor, Tensor]:
+    """``vae.encode`` of ``x`` ``[B, 3, T, H, W]`` in spatial tiles (sizes in pixels): returns the
+    posterior ``(mean, logvar)``. A frame that fits one tile is encoded whole."""
+    _check_tiling(tile_size, tile_overlap)
+    height, width = x.shape[-2:]
+    if height <= tile_size[0] and width <= tile_size[1]:
+        return vae.encode(x)
+    factor = vae.config.spatial_factor
+    (tile_h, tile_w), (overlap_h, overlap_w) = _latent_grid(tile_size, tile_overlap, factor)
+    latent_h, latent_w = -(-height // factor), -(-width // factor)
+
+    total = count = None
+    for row in tile_spans(latent_h, tile_h, overlap_h):
+        for col in tile_spans(latent_w, tile_w, overlap_w):
+            crop = x[..., row.start * factor : min(row.stop * factor, height),
+                     col.start * factor : min(col.stop * factor, width)]
+            moments = vae.encode_moments(crop)
+            if total is None:
+                shape = (*moments.shape[:3], latent_h, latent_w)
+                total = torch.zeros(shape, dtype=torch.float32, device=x.device)
+                count = torch.zeros((latent_h, latent_w), dtype=torch.float32, device=x.device)
+            # An odd-sized crop can come out a latent row short of its grid extent.
+            extent_h = min(row.stop - row.start, moments.shape[3])
+            extent_w = min(col.stop - col.start, moments.shape[4])
+            weight = torch.outer(
+                edge_weights(extent_h, overlap_h, row.leading_fade, row.trailing_fade),
+                edge_weights(extent_w, overlap_w, col.leading_fade, col.trailing_fade),
+            ).to(x.device)
+            area = (slice(row.start, row.start + extent_h), slice(col.start, col.start + extent_w))
+            total[..., area[0], area[1]] += moments[..., :extent_h, :extent_w].float() * weight
+            count[area] += weight
+    moments = (total / count.clamp(min=1e-6)).to(x.dtype)
+    return split_moments(moments)
+
+
+def tiled_decode(
+    vae: VideoVAE,
+    z: Tensor,
+    tile_size: tuple[int, int] = (1024, 1024),
+    tile_overlap: tuple[int, int] = (128, 128),
+) -> Tensor:
+    """``vae.decode`` of ``z`` ``[B, C, T', h, w]`` in spatial tiles (sizes in output pixels)."""
+    _check_tiling(tile_size, tile_overlap)
+    factor = vae.config.spatial_factor
+    (tile_h, tile_w), (overlap_h, overlap_w) = _latent_grid(tile_size, tile_overlap, factor)
+    latent_h, latent_w = z.shape[-2:]
+    if latent_h <= tile_h and latent_w <= tile_w:
+        return vae.decode(z)
+
+    total = count = None
+    for row in tile_spans(latent_h, tile_h, overlap_h):
+        for col in tile_spans(latent_w, tile_w, overlap_w):
+            pixels = vae.decode(z[..., row.start : row.stop, col.start : col.stop])
+            if total is None:
+                shape = (*pixels.shape[:3], latent_h * factor, latent_w * factor)
+                total = torch.zeros(shape, dtype=torch.float32, device=z.device)
+                count = torch.zeros(shape[-2:], dtype=torch.float32, device=z.device)
+            extent_h, extent_w = pixels.shape[-2:]
+            # Ramps follow the pixel overlap, not the latent-rounded one (reference behaviour).
+            weight = torch.outer(
+                edge_weights(extent_h, tile_overlap[0], row.leading_fade, row.trailing_fade),
+                edge_weights(extent_w, tile_overlap[1], col.leading_fade, col.trailing_fade),
+            ).to(z.device)
+            top, left = row.start * factor, col.start * factor
+            area = (slice(top, top + extent_h), slice(left, left + extent_w))
+            total[..., area[0], area[1]] += pixels.float() * weight
+            count[area] += weight
+    return (total / count.clamp(min=1e-6)).to(z.dtype)
