@@ -1,0 +1,35 @@
+"""RMSNorm with float32 statistics, the normalisation used everywhere in the NaDiT."""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+
+def rms_norm(x: Tensor, weight: Tensor | None = None, eps: float = 1e-5) -> Tensor:
+    """``x / sqrt(mean(x^2) + eps) * weight`` over the last axis, computed in float32.
+
+    The reference's fused kernel accumulates in float32 whatever the activation dtype; doing the
+    statistics in bf16 moves the output by more than the rest of the bf16 path does.
+    """
+    x32 = x.float()
+    y = x32 * torch.rsqrt(x32.pow(2).mean(dim=-1, keepdim=True) + eps)
+    if weight is not None:
+        y = y * weight.float()
+    return y.to(x.dtype)
+
+
+class RMSNorm(nn.Module):
+    """RMSNorm over the last axis; ``affine=False`` gives the weightless block norms."""
+
+    def __init__(self, dim: int, eps: float = 1e-5, affine: bool = True) -> None:
+        super().__init__()
+        self.dim = dim
+        self.eps = eps
+        self.weight = nn.Parameter(torch.ones(dim)) if affine else None
+
+    def forward(self, x: Tensor) -> Tensor:
+        return rms_norm(x, self.weight, self.eps)
+
+    def extra_repr(self) -> str:
+        return f"{self.dim}, eps={self.eps}, affine={self.weight is not None}"
