@@ -1,0 +1,224 @@
+"""Temporal plan: which frames each window encodes, and how window outputs become output frames.
+
+Timeline: the ``prepend`` mirrored frames come first, then the ``num_frames`` input frames
+(``N = prepend + num_frames``). Window ``k`` covers ``[k*step, min(k*step + batch_size, N))`` of
+that timeline, ``step = batch_size - overlap``, and is padded at its end to 4n+1 frames with the
+reference padding function (PIPELINE.md b.2). A window's input is fully described by
+``plan.window_input_frames(window)`` (input frame indices, padding included), and its noise by
+its ``start``, so windows are independent units of work: any device, any order. The plan never
+depends on the number of devices.
+
+Output frame ``i`` is timeline frame ``prepend + i``; ``plan.contributions(i)`` lists
+``(window, local frame, weight)`` so that assembly is a weighted sum (``blend.assemble``).
+Overlapping windows are folded in window order exactly like numz writes them: the later window's
+first ``overlap`` frames are blended into what is already there.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from functools import cached_property
+
+from seedvr_cli.errors import UsageError
+from seedvr_cli.pipeline.blend import BLEND_MODES, blend_weights
+
+DEFAULT_BATCH_SIZE = 21
+
+
+def append_padding(length: int, count: int) -> list[int]:
+    """Indices of ``count`` frames appended to a ``length``-frame clip (reference padding function).
+
+    Fewer than ``length``: a mirror without repeating the last frame (t=6, 3 -> 4 3 2). Otherwise
+    the reference's non-mirror sequence: frames ``length-1 .. 1`` then the last frame repeated
+    (t=3, 4 -> 2 1 2 2; bug h.7, kept so padded windows encode the same pixels as numz).
+    """
+    if count <= 0:
+        return []
+    if count < length:
+        return [length - 2 - i for i in range(count)]
+    return list(range(length - 1, 0, -1)) + [length - 1] * (count - length + 1)
+
+
+def prepend_padding(length: int, count: int) -> list[int]:
+    """Indices of ``count`` frames put before a ``length``-frame clip (``--prepend-frames``).
+
+    ``count < length``: ``count, ..., 1`` (a mirror of the start). Otherwise the reference gives the
+    last frame repeated, then ``length-1 .. 1`` (T=3, p=4 -> 2 2 2 1).
+    """
+    if count <= 0:
+        return []
+    if count < length:
+        return list(range(count, 0, -1))
+    return [length - 1] * (count - length + 1) + list(range(length - 1, 0, -1))
+
+
+def padded_length(length: int) -> int:
+    """Smallest 4n+1 >= ``length`` (the VAE maps 4n+1 frames to n+1 latents)."""
+    return length if length % 4 == 1 else 4 * ((length - 1) // 4 + 1) + 1
+
+
+def nearest_valid_batch_sizes(value: int) -> tuple[int, ...]:
+    below = 4 * ((value - 1) // 4) + 1
+    return (below, below + 4) if below >= 1 else (1,)
+
+
+def check_batch_size(batch_size: int) -> None:
+    if batch_size < 1 or batch_size % 4 != 1:
+        nearest = " or ".join(str(v) for v in nearest_valid_batch_sizes(max(batch_size, 1)))
+        raise UsageError(f"--batch-size {batch_size}: must be 4n+1 (1, 5, 9, 13, 17, 21, ...); nearest valid: {nearest}")
+
+
+@dataclass(frozen=True)
+class Contribution:
+    """Output frame share: ``weight * output_of(window)[local]``."""
+
+    window: int
+    local: int
+    weight: float
+
+
+@dataclass(frozen=True)
+class Window:
+    """One unit of work: timeline frames ``[start, stop)``, padded to ``len(source)`` = 4n+1."""
+
+    index: int
+    start: int
+    stop: int
+    # Timeline frame encoded at each padded position (real frames first, then padding).
+    source: tuple[int, ...]
+    # Timeline frames this window writes without blending (numz ``decode_batch_info`` slice).
+    write_start: int
+
+    @property
+    def length(self) -> int:
+        """Real (unpadded) frames; decoded output is trimmed to this many."""
+        return self.stop - self.start
+
+    @property
+    def padded_length(self) -> int:
+        return len(self.source)
+
+    @property
+    def latent_frames(self) -> int:
+        return (self.padded_length - 1) // 4 + 1
+
+
+@dataclass(frozen=True)
+class TemporalPlan:
+    num_frames: int
+    batch_size: int
+    overlap: int
+    prepend: int
+    blend: str
+    windows: tuple[Window, ...]
+    _weights: tuple[float, ...] = field(repr=False)
+
+    @property
+    def timeline_length(self) -> int:
+        return self.prepend + self.num_frames
+
+    @property
+    def step(self) -> int:
+        return self.batch_size - self.overlap
+
+    @cached_property
+    def _prepended(self) -> tuple[int, ...]:
+        return tuple(prepend_padding(self.num_frames, self.prepend))
+
+    def input_index(self, timeline_index: int) -> int:
+        """Input frame shown at a timeline position (prepended positions map to mirrored frames)."""
+        if not 0 <= timeline_index < self.timeline_length:
+            raise IndexError(f"timeline frame {timeline_index} outside [0, {self.timeline_length})")
+        if timeline_index < self.prepend:
+            return self._prepended[timeline_index]
+        return timeline_index - self.prepend
+
+    def window_input_frames(self, window: Window) -> list[int]:
+        """Input frame indices to feed ``window``, padding included (length 4n+1)."""
+        return [self.input_index(j) for j in window.source]
+
+    def windows_covering(self, timeline_index: int) -> range:
+        first = max(0, -(-(timeline_index - self.batch_size + 1) // self.step))
+        last = min(len(self.windows) - 1, timeline_index // self.step)
+        return range(first, last + 1)
+
+    def timeline_contributions(self, timeline_index: int) -> list[Contribution]:
+        covering = self.windows_covering(timeline_index)
+        shares: list[tuple[int, float]] = []
+        for k in covering:
+            local = timeline_index - self.windows[k].start
+            if not shares:
+                shares.append((k, 1.0))
+                continue
+            earlier = self._weights[local]
+            shares = [(w, share * earlier) for w, share in shares]
+            shares.append((k, 1.0 - earlier))
+        return [
+            Contribution(window=k, local=timeline_index - self.windows[k].start, weight=share)
+            for k, share in shares
+            if share != 0.0
+        ]
+
+    def contributions(self, output_index: int) -> list[Contribution]:
+        """How output frame ``output_index`` (prepended frames excluded) is made from window outputs."""
+        if not 0 <= output_index < self.num_frames:
+            raise IndexError(f"output frame {output_index} outside [0, {self.num_frames})")
+        return self.timeline_contributions(self.prepend + output_index)
+
+    def output_frames_of(self, window: Window) -> range:
+        """Output frame indices that ``window`` contributes to (possibly with weight)."""
+        first = max(window.start, self.prepend) - self.prepend
+        last = window.stop - self.prepend
+        return range(first, max(first, last))
+
+
+def plan_windows(
+    num_frames: int,
+    *,
+    batch_size: int = DEFAULT_BATCH_SIZE,
+    overlap: int = 0,
+    prepend: int = 0,
+    uniform: bool = False,
+    blend: str = "crossfade",
+    reference: bool = False,
+) -> TemporalPlan:
+    """Temporal windows for ``num_frames`` input frames.
+
+    ``reference=True`` accepts numz's settings as numz does (any batch size, padded to 4n+1
+    inside each window; an overlap >= batch size silently becomes 0) for parity; otherwise bad
+    values are usage errors. ``uniform`` pads a short last window up to ``batch_size`` first.
+    """
+    if num_frames < 1:
+        raise UsageError("the input has no frames")
+    if blend not in BLEND_MODES:
+        raise UsageError(f"blend mode {blend!r}: use one of {', '.join(BLEND_MODES)}")
+    if prepend < 0:
+        raise UsageError(f"--prepend-frames {prepend}: must be >= 0")
+    if overlap < 0:
+        raise UsageError(f"--temporal-overlap {overlap}: must be >= 0")
+    if reference:
+        if batch_size < 1:
+            raise UsageError(f"--batch-size {batch_size}: must be >= 1")
+        if overlap >= batch_size:
+            overlap = 0
+    else:
+        check_batch_size(batch_size)
+        if overlap >= batch_size:
+            raise UsageError(f"--temporal-overlap {overlap}: must be smaller than --batch-size {batch_size}")
+
+    total = prepend + num_frames
+    step = batch_size - overlap
+    windows: list[Window] = []
+    for start in range(0, total, step):
+        stop = min(start + batch_size, total)
+        if windows and stop - start <= overlap:
+            break
+        local = list(range(stop - start))
+        if uniform and len(local) < batch_size:
+            local += append_padding(len(local), batch_size - len(local))
+        local += [local[i] for i in append_padding(len(local), padded_length(len(local)) - len(local))]
+        write_start = start + (overlap if windows else 0)
+        windows.append(Window(len(windows), start, stop, tuple(start + i for i in local), write_start))
+
+    weights = tuple(float(w) for w in blend_weights(overlap, blend))
+    return TemporalPlan(num_frames, batch_size, overlap, prepend, blend, tuple(windows), weights)
