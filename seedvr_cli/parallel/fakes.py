@@ -1,0 +1,187 @@
+"""Stand-ins for the media reader, the model and the writer, to exercise the engine without either.
+
+Used by the tests (and usable by the CLI's tests) to drive real spawned workers on the CPU:
+a synthetic clip generated on the fly, a processor that upscales by pixel repetition and adds
+noise seeded by chunk position (so overlaps really need blending), optional slowness, injected
+faults, and sinks that hash, keep or write what they receive.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import signal
+import time
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+
+from seedvr_cli.parallel.devices import DeviceSpec
+from seedvr_cli.parallel.tasks import ChunkTask
+
+
+class SyntheticReader:
+    def __init__(self, source: SyntheticSource) -> None:
+        self.source = source
+
+    def read(self, start: int, stop: int) -> np.ndarray:
+        s = self.source
+        if not 0 <= start <= stop <= s.frames:
+            raise IndexError(f"frames {start}:{stop} outside a clip of {s.frames}")
+        f = np.arange(start, stop, dtype=np.int64)[:, None, None, None]
+        y = np.arange(s.height, dtype=np.int64)[None, :, None, None]
+        x = np.arange(s.width, dtype=np.int64)[None, None, :, None]
+        c = np.arange(s.channels, dtype=np.int64)[None, None, None, :]
+        values = (f * 37 + y * 5 + x * 3 + c * 101 + s.seed) % 251
+        if s.dtype == "uint16":
+            return (values * 257).astype(np.uint16)
+        return values.astype(np.uint8)
+
+    def close(self) -> None:
+        pass
+
+
+@dataclass(frozen=True)
+class SyntheticSource:
+    """A clip of ``frames`` frames computed from their index: any length, no memory, no file."""
+
+    frames: int
+    height: int = 8
+    width: int = 8
+    channels: int = 3
+    seed: int = 0
+    dtype: str = "uint8"
+
+    def open(self) -> SyntheticReader:
+        return SyntheticReader(self)
+
+
+@dataclass(frozen=True)
+class Fault:
+    """Make the processor fail: ``raise`` an exception, ``exit`` the process, or ``kill`` it (SIGKILL).
+
+    Matches chunk ``chunk`` (any when ``None``) on device label ``device`` (any when ``None``), at most
+    ``times`` times over all processes (counted with marker files; 0 = every time).
+    """
+
+    mode: Literal["raise", "exit", "kill"]
+    chunk: int | None = None
+    device: str | None = None
+    times: int = 1
+
+
+class FakeProcessor:
+    def __init__(self, factory: FakeProcessorFactory, device: DeviceSpec) -> None:
+        self.factory, self.device = factory, device
+
+    def _maybe_fail(self, task: ChunkTask) -> None:
+        for number, fault in enumerate(self.factory.faults):
+            if fault.chunk not in (None, task.index) or fault.device not in (None, self.device.label):
+                continue
+            marker_dir = Path(self.factory.fault_dir or ".") / f"fault-{number}"
+            marker_dir.mkdir(parents=True, exist_ok=True)
+            if fault.times and len(list(marker_dir.iterdir())) >= fault.times:
+                continue
+            (marker_dir / uuid.uuid4().hex).touch()
+            if fault.mode == "raise":
+                raise RuntimeError(f"injected failure on chunk {task.index} ({self.device.label})")
+            if fault.mode == "exit":
+                os._exit(3)
+            os.kill(os.getpid(), signal.SIGKILL)
+
+    def process(self, task: ChunkTask, frames: np.ndarray, context: object) -> np.ndarray:
+        self._maybe_fail(task)
+        if self.factory.delay_s:
+            time.sleep(self.factory.delay_s)
+        scale = self.factory.scale
+        lo, hi = task.out_start - task.read_start, task.out_stop - task.read_start
+        out = np.repeat(np.repeat(np.asarray(frames[lo:hi]), scale, axis=1), scale, axis=2).astype(np.int64)
+        # Noise keyed by chunk position only: two chunks disagree on their shared frames (as two
+        # diffusion windows do), so the result depends on blending, never on which worker ran what.
+        rng = np.random.default_rng([self.factory.seed, task.index])
+        out += rng.integers(-9, 10, size=(out.shape[0], 1, 1, out.shape[3]))
+        top = np.iinfo(frames.dtype).max
+        return np.clip(out, 0, top).astype(frames.dtype)
+
+
+@dataclass(frozen=True)
+class FakeProcessorFactory:
+    """Picklable factory of ``FakeProcessor``; ``startup_s`` imitates loading a model."""
+
+    scale: int = 2
+    delay_s: float = 0.0
+    startup_s: float = 0.0
+    faults: tuple[Fault, ...] = ()
+    fault_dir: str | None = None
+    seed: int = 0
+
+    def __call__(self, device: DeviceSpec) -> FakeProcessor:
+        if self.startup_s:
+            time.sleep(self.startup_s)
+        return FakeProcessor(self, device)
+
+
+class ArraySink:
+    """Keeps every frame (small tests only)."""
+
+    def __init__(self) -> None:
+        self.parts: list[np.ndarray] = []
+        self.closed = self.aborted = False
+
+    def write(self, frames: np.ndarray) -> None:
+        self.parts.append(np.array(frames, copy=True))
+
+    def close(self) -> None:
+        self.closed = True
+
+    def abort(self) -> None:
+        self.aborted = True
+
+    @property
+    def frames(self) -> np.ndarray:
+        return np.concatenate(self.parts) if self.parts else np.zeros((0,), dtype=np.uint8)
+
+
+class HashSink:
+    """Hashes frames as they come and forgets them: for long clips."""
+
+    def __init__(self) -> None:
+        self._digest = hashlib.sha256()
+        self.count = 0
+        self.closed = self.aborted = False
+
+    def write(self, frames: np.ndarray) -> None:
+        self._digest.update(np.ascontiguousarray(frames).tobytes())
+        self.count += frames.shape[0]
+
+    def close(self) -> None:
+        self.closed = True
+
+    def abort(self) -> None:
+        self.aborted = True
+
+    def hexdigest(self) -> str:
+        return self._digest.hexdigest()
+
+
+class RawFileSink:
+    """Writes raw frame bytes to a temporary name and renames it to ``path`` on ``close``."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = Path(path)
+        self._tmp = self.path.with_name(f".{self.path.name}.partial")
+        self._handle = open(self._tmp, "wb")
+
+    def write(self, frames: np.ndarray) -> None:
+        self._handle.write(np.ascontiguousarray(frames).tobytes())
+
+    def close(self) -> None:
+        self._handle.close()
+        os.replace(self._tmp, self.path)
+
+    def abort(self) -> None:
+        self._handle.close()
+        self._tmp.unlink(missing_ok=True)
