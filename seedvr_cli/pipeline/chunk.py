@@ -1,0 +1,208 @@
+"""One window of frames through the whole model path: ``upscale_chunk``.
+
+1. preprocess  2. VAE encode  3. condition + noise  4. one DiT step at t = 1000
+5. VAE decode  6. trim padding, crop to the true size  7. colour correction (+ alpha)
+8. quantize to uint8 / uint16.
+
+The output depends only on the window's frames, its position (noise seed) and the settings, so
+windows can run anywhere in any order. Models are passed in already on their device and in
+``settings.dtype``; memory tricks (tiling, BlockSwap) wrap them from outside and keep the same
+call signatures (:class:`LatentCodec`, :class:`VelocityModel`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol
+
+import torch
+
+from seedvr_cli.pipeline.alpha import upscale_alpha
+from seedvr_cli.pipeline.color import COLOR_METHODS, DEFAULT_COLOR_METHOD, color_correct
+from seedvr_cli.pipeline.condition import (
+    SHIFT_SHAPES,
+    add_input_noise,
+    augmentation_noise,
+    build_condition,
+    dit_tokens,
+    noise_latent,
+    window_noise,
+)
+from seedvr_cli.pipeline.plan import FrameSize
+from seedvr_cli.pipeline.preprocess import preprocess, to_unit_float
+from seedvr_cli.pipeline.quantize import INTEGER_OUTPUTS, quantize, signed_to_unit
+from seedvr_cli.pipeline.sampler import NUM_TRAIN_TIMESTEPS
+from seedvr_cli.pipeline.temporal import Window
+
+VAE_SCALING_FACTOR = 0.9152
+LATENT_CHANNELS = 16
+
+
+class LatentCodec(Protocol):
+    """What upscale_chunk needs of the VAE (``models.vae.VideoVAE`` or a tiling wrapper)."""
+
+    def encode(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]: ...  # [B,3,T,H,W] -> mean, logvar
+
+    def decode(self, z: torch.Tensor) -> torch.Tensor: ...  # [B,16,T',h,w] -> [B,3,T,H,W]
+
+
+class VelocityModel(Protocol):
+    """What upscale_chunk needs of the DiT (``models.dit.NaDiT`` or a BlockSwap runner)."""
+
+    def __call__(
+        self, vid: torch.Tensor, txt: torch.Tensor, vid_shape: torch.Tensor, txt_shape: torch.Tensor, timestep: torch.Tensor
+    ) -> torch.Tensor: ...  # [L, 33] tokens -> [L, 16] velocity
+
+
+@dataclass(frozen=True)
+class ChunkSettings:
+    """Everything about one window's computation that is not the frames or the models."""
+
+    frame_size: FrameSize
+    dtype: torch.dtype = torch.bfloat16
+    color: str = DEFAULT_COLOR_METHOD
+    input_noise_scale: float = 0.0
+    latent_noise_scale: float = 0.0
+    # numz noises the condition with a timestep shifted for the wrong shape (h.1); "as_called"
+    # keeps its pictures, "intended" uses the latent grid.
+    latent_noise_shift: str = "as_called"
+    seed: int = 42
+    # uint8, uint16 (10/16-bit outputs) or None for float32 frames in [0, 1].
+    output_dtype: torch.dtype | None = torch.uint8
+
+    def __post_init__(self) -> None:
+        if self.color not in COLOR_METHODS:
+            raise ValueError(f"color {self.color!r} is not one of {COLOR_METHODS}")
+        if self.latent_noise_shift not in SHIFT_SHAPES:
+            raise ValueError(f"latent_noise_shift {self.latent_noise_shift!r} is not one of {SHIFT_SHAPES}")
+        if self.output_dtype is not None and self.output_dtype not in INTEGER_OUTPUTS:
+            raise ValueError(f"output_dtype {self.output_dtype} is not uint8, uint16 or None")
+        if self.input_noise_scale < 0 or self.latent_noise_scale < 0:
+            raise ValueError("noise scales must be >= 0")
+
+
+@dataclass(frozen=True)
+class ChunkNoise:
+    """Explicit noises (parity with numz's global generator); ``None`` fields are drawn per window."""
+
+    x_T: torch.Tensor | None = None  # [T', h, w, 16]
+    augment: torch.Tensor | None = None  # [T', h, w, 16], the fresh part of the condition noise
+    input: torch.Tensor | None = None  # [3, T, H, W]
+
+
+# ---------------------------------------------------------------- steps
+
+
+def encode_clip(vae: LatentCodec, clip: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """Step 2: clip ``[3, T, H, W]`` -> scaled channels-last latent ``[T', h, w, 16]`` (float32, the mean)."""
+    mean, _ = vae.encode(clip.unsqueeze(0).to(dtype))
+    return mean[0].to(torch.float32).permute(1, 2, 3, 0) * VAE_SCALING_FACTOR
+
+
+def decode_latent(vae: LatentCodec, latent: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """Step 5: scaled channels-last latent -> decoded clip ``[3, T, H, W]`` float32 (unclamped)."""
+    z = (latent / VAE_SCALING_FACTOR).permute(3, 0, 1, 2).unsqueeze(0)
+    decoded = vae.decode(z.to(dtype))[0].to(torch.float32)
+    return decoded if decoded.dim() == 4 else decoded.unsqueeze(1)
+
+
+def restore_latent(
+    dit: VelocityModel, x_T: torch.Tensor, condition: torch.Tensor, text_embedding: torch.Tensor, dtype: torch.dtype
+) -> torch.Tensor:
+    """Step 4: one DiT call at t = 1000 on the NA packed layout; returns ``x_0 = x_T - v`` (float32)."""
+    tokens, vid_shape = dit_tokens(x_T, condition)
+    txt = text_embedding.to(device=tokens.device, dtype=dtype)
+    txt_shape = torch.tensor([[txt.shape[0]]], dtype=torch.long, device=tokens.device)
+    timestep = torch.tensor([NUM_TRAIN_TIMESTEPS], dtype=dtype, device=tokens.device)
+    velocity = dit(tokens.to(dtype), txt, vid_shape, txt_shape, timestep)
+    return x_T - velocity.to(torch.float32).reshape(x_T.shape)
+
+
+def condition_and_noise(
+    latent: torch.Tensor, settings: ChunkSettings, window_start: int, noise: ChunkNoise | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Step 3: sampling noise ``x_T`` and the 17-channel condition (optionally noised)."""
+    noise = noise or ChunkNoise()
+    x_T = noise.x_T if noise.x_T is not None else window_noise(settings.seed, window_start, latent.shape, latent.device)
+    x_T = x_T.to(device=latent.device, dtype=torch.float32)
+    if settings.latent_noise_scale > 0:
+        extra = noise.augment
+        if extra is None:
+            extra = window_noise(settings.seed, window_start, latent.shape, latent.device, stream="augment")
+        aug = augmentation_noise(x_T, extra.to(device=latent.device, dtype=torch.float32))
+        latent = noise_latent(latent, aug, settings.latent_noise_scale, settings.latent_noise_shift)
+    return x_T, build_condition(latent)
+
+
+def crop_frames(clip: torch.Tensor, frames: int, size: tuple[int, int]) -> torch.Tensor:
+    """Step 6: ``[3, T, H, W]`` -> the first ``frames`` frames at ``size``, as ``[t, 3, Ht, Wt]``."""
+    return clip[:, :frames, : size[0], : size[1]].permute(1, 0, 2, 3)
+
+
+def finish_frames(rgb: torch.Tensor, alpha: torch.Tensor | None, output_dtype: torch.dtype | None) -> torch.Tensor:
+    """Step 8: ``[t, 3, H, W]`` in [-1, 1] (+ alpha ``[t, 1, H, W]`` in [0, 1]) -> ``[t, H, W, C]``."""
+    unit = signed_to_unit(rgb)
+    if alpha is not None:
+        unit = torch.cat([unit, alpha.to(unit)], dim=1)
+    return quantize(unit.permute(0, 2, 3, 1), output_dtype)
+
+
+# ---------------------------------------------------------------- the chunk
+
+
+@torch.inference_mode()
+def upscale_chunk(
+    frames: torch.Tensor,
+    *,
+    vae: LatentCodec,
+    dit: VelocityModel,
+    text_embedding: torch.Tensor,
+    settings: ChunkSettings,
+    window: Window,
+    noise: ChunkNoise | None = None,
+) -> torch.Tensor:
+    """Upscale one window.
+
+    ``frames``: ``[window.padded_length, H0, W0, C]`` (the frames of
+    ``plan.window_input_frames(window)``), uint8 / uint16 / float in [0, 1], C = 3 or 4 (RGBA), on
+    the compute device. Returns ``[window.length, Ht, Wt, C]`` in ``settings.output_dtype``.
+    """
+    if frames.shape[0] != window.padded_length:
+        raise ValueError(f"window {window.index} needs {window.padded_length} frames (padding included), got {frames.shape[0]}")
+    size = settings.frame_size
+    dtype = settings.dtype
+
+    # 1. preprocess: resize, pad to 16, [-1, 1], CTHW; optional input noise on the encoder's copy
+    clip = preprocess(frames, size)
+    encoder_input = clip
+    if settings.input_noise_scale > 0:
+        input_noise = noise.input if noise is not None and noise.input is not None else None
+        if input_noise is None:
+            input_noise = window_noise(settings.seed, window.start, clip.shape, clip.device, stream="input")
+        encoder_input = add_input_noise(clip, input_noise.to(clip), settings.input_noise_scale)
+
+    # 2. VAE encode (posterior mean)
+    latent = encode_clip(vae, encoder_input, dtype)
+
+    # 3. condition + noise
+    x_T, condition = condition_and_noise(latent, settings, window.start, noise)
+
+    # 4. one DiT step at t = 1000 with the positive text embedding
+    restored = restore_latent(dit, x_T, condition, text_embedding, dtype)
+
+    # 5. VAE decode
+    decoded = decode_latent(vae, restored, dtype)
+
+    # 6. drop temporal padding, crop spatial padding and the odd row/column
+    content = crop_frames(decoded, window.length, size.true)
+    style = crop_frames(clip, window.length, size.true)
+
+    # 7. alpha (guided by the uncorrected upscale, as numz does) and colour correction
+    alpha = None
+    if frames.shape[-1] == 4:
+        source_alpha = to_unit_float(frames[: window.length, ..., 3:]).permute(0, 3, 1, 2)
+        alpha = upscale_alpha(source_alpha, content)
+    corrected = color_correct(content, style, settings.color)
+
+    # 8. to uint8 / uint16 (rounded)
+    return finish_frames(corrected, alpha, settings.output_dtype)
