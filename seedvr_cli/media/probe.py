@@ -209,6 +209,17 @@ def _count_frames(path: Path, container, stream):
     return _decode_count(path), "decoded", None
 
 
+def _index_entries_vfr(stream) -> bool | None:
+    """Variable rate from a sample table's decode times (the same steps as presentation times)."""
+    import numpy as np
+
+    stamps = np.array([e.timestamp for e in stream.index_entries if not e.is_discard], dtype=np.int64)
+    if stamps.size < 3:
+        return None if stamps.size == 0 else False
+    steps = np.diff(np.sort(stamps))
+    return int(steps.max() - steps.min()) > 1
+
+
 def _decode_count(path: Path) -> int:
     import av
 
