@@ -1,0 +1,133 @@
+"""Window partition (against the reference table) and the windowed attention backends."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from conftest import shared_path
+
+from seedvr_cli.models import attention
+from seedvr_cli.models.attention import (
+    attention_backend,
+    build_window_plan,
+    reference_window_attention,
+    sdpa_window_attention,
+    text_rope_tables,
+    window_partition,
+    window_sizes,
+)
+from seedvr_cli.models.norms import RMSNorm, rms_norm
+from seedvr_cli.models.rope import RopeSpec, apply_rope
+
+
+def test_window_partition_matches_reference_table():
+    table = json.loads(shared_path("fixtures", "dit", "window_table.json").read_text())
+    entries = table["entries"]
+    assert len(entries) == 183
+    for entry in entries:
+        grid = tuple(entry["tokens_thw"])
+        for method in ("regular", "shifted"):
+            ours = [list(w) for w in window_partition(grid, method)]
+            assert ours == entry[method], f"{entry['label']} {grid} {method}"
+
+
+@pytest.mark.parametrize("grid", [(21, 45, 80), (1, 135, 240), (5, 7, 300), (2, 1, 1), (31, 20, 20)])
+@pytest.mark.parametrize("method", ["regular", "shifted"])
+def test_windows_tile_the_grid_exactly(grid, method):
+    cover = torch.zeros(grid, dtype=torch.int32)
+    for t0, t1, h0, h1, w0, w1 in window_partition(grid, method):
+        assert t1 > t0 and h1 > h0 and w1 > w0
+        cover[t0:t1, h0:h1, w0:w1] += 1
+    assert bool((cover == 1).all())
+
+
+def test_window_sizes_follow_the_spec_examples():
+    assert window_sizes((21, 45, 80)) == (6, 15, 27)  # 16:9
+    assert window_sizes((1, 135, 240))[1:] == (15, 27)  # size depends on aspect ratio only
+    assert window_sizes((1, 80, 45))[1:] == (27, 15)  # portrait
+    assert window_sizes((1, 64, 64))[1:] == (20, 20)  # square
+    assert len(window_partition((21, 45, 80), "regular")) == 36
+    assert len(window_partition((21, 45, 80), "shifted")) == 64
+
+
+def _random_qkv(grids, txt_lens, heads=2, dim=32, seed=0):
+    gen = torch.Generator().manual_seed(seed)
+    lv, lt = sum(t * h * w for t, h, w in grids), sum(txt_lens)
+    norm = RMSNorm(dim)
+    vid = tuple(torch.randn(lv, heads, dim, generator=gen) for _ in range(3))
+    txt = tuple(torch.randn(lt, heads, dim, generator=gen) for _ in range(3))
+    # q/k arrive RMS-normalised in the model; keeps the softmax in a realistic range.
+    vid = (norm(vid[0]), norm(vid[1]), vid[2])
+    txt = (norm(txt[0]), norm(txt[1]), txt[2])
+    return vid, txt
+
+
+# Heterogeneous samples: partial windows, shifted splits, different text lengths and window counts.
+GRIDS = [(3, 21, 27), (1, 12, 20), (5, 8, 10)]
+TXT_LENS = [13, 7, 30]
+
+
+@pytest.mark.parametrize("rope", [RopeSpec("mmrope3d", 32), RopeSpec("pixel", 16), None])
+@pytest.mark.parametrize("method", ["regular", "shifted"])
+def test_sdpa_backend_equals_reference_backend(rope, method):
+    vid, txt = _random_qkv(GRIDS, TXT_LENS)
+    if rope is not None and rope.rotates_text:
+        cos, sin = text_rope_tables(rope, TXT_LENS)
+        txt = (apply_rope(txt[0], cos, sin), apply_rope(txt[1], cos, sin), txt[2])
+    plan = build_window_plan(GRIDS, TXT_LENS, method, rope=rope)
+    fast_vid, fast_txt = sdpa_window_attention(vid, txt, plan, True)
+    ref_vid, ref_txt = reference_window_attention(vid, txt, plan, True)
+    torch.testing.assert_close(fast_vid, ref_vid, rtol=0, atol=2e-6)
+    torch.testing.assert_close(fast_txt, ref_txt, rtol=0, atol=2e-6)
+    assert sdpa_window_attention(vid, txt, plan, False)[1] is None
+
+
+def test_sdpa_chunking_does_not_change_results(monkeypatch):
+    vid, txt = _random_qkv(GRIDS, TXT_LENS, seed=1)
+    plan = build_window_plan(GRIDS, TXT_LENS, "shifted", rope=RopeSpec("mmrope3d", 32))
+    whole = sdpa_window_attention(vid, txt, plan, True)
+    monkeypatch.setattr(attention, "SDPA_MAX_BATCH_TOKENS", 1)  # one window per SDPA call
+    chunked = sdpa_window_attention(vid, txt, plan, True)
+    torch.testing.assert_close(chunked[0], whole[0], rtol=0, atol=1e-6)
+    torch.testing.assert_close(chunked[1], whole[1], rtol=0, atol=1e-6)
+
+
+def test_text_output_is_mean_over_windows_of_own_sample():
+    # Values constant per sample: each window's attention output for a text token is that constant,
+    # so the mean over windows must return it exactly, whatever the window count.
+    grids, txt_lens = [(3, 21, 27), (5, 8, 10)], [4, 6]
+    vid, txt = _random_qkv(grids, txt_lens)
+    lv = [t * h * w for t, h, w in grids]
+    v_vid = torch.cat([torch.full((n, 2, 32), float(i + 1)) for i, n in enumerate(lv)])
+    v_txt = torch.cat([torch.full((n, 2, 32), float(i + 1)) for i, n in enumerate(txt_lens)])
+    plan = build_window_plan(grids, txt_lens, "regular")
+    assert [len(w) for w in plan.windows] == [12, 3]
+    _, out_txt = sdpa_window_attention((vid[0], vid[1], v_vid), (txt[0], txt[1], v_txt), plan, True)
+    torch.testing.assert_close(out_txt, v_txt)
+
+
+def test_plan_groups_windows_by_shape():
+    plan = build_window_plan([(21, 45, 80)], [58], "regular")
+    assert sum(g.vid_index.shape[0] for g in plan.groups) == 36
+    assert sorted(g.shape for g in plan.groups) == [(3, 15, 26), (3, 15, 27), (6, 15, 26), (6, 15, 27)]
+    every_row = torch.cat([g.vid_index.reshape(-1) for g in plan.groups]).sort().values
+    assert torch.equal(every_row, torch.arange(21 * 45 * 80))
+
+
+def test_backend_registry():
+    assert attention_backend("sdpa") is sdpa_window_attention
+    assert attention_backend("reference") is reference_window_attention
+    with pytest.raises(ValueError, match="unknown attention backend 'flash'.*sdpa"):
+        attention_backend("flash")
+
+
+def test_rms_norm_statistics_in_float32():
+    x = (torch.randn(4, 64) * 300).bfloat16()
+    weight = torch.randn(64)
+    expected = x.float() * torch.rsqrt(x.float().pow(2).mean(-1, keepdim=True) + 1e-5) * weight
+    out = rms_norm(x, weight)
+    assert out.dtype == torch.bfloat16
+    torch.testing.assert_close(out.float(), expected.bfloat16().float(), rtol=0, atol=0)
+    assert RMSNorm(64, affine=False).weight is None
