@@ -117,10 +117,16 @@ class FakeProcessorFactory:
     faults: tuple[Fault, ...] = ()
     fault_dir: str | None = None
     seed: int = 0
+    fail_startup: bool = False
+    build_log: str | None = None  # a folder that gets one file per processor built
 
     def __call__(self, device: DeviceSpec) -> FakeProcessor:
         if self.startup_s:
             time.sleep(self.startup_s)
+        if self.fail_startup:
+            raise RuntimeError(f"injected failure while loading on {device.label}")
+        if self.build_log is not None:
+            (Path(self.build_log) / f"{device.label}-{os.getpid()}").touch()
         return FakeProcessor(self, device)
 
 
@@ -185,3 +191,33 @@ class RawFileSink:
     def abort(self) -> None:
         self._handle.close()
         self._tmp.unlink(missing_ok=True)
+
+
+def fake_windows(frames: int, size: int = 9, overlap: int = 3) -> list[tuple[int, int]]:
+    """A stand-in for the pipeline's temporal windows: ``size`` frames, ``overlap`` shared, covering the clip."""
+    windows: list[tuple[int, int]] = []
+    start = 0
+    while start < frames:
+        stop = min(start + size, frames)
+        windows.append((start, stop))
+        if stop == frames:
+            break
+        start = stop - overlap
+    return windows
+
+
+def run_serially(source, tasks, factory, device: DeviceSpec = DeviceSpec("cpu", 0)) -> np.ndarray:
+    """The whole clip in one process, every chunk in turn, blended by plain accumulation: the oracle."""
+    if not tasks:
+        return np.zeros((0,), dtype=np.uint8)
+    processor = factory(device)
+    reader = source.open()
+    total = tasks[-1].out_stop
+    acc = None
+    for task in tasks:
+        out = processor.process(task, reader.read(task.read_start, task.read_stop), None)
+        if acc is None:
+            acc = np.zeros((total, *out.shape[1:]), dtype=np.float32)
+            dtype = out.dtype
+        acc[task.out_start:task.out_stop] += out.astype(np.float32) * np.asarray(task.weights, np.float32)[:, None, None, None]
+    return np.clip(np.rint(acc), 0, np.iinfo(dtype).max).astype(dtype)

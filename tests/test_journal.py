@@ -1,0 +1,133 @@
+"""Work directories: input fingerprints, job keys, journal records, what counts as finished, restart."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import numpy as np
+import pytest
+
+from seedvr_cli.errors import UsageError
+from seedvr_cli.parallel.fakes import fake_windows
+from seedvr_cli.parallel.journal import (
+    Journal,
+    fingerprint_input,
+    job_key,
+    stale_workdirs,
+    workdir_for,
+)
+from seedvr_cli.parallel.spill import SpillReader, write_spill
+from seedvr_cli.parallel.tasks import plan_chunks
+
+
+@pytest.fixture
+def tasks():
+    return plan_chunks(fake_windows(40), windows_per_chunk=2)
+
+
+def test_fingerprint_follows_content_size_and_mtime(tmp_path):
+    video = tmp_path / "clip.mp4"
+    video.write_bytes(bytes(range(256)) * 20000)  # 5 MB: first and last MiB hashed, middle not
+    base = fingerprint_input(video)
+    assert fingerprint_input(video) == base
+
+    stat = video.stat()
+    data = bytearray(video.read_bytes())
+    data[-10] ^= 1
+    video.write_bytes(bytes(data))
+    os.utime(video, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    assert fingerprint_input(video) != base, "a change in the last MiB must show even with the same mtime"
+
+    data[-10] ^= 1
+    video.write_bytes(bytes(data))
+    os.utime(video, ns=(stat.st_atime_ns, stat.st_mtime_ns + 1_000_000_000))
+    assert fingerprint_input(video) != base, "a touched file is treated as a new input"
+
+
+def test_fingerprint_of_an_image_sequence_folder(tmp_path):
+    for i in range(3):
+        (tmp_path / f"{i:04d}.png").write_bytes(b"x" * (10 + i))
+    base = fingerprint_input(tmp_path)
+    (tmp_path / "0003.png").write_bytes(b"y")
+    assert fingerprint_input(tmp_path) != base
+
+
+def test_key_covers_input_settings_and_plan(tasks):
+    key = job_key("abc", {"model": "3b", "seed": 1}, tasks)
+    assert job_key("abc", {"seed": 1, "model": "3b"}, tasks) == key
+    assert job_key("abd", {"model": "3b", "seed": 1}, tasks) != key
+    assert job_key("abc", {"model": "3b", "seed": 2}, tasks) != key
+    other_plan = plan_chunks(fake_windows(40), windows_per_chunk=3)
+    assert job_key("abc", {"model": "3b", "seed": 1}, other_plan) != key
+
+
+def test_workdir_sits_beside_the_output(tmp_path):
+    out = tmp_path / "out" / "clip_up.mp4"
+    work = workdir_for(out, "f" * 64)
+    assert work.parent == out.parent and work.name.startswith(".clip_up.mp4.seedvr-")
+    work.mkdir(parents=True)
+    assert stale_workdirs(out) == [work]
+
+
+def _finish(journal, task, value=7):
+    frames = np.full((task.out_frames, 4, 4, 3), value, dtype=np.uint8)
+    write_spill(journal.spill_path(task.index), frames)
+    journal.record(task.index, shape=frames.shape, dtype="uint8", device="cpu:0", seconds=0.1)
+
+
+def test_records_survive_reopening_and_bad_ones_are_redone(tmp_path, tasks):
+    root = tmp_path / "work"
+    journal = Journal.open(root, key="k1", tasks=tasks, meta={"fps": "30000/1001"})
+    for task in tasks[:3]:
+        _finish(journal, task)
+    # A spill file without its record (the process died in between) is not finished.
+    write_spill(journal.spill_path(3), np.zeros((tasks[3].out_frames, 4, 4, 3), np.uint8))
+    # A record whose spill file lost its tail is not finished either.
+    spill = journal.spill_path(2)
+    spill.write_bytes(spill.read_bytes()[:-5])
+
+    reopened = Journal.open(root, key="k1", tasks=tasks)
+    assert sorted(reopened.done()) == [0, 1]
+    assert reopened.meta == {"fps": "30000/1001"}
+    assert [(t.out_start, t.out_stop, t.weights) for t in reopened.tasks()] == [
+        (t.out_start, t.out_stop, t.weights) for t in tasks
+    ]
+    record = json.loads(reopened.record_path(0).read_text())
+    assert record["device"] == "cpu:0" and record["frames"] == tasks[0].out_frames
+
+
+def test_a_record_with_the_wrong_frame_count_is_not_finished(tmp_path, tasks):
+    journal = Journal.open(tmp_path / "w", key="k", tasks=tasks)
+    frames = np.zeros((tasks[0].out_frames + 1, 2, 2, 3), np.uint8)
+    write_spill(journal.spill_path(0), frames)
+    journal.record(0, shape=frames.shape, dtype="uint8", device="cpu:0", seconds=0.0)
+    assert journal.done() == {}
+
+
+def test_other_job_in_the_same_directory_needs_restart(tmp_path, tasks):
+    root = tmp_path / "work"
+    journal = Journal.open(root, key="k1", tasks=tasks)
+    _finish(journal, tasks[0])
+    with pytest.raises(UsageError, match="--restart"):
+        Journal.open(root, key="k2", tasks=tasks)
+    fresh = Journal.open(root, key="k2", tasks=tasks, restart=True)
+    assert fresh.done() == {} and fresh.key == "k2"
+    fresh.remove()
+    assert not root.exists()
+
+
+def test_not_a_workdir(tmp_path):
+    with pytest.raises(UsageError, match="not a seedvr work directory"):
+        Journal.load(tmp_path)
+
+
+def test_spill_round_trip_reads_frame_ranges(tmp_path):
+    frames = np.arange(5 * 3 * 2 * 3, dtype=np.uint16).reshape(5, 3, 2, 3) * 1000
+    path = tmp_path / "c.npy"
+    write_spill(path, frames)
+    reader = SpillReader(path)
+    assert reader.shape == frames.shape and reader.dtype == np.uint16
+    np.testing.assert_array_equal(reader.read(1, 4), frames[1:4])
+    reader.close()
+    assert not list(tmp_path.glob(".*tmp")), "no temporary file is left behind"

@@ -1,0 +1,145 @@
+"""The chunk plan and the streaming assembler, in one process (no workers)."""
+
+from __future__ import annotations
+
+import random
+
+import numpy as np
+import pytest
+
+from seedvr_cli.errors import UsageError
+from seedvr_cli.parallel.assembler import Assembler
+from seedvr_cli.parallel.fakes import ArraySink, FakeProcessorFactory, SyntheticSource, fake_windows, run_serially
+from seedvr_cli.parallel.spill import SpillReader, write_spill
+from seedvr_cli.parallel.tasks import (
+    frame_range_indices,
+    owned_frames,
+    parse_shard,
+    plan_chunks,
+    shard_indices,
+    validate_tasks,
+)
+
+
+def raised_cosine(length: int) -> np.ndarray:
+    """A blend rule shaped like the pipeline's (cosine over the middle third), as plan_chunks receives it."""
+    if length < 3:
+        return np.linspace(1, 0, length)
+    u = np.clip(3 * (np.arange(length) / (length - 1) - 1 / 3), 0, 1)
+    return 0.5 + 0.5 * np.cos(np.pi * u)
+
+
+@pytest.mark.parametrize("frames", [1, 5, 9, 10, 37, 200])
+@pytest.mark.parametrize("per_chunk", [1, 3])
+def test_plan_covers_every_frame_with_weights_summing_to_one(frames, per_chunk):
+    windows = fake_windows(frames, size=9, overlap=4)
+    tasks = plan_chunks(windows, windows_per_chunk=per_chunk, blend=raised_cosine)
+    validate_tasks(tasks)
+    coverage = np.zeros(frames, np.float64)
+    for task in tasks:
+        coverage[task.out_start:task.out_stop] += task.weights
+    np.testing.assert_allclose(coverage, 1.0, atol=1e-6)
+    assert [w for t in tasks for w in t.windows] == windows
+    assert sum(owned_frames(tasks, k) for k in range(len(tasks))) == frames
+    # Chunk boundaries are the windows' own overlaps: the chunk split adds no frames of its own.
+    for a, b in zip(tasks, tasks[1:]):
+        assert a.out_stop - b.out_start == 4
+
+
+def test_single_image_and_empty_clip():
+    (task,) = plan_chunks([(0, 1)])
+    assert (task.out_start, task.out_stop, task.weights) == (0, 1, (1.0,))
+    assert plan_chunks([]) == []
+
+
+def test_context_frames_are_clipped_to_the_clip():
+    tasks = plan_chunks(fake_windows(30), windows_per_chunk=2, context=2)
+    assert tasks[0].read_start == 0 and tasks[-1].read_stop == 30
+    assert tasks[1].read_start == tasks[1].out_start - 2
+
+
+@pytest.mark.parametrize(
+    "windows",
+    [[(1, 9)], [(0, 9), (10, 12)], [(0, 9), (5, 8)], [(0, 9), (2, 10), (4, 12)]],
+)
+def test_windows_that_do_not_advance_are_rejected(windows):
+    with pytest.raises(ValueError):
+        plan_chunks(windows, windows_per_chunk=1)
+
+
+def test_shards_partition_the_chunks_and_frame_ranges_align():
+    tasks = plan_chunks(fake_windows(100), windows_per_chunk=2)
+    for count in (1, 2, 3, len(tasks), len(tasks) + 3):
+        parts = [shard_indices(tasks, i, count) for i in range(count)]
+        assert sorted(k for part in parts for k in part) == list(range(len(tasks)))
+        assert max(map(len, parts)) - min(map(len, parts)) <= 1
+    assert parse_shard("1/4") == (1, 4)
+    for bad in ("4/4", "1", "a/2", "1/0"):
+        with pytest.raises(UsageError):
+            parse_shard(bad)
+    assert frame_range_indices(tasks, tasks[1].out_start, tasks[2].out_stop) == [1, 2]
+    with pytest.raises(UsageError, match="does not align"):
+        frame_range_indices(tasks, 1, tasks[2].out_stop)
+
+
+def _spill_all(tmp_path, source, tasks, factory):
+    processor, reader = factory(None), source.open()
+    for task in tasks:
+        out = processor.process(task, reader.read(task.read_start, task.read_stop), None)
+        write_spill(tmp_path / f"{task.index}.npy", out)
+    return lambda k: SpillReader(tmp_path / f"{k}.npy")
+
+
+@pytest.mark.parametrize("dtype", ["uint8", "uint16"])
+def test_assembler_streams_in_order_whatever_the_arrival_order(tmp_path, dtype):
+    source = SyntheticSource(60, height=4, width=6, dtype=dtype)
+    factory = FakeProcessorFactory()
+    tasks = plan_chunks(fake_windows(60, size=9, overlap=3), windows_per_chunk=2, blend=raised_cosine)
+    open_chunk = _spill_all(tmp_path, source, tasks, factory)
+    expected = run_serially(source, tasks, factory)
+
+    order = list(range(len(tasks)))
+    random.Random(3).shuffle(order)
+    sink, released = ArraySink(), []
+    # Tiny batches: every write boundary case is crossed.
+    assembler = Assembler(tasks, open_chunk, sink, release=released.append, batch_bytes=3 * 8 * 12 * 3)
+    for k in order:
+        assembler.add(k)
+        assembler.pump()
+        # Only final frames are written: everything before the first unfinished chunk's start.
+        first_missing = next((t for t in tasks if t.index not in order[: order.index(k) + 1]), None)
+        assert assembler.frames_written == (first_missing.out_start if first_missing else 60)
+    assert assembler.complete and sorted(released) == list(range(len(tasks)))
+    out = sink.frames
+    assert out.dtype == np.dtype(dtype)
+    np.testing.assert_array_equal(out, expected)
+    # An overlap frame really is a blend: it differs from both chunks' own versions of it.
+    middle = tasks[1].out_start + 1
+    earlier = open_chunk(0).read(middle - tasks[0].out_start, middle - tasks[0].out_start + 1)[0]
+    later = open_chunk(1).read(1, 2)[0]
+    assert not np.array_equal(out[middle], earlier) and not np.array_equal(out[middle], later)
+
+
+def test_identical_chunk_outputs_blend_back_to_themselves(tmp_path):
+    truth = np.random.default_rng(0).integers(0, 256, size=(50, 3, 3, 3)).astype(np.uint8)
+    tasks = plan_chunks(fake_windows(50, size=9, overlap=5), windows_per_chunk=2, blend=raised_cosine)
+    for task in tasks:
+        write_spill(tmp_path / f"{task.index}.npy", truth[task.out_start:task.out_stop])
+    sink = ArraySink()
+    assembler = Assembler(tasks, lambda k: SpillReader(tmp_path / f"{k}.npy"), sink)
+    for task in tasks:
+        assembler.add(task.index)
+    assembler.pump()
+    np.testing.assert_array_equal(sink.frames, truth)
+
+
+def test_assembler_rejects_chunks_of_another_frame_size(tmp_path):
+    tasks = plan_chunks(fake_windows(20), windows_per_chunk=1)
+    for task in tasks:
+        side = 4 if task.index == 0 else 5
+        write_spill(tmp_path / f"{task.index}.npy", np.zeros((task.out_frames, side, side, 3), np.uint8))
+    assembler = Assembler(tasks, lambda k: SpillReader(tmp_path / f"{k}.npy"), ArraySink())
+    for task in tasks:
+        assembler.add(task.index)
+    with pytest.raises(ValueError, match="chunk 1 has frames"):
+        assembler.pump()

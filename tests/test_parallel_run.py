@@ -1,0 +1,166 @@
+"""The engine end to end with real spawned CPU workers and fake processors.
+
+Every output is compared bit for bit with ``run_serially``: the whole clip in one process,
+chunk after chunk, blended by plain accumulation.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from seedvr_cli.errors import UsageError
+from seedvr_cli.parallel import (
+    RunFailed,
+    RunOptions,
+    WorkerPool,
+    assemble,
+    parse_devices,
+    plan_chunks,
+    run_job,
+    shard_indices,
+)
+from seedvr_cli.parallel.fakes import (
+    ArraySink,
+    Fault,
+    FakeProcessorFactory,
+    SyntheticSource,
+    fake_windows,
+    run_serially,
+)
+from seedvr_cli.parallel.journal import Journal
+
+
+def clip(frames: int, **kw):
+    source = SyntheticSource(frames, height=6, width=5, **kw)
+    return source, plan_chunks(fake_windows(frames, size=9, overlap=3), windows_per_chunk=2)
+
+
+def run(pool, source, tasks, workdir, *, key="job", options=RunOptions(durable=False), events=None):
+    sink = ArraySink()
+    result = run_job(pool, source=source, tasks=tasks, workdir=workdir, key=key, sink=sink, options=options,
+                     progress=None if events is None else events.append)
+    assert sink.closed and not sink.aborted
+    return result, sink.frames
+
+
+@pytest.fixture(scope="module")
+def two_workers(tmp_path_factory):
+    build_log = tmp_path_factory.mktemp("builds")
+    with WorkerPool(parse_devices("cpu,cpu"), FakeProcessorFactory(delay_s=0.01, build_log=str(build_log))) as pool:
+        pool.build_log = build_log
+        yield pool
+
+
+def test_one_and_two_workers_give_identical_output(two_workers, tmp_path):
+    source, tasks = clip(120)
+    expected = run_serially(source, tasks, FakeProcessorFactory())
+    events = []
+    result, two = run(two_workers, source, tasks, tmp_path / "w2", events=events)
+    with WorkerPool(parse_devices("cpu"), FakeProcessorFactory()) as pool:
+        _, one = run(pool, source, tasks, tmp_path / "w1")
+
+    assert two.shape == (120, 12, 10, 3)
+    np.testing.assert_array_equal(two, expected)
+    np.testing.assert_array_equal(one, expected)
+    assert result.complete and result.clean and result.chunks_processed == len(tasks) and result.workdir is None
+    assert not (tmp_path / "w2").exists(), "the work directory is removed on success"
+    assert {e.device for e in events if e.kind == "chunk"} == {"cpu:0", "cpu:1"}, "both workers took chunks"
+    final = events[-1]
+    assert final.kind == "finished" and final.frames_done == final.frames_written == 120 and final.fps > 0
+    written = [e.frames_written for e in events]
+    assert written == sorted(written), "frames are written in order, as they become final"
+
+
+def test_short_inputs_reuse_the_loaded_workers(two_workers, tmp_path):
+    for frames in (1, 3, 0):  # a single image, fewer frames than workers, nothing at all
+        source, tasks = clip(frames)
+        result, out = run(two_workers, source, tasks, tmp_path / f"w{frames}")
+        assert result.complete and result.frames_written == frames
+        if frames:
+            np.testing.assert_array_equal(out, run_serially(source, tasks, FakeProcessorFactory()))
+    source, tasks = clip(30, dtype="uint16")
+    _, out = run(two_workers, source, tasks, tmp_path / "w16")
+    assert out.dtype == np.uint16
+    np.testing.assert_array_equal(out, run_serially(source, tasks, FakeProcessorFactory()))
+    assert len(list(two_workers.build_log.iterdir())) == 2, "each worker built its processor once, for every input"
+
+
+def test_crashed_workers_are_reported_and_their_chunks_retried(tmp_path):
+    faults = (Fault("raise", chunk=2), Fault("exit", chunk=4), Fault("kill", chunk=6))
+    factory = FakeProcessorFactory(faults=faults, fault_dir=str(tmp_path / "faults"))
+    source, tasks = clip(100)
+    with WorkerPool(parse_devices("cpu,cpu"), factory) as pool:
+        result, out = run(pool, source, tasks, tmp_path / "w",
+                          options=RunOptions(durable=False, device_max_failures=4, keep_workdir=True))
+    np.testing.assert_array_equal(out, run_serially(source, tasks, FakeProcessorFactory()))
+    failures = sorted(result.failures, key=lambda f: f.chunk)
+    assert [(f.chunk, f.kind) for f in failures] == [(2, "exception"), (4, "exit"), (6, "exit")]
+    assert "injected failure on chunk 2" in failures[0].summary()
+    assert "code 3" in failures[1].detail and "SIGKILL" in failures[2].detail
+    assert failures[0].frames == (tasks[2].out_start, tasks[2].out_stop)
+    assert result.complete and not result.dropped_devices
+    done = Journal.load(result.workdir).done()
+    for failure in result.failures:
+        assert done[failure.chunk].device != failure.device, "a failed chunk is retried on the other worker"
+
+
+def test_a_failing_device_is_dropped_and_the_rest_finish(tmp_path):
+    factory = FakeProcessorFactory(delay_s=0.01, faults=(Fault("raise", device="cpu:1", times=0),),
+                                   fault_dir=str(tmp_path / "faults"))
+    source, tasks = clip(100)
+    with WorkerPool(parse_devices("cpu,cpu"), factory) as pool:
+        result, out = run(pool, source, tasks, tmp_path / "w")
+        assert [s.device.label for s in pool.live_slots] == ["cpu:0"]
+    np.testing.assert_array_equal(out, run_serially(source, tasks, FakeProcessorFactory()))
+    assert result.dropped_devices == ["cpu:1"]
+    assert [f.device for f in result.failures] == ["cpu:1", "cpu:1"]
+
+
+def test_a_chunk_failing_everywhere_stops_the_run_keeping_finished_work(tmp_path):
+    source, tasks = clip(100)
+    failing = FakeProcessorFactory(faults=(Fault("raise", chunk=5, times=0),), fault_dir=str(tmp_path / "faults"))
+    sink = ArraySink()
+    with WorkerPool(parse_devices("cpu,cpu"), failing) as pool:
+        with pytest.raises(RunFailed) as info:
+            run_job(pool, source=source, tasks=tasks, workdir=tmp_path / "w", key="job", sink=sink,
+                    options=RunOptions(durable=False, device_max_failures=3))
+    message = str(info.value)
+    assert f"chunk 5 (frames {tasks[5].out_start}-{tasks[5].out_stop - 1}) failed 2 times" in message
+    assert "cpu:0" in message and "cpu:1" in message and "re-run the same command to resume" in message
+    assert sink.aborted and not sink.closed
+    kept = Journal.load(tmp_path / "w").done()
+    assert 5 not in kept and len(kept) >= 5, "chunks finished before the failure stay journaled"
+
+    with WorkerPool(parse_devices("cpu,cpu"), FakeProcessorFactory()) as pool:
+        result, out = run(pool, source, tasks, tmp_path / "w")
+    assert result.chunks_resumed == len(kept) and result.chunks_processed == len(tasks) - len(kept)
+    np.testing.assert_array_equal(out, run_serially(source, tasks, FakeProcessorFactory()))
+
+
+def test_workers_that_cannot_start_fail_the_run_clearly(tmp_path):
+    source, tasks = clip(20)
+    with WorkerPool(parse_devices("cpu,cpu"), FakeProcessorFactory(fail_startup=True)) as pool:
+        with pytest.raises(RunFailed, match="every device failed.*injected failure while loading"):
+            run(pool, source, tasks, tmp_path / "w")
+
+
+def test_shards_assembled_equal_the_full_run(two_workers, tmp_path):
+    source, tasks = clip(150)
+    parts = []
+    for shard in range(2):  # as if on two machines, each with its own part directory
+        workdir = tmp_path / f"part{shard}"
+        options = RunOptions(durable=False, chunks=shard_indices(tasks, shard, 2))
+        result = run_job(two_workers, source=source, tasks=tasks, workdir=workdir, key="job", sink=None,
+                         options=options, meta={"fps": "24/1"})
+        assert not result.complete and result.workdir == workdir
+        parts.append(workdir)
+    assert Journal.load(parts[1]).meta == {"fps": "24/1"}
+
+    with pytest.raises(UsageError, match="chunks are not finished"):
+        assemble(parts[:1], ArraySink())
+    sink = ArraySink()
+    result = assemble(parts, sink)
+    assert result.complete and sink.closed and result.frames_written == 150
+    np.testing.assert_array_equal(sink.frames, run_serially(source, tasks, FakeProcessorFactory()))
+    assert not any(p.exists() for p in parts)
