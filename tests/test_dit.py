@@ -114,6 +114,18 @@ def test_garbage_rope_frequencies_in_checkpoint_are_ignored(variant):
 
 
 @pytest.mark.parametrize("variant", VARIANTS)
+def test_meta_build_and_assign_load(variant):
+    # The loader's path: build without memory, then adopt the file's tensors (assign=True).
+    weights = {k: t.float() for k, t in load_file(fixture_dir(variant) / "weights.safetensors").items()}
+    with torch.device("meta"):
+        model = NaDiT(dit_config(f"tiny-{variant}"))
+    model.load_state_dict(weights, strict=True, assign=True)
+    assert not any(t.is_meta for t in model.state_dict().values())
+    case = load_case(variant, "case_a")
+    torch.testing.assert_close(call(model.eval(), case), case["out"], rtol=0, atol=1e-5)
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
 def test_bfloat16_within_measured_bound(models, variant):
     # Measured on the CPU (torch 2.x), bf16 weights and activations vs the fp32 reference:
     #   tiny 3B: max abs 0.038 / 0.053 / 0.053 (cases a/b/c), mean abs <= 0.0085

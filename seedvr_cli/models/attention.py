@@ -40,8 +40,10 @@ Grid = tuple[int, int, int]  # (t, h, w) tokens of one sample, after patching
 _720P_TOKENS = 45 * 80
 # The temporal window size stops growing past this many latent frames.
 _MAX_WINDOW_FRAMES = 30
-# Upper bound on (windows x sequence length) per SDPA call, so the gathered copies stay small.
-SDPA_MAX_BATCH_TOKENS = 1 << 17
+# Upper bound on (windows x sequence length) per SDPA call: the gathered, rotated q/k/v copies of
+# one call stay at a few hundred MB at 7B width (32k tokens x 3072 x fp32 = 400 MB), while one call
+# (about ten 720p windows) still fills a large GPU.
+SDPA_MAX_BATCH_TOKENS = 1 << 15
 
 
 # ---------------------------------------------------------------------------------------------

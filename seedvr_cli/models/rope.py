@@ -112,13 +112,13 @@ def apply_rope(x: Tensor, cos: Tensor, sin: Tensor) -> Tensor:
     ``cos``/``sin`` must broadcast against ``x[..., :r]`` (e.g. (S, 1, r) for x of (..., S, H, hd)).
     """
     rotated = cos.shape[-1]
-    x32 = x.float()
-    head, tail = x32[..., :rotated], x32[..., rotated:]
+    # Only the rotated dims go through float32; the rest are copied as they are.
+    head = x[..., :rotated].float()
     pairs = head.unflatten(-1, (-1, 2))
     # (x0, x1) -> (-x1, x0): the quarter turn that, scaled by sin, completes the rotation.
     quarter = torch.stack((-pairs[..., 1], pairs[..., 0]), dim=-1).flatten(-2)
     head = head * cos + quarter * sin
-    return torch.cat((head, tail), dim=-1).to(x.dtype)
+    return torch.cat((head.to(x.dtype), x[..., rotated:]), dim=-1)
 
 
 class RotaryFrequencies(nn.Module):
