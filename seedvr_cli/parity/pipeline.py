@@ -269,7 +269,7 @@ def _fixture_vae(fixture_dir: Path):
     return load_fixture_vae(vae_dir)
 
 
-def _input_draws(seed: int, clips: list[torch.Tensor], enabled: bool) -> list[torch.Tensor | None]:
+def numz_input_noise(seed: int, clips: list[torch.Tensor], enabled: bool) -> list[torch.Tensor | None]:
     """numz's phase-1 CPU draws for input noise (README section 4 / PIPELINE.md d.3), strides included.
 
     The clip view ``[3, T, H, W]`` is channels-last in numz's memory, hence the strides.
@@ -284,7 +284,7 @@ def _input_draws(seed: int, clips: list[torch.Tensor], enabled: bool) -> list[to
     return input_draws
 
 
-def _latent_draws(seed: int, latent_shape: tuple[int, ...]) -> tuple[torch.Tensor, torch.Tensor]:
+def numz_latent_noise(seed: int, latent_shape: tuple[int, ...]) -> tuple[torch.Tensor, torch.Tensor]:
     """numz's phase-2 draws: reseeded per window; ``[T', h, w, 16]`` views of channel-first memory."""
     torch.manual_seed(seed)
     frames, h, w, _ = latent_shape
@@ -362,7 +362,7 @@ def run_scenario(name: str, scenario: dict, t: dict, vae, text: torch.Tensor, *,
     # Phase 1: preprocess (+ input noise) and encode every window.
     window_frames = [frames[plan.window_input_frames(w)] for w in plan.windows]
     clips = [preprocess(f, size) for f in window_frames]
-    input_draws = _input_draws(seed, clips, input_noise_scale > 0)
+    input_draws = numz_input_noise(seed, clips, input_noise_scale > 0)
     calls: list[dict] = []
     dit = standin_dit(calls)
     decoded_windows: dict[int, torch.Tensor] = {}
@@ -374,7 +374,7 @@ def run_scenario(name: str, scenario: dict, t: dict, vae, text: torch.Tensor, *,
             latent = encode_clip(vae, encoder_input, torch.float32)
             results.append(compare(case, f"batch{window.index}.cond_latent_cl", latent, t[f"{prefix}.cond_latent_cl"], TOLERANCE))
             # Phase 2: the one sampling step with numz's noise draws.
-            base, extra = _latent_draws(seed, tuple(latent.shape))
+            base, extra = numz_latent_noise(seed, tuple(latent.shape))
             x_T, condition = condition_and_noise(latent, settings, window.start, ChunkNoise(x_T=base, augment=extra))
             restored = restore_latent(dit, x_T, condition, text, torch.float32)
             results.append(compare(case, f"batch{window.index}.dit_out_latent_cl", restored, t[f"{prefix}.dit_out_latent_cl"], TOLERANCE))

@@ -1,0 +1,204 @@
+"""upscale_chunk: per-window parity with the e2e fixture, RGBA windows, precision, independence."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from conftest import shared_path
+
+from seedvr_cli.pipeline.blend import assemble
+from seedvr_cli.pipeline.chunk import ChunkNoise, ChunkSettings, upscale_chunk
+from seedvr_cli.pipeline.plan import plan_frame_size
+from seedvr_cli.pipeline.temporal import plan_windows
+
+
+class StandInDiT:
+    """The fixture's stand-in: velocity ``x_t - (0.8 cond + 0.1)``, so ``x_0 = 0.8 cond + 0.1``.
+
+    ``noise_weight`` > 0 lets the noise through (``x_0`` then depends on ``x_T``).
+    """
+
+    def __init__(self, noise_weight: float = 0.0) -> None:
+        self.calls: list[dict] = []
+        self.noise_weight = noise_weight
+
+    def __call__(self, vid, txt, vid_shape, txt_shape, timestep):
+        self.calls.append({"vid": tuple(vid.shape), "txt": tuple(txt.shape), "vid_shape": vid_shape.tolist(),
+                           "txt_shape": txt_shape.tolist(), "timestep": timestep.tolist(), "dtype": vid.dtype})
+        return (1 - self.noise_weight) * vid[:, :16] - (0.8 * vid[:, 16:32] + 0.1)
+
+
+@pytest.fixture(scope="module")
+def fixture_vae():
+    from seedvr_cli.parity.vae import load_fixture_vae
+
+    return load_fixture_vae(shared_path("fixtures", "vae"))
+
+
+@pytest.fixture(scope="module")
+def e2e():
+    from safetensors.torch import load_file
+
+    directory = shared_path("fixtures", "pipeline")
+    return json.loads((directory / "pipeline_e2e.json").read_text()), load_file(directory / "pipeline_e2e.safetensors")
+
+
+def _scenario_settings(info: dict, params: dict, frames: torch.Tensor) -> ChunkSettings:
+    size = plan_frame_size(frames.shape[1], frames.shape[2], resolution=info["resolution"], max_resolution=info["max_resolution"])
+    return ChunkSettings(
+        frame_size=size,
+        dtype=torch.float32,
+        color=params["color_correction"],
+        input_noise_scale=params.get("input_noise_scale", 0.0),
+        latent_noise_scale=params.get("latent_noise_scale", 0.0),
+        seed=info["seed"],
+        output_dtype=None,
+    )
+
+
+# Scenarios without overlap/prepend: colour correction per window equals numz's per written slice.
+@pytest.mark.parametrize("name", ["s1_video_wavelet", "s3_image_maxres_adain", "s4_batch8_hsv", "s5_noise_wavelet_adaptive"])
+def test_upscale_chunk_matches_e2e_fixture(e2e, fixture_vae, name):
+    from seedvr_cli.parity.pipeline import numz_input_noise, numz_latent_noise
+
+    index, tensors = e2e
+    info, params = index[name]["generation_info"], index[name]["params"]
+    frames = tensors[f"{name}.input_thwc"]
+    settings = _scenario_settings(info, params, frames)
+    plan = plan_windows(frames.shape[0], batch_size=info["batch_size"], blend="reference", reference=True)
+    text = torch.zeros(58, 5120)
+    dit = StandInDiT()
+    outputs = {}
+    size = settings.frame_size
+    clip_shapes = [torch.empty(3, w.padded_length, *size.padded) for w in plan.windows]
+    input_draws = numz_input_noise(info["seed"], clip_shapes, settings.input_noise_scale > 0)
+    for window, draw in zip(plan.windows, input_draws):
+        latent_shape = (window.latent_frames, *size.latent, 16)
+        base, extra = numz_latent_noise(info["seed"], latent_shape)
+        noise = ChunkNoise(x_T=base, augment=extra, input=draw)
+        window_frames = frames[plan.window_input_frames(window)]
+        outputs[window.index] = upscale_chunk(
+            window_frames, vae=fixture_vae, dit=dit, text_embedding=text, settings=settings, window=window, noise=noise
+        )
+    output = assemble(plan, outputs)
+    reference = tensors[f"{name}.output_thwc"]
+    assert output.shape == reference.shape
+    diff = (output - reference).abs()
+    if params["color_correction"] in ("hsv", "lab"):
+        assert float((diff > 1e-4).float().mean()) < 5e-3  # VAE rounding reorders a few sort ties
+    else:
+        assert float(diff.max()) < 1e-4
+    assert dit.calls[0]["txt"] == (58, 5120) and dit.calls[0]["timestep"] == [1000.0]
+    assert dit.calls[0]["vid"][1] == 33
+
+
+@pytest.fixture(scope="module")
+def random_tiny_vae():
+    from seedvr_cli.models.vae import VideoVAE
+    from seedvr_cli.models.vae_config import vae_config
+
+    torch.manual_seed(0)
+    return VideoVAE(vae_config("tiny-vae")).eval()
+
+
+def _rgba_clip(frames: int, height: int, width: int, dtype=torch.uint8) -> torch.Tensor:
+    gen = torch.Generator().manual_seed(3)
+    top = 255 if dtype == torch.uint8 else 65535
+    clip = torch.randint(0, top + 1, (frames, height, width, 4), generator=gen, dtype=torch.int32)
+    clip[..., 3] = 0
+    clip[:, height // 4 : 3 * height // 4, width // 4 : 3 * width // 4, 3] = top
+    return clip.to(dtype)
+
+
+def test_rgba_video_with_padded_and_overlapped_windows(random_tiny_vae):
+    """numz crashes here (bug h.5): alpha must be trimmed to the same frames as RGB."""
+    clip = _rgba_clip(11, 12, 16)
+    size = plan_frame_size(12, 16, resolution=16)
+    settings = ChunkSettings(frame_size=size, dtype=torch.float32, color="wavelet")
+    plan = plan_windows(11, batch_size=5, overlap=2, prepend=1)
+    assert any(w.padded_length != w.length for w in plan.windows)
+    outputs = {
+        w.index: upscale_chunk(clip[plan.window_input_frames(w)], vae=random_tiny_vae, dit=StandInDiT(),
+                               text_embedding=torch.zeros(58, 5120), settings=settings, window=w)
+        for w in plan.windows
+    }
+    for w in plan.windows:
+        assert outputs[w.index].shape == (w.length, *size.true, 4) and outputs[w.index].dtype == torch.uint8
+    video = assemble(plan, outputs)
+    assert video.shape == (11, *size.true, 4)
+    alpha = video[..., 3].float() / 255
+    height, width = size.true
+    assert float(alpha[:, height // 2, width // 2].min()) > 0.5, "inside the opaque square"
+    assert float(alpha[:, 0, 0].max()) < 0.1 and float(alpha[:, -1, -1].max()) < 0.1, "outside it"
+
+
+def test_uint16_in_uint16_out(random_tiny_vae):
+    clip = _rgba_clip(5, 8, 8, torch.uint16)[..., :3]
+    size = plan_frame_size(8, 8, resolution=16)
+    plan = plan_windows(5, batch_size=5)
+    settings = ChunkSettings(frame_size=size, dtype=torch.float32, output_dtype=torch.uint16)
+    out = upscale_chunk(clip, vae=random_tiny_vae, dit=StandInDiT(), text_embedding=torch.zeros(58, 5120),
+                        settings=settings, window=plan.windows[0])
+    assert out.dtype == torch.uint16 and out.shape == (5, 16, 16, 3)
+    # Genuinely more than 256 levels survive.
+    assert out.to(torch.int32).unique().numel() > 256
+
+
+def test_window_result_depends_only_on_its_frames_and_position(random_tiny_vae):
+    clip = _rgba_clip(13, 8, 8)[..., :3]
+    size = plan_frame_size(8, 8, resolution=16)
+    plan = plan_windows(13, batch_size=5, overlap=1)
+    settings = ChunkSettings(frame_size=size, dtype=torch.float32, latent_noise_scale=0.2, input_noise_scale=0.1)
+    dit = StandInDiT(noise_weight=0.5)
+
+    def run(window):
+        return upscale_chunk(clip[plan.window_input_frames(window)], vae=random_tiny_vae, dit=dit,
+                             text_embedding=torch.zeros(58, 5120), settings=settings, window=window)
+
+    last = run(plan.windows[-1])
+    for window in plan.windows[:-1]:  # other windows in between, as on another GPU or in another order
+        run(window)
+    torch.manual_seed(123)
+    assert torch.equal(run(plan.windows[-1]), last)
+    # Same frames at another position get other noise.
+    moved = plan.windows[0]
+    assert not torch.equal(run(moved), upscale_chunk(clip[plan.window_input_frames(moved)], vae=random_tiny_vae, dit=dit,
+                                                     text_embedding=torch.zeros(58, 5120),
+                                                     settings=ChunkSettings(frame_size=size, dtype=torch.float32, seed=7,
+                                                                            latent_noise_scale=0.2, input_noise_scale=0.1),
+                                                     window=moved))
+
+
+def test_wrong_frame_count_is_rejected(random_tiny_vae):
+    size = plan_frame_size(8, 8, resolution=16)
+    plan = plan_windows(6, batch_size=9)
+    settings = ChunkSettings(frame_size=size, dtype=torch.float32)
+    with pytest.raises(ValueError, match="padding included"):
+        upscale_chunk(torch.zeros(6, 8, 8, 3), vae=random_tiny_vae, dit=StandInDiT(), text_embedding=torch.zeros(58, 5120),
+                      settings=settings, window=plan.windows[0])
+
+
+def test_with_the_real_tiny_dit(random_tiny_vae):
+    from seedvr_cli.models.dit import NaDiT
+    from seedvr_cli.models.dit_config import dit_config
+
+    torch.manual_seed(0)
+    config = dit_config("tiny-3b")
+    dit = NaDiT(config).eval()
+    clip = _rgba_clip(5, 8, 12)[..., :3]
+    size = plan_frame_size(8, 12, resolution=16)
+    plan = plan_windows(5, batch_size=5)
+    settings = ChunkSettings(frame_size=size, dtype=torch.float32)
+    out = upscale_chunk(clip, vae=random_tiny_vae, dit=dit, text_embedding=torch.randn(58, config.txt_in_dim),
+                        settings=settings, window=plan.windows[0])
+    assert out.shape == (5, *size.true, 3) and out.dtype == torch.uint8
+
+
+def test_settings_validation():
+    size = plan_frame_size(8, 8, resolution=16)
+    with pytest.raises(ValueError):
+        ChunkSettings(frame_size=size, color="sepia")
+    with pytest.raises(ValueError):
+        ChunkSettings(frame_size=size, output_dtype=torch.int8)
