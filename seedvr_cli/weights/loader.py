@@ -1,0 +1,156 @@
+"""Checkpoint file -> ready model: build on the meta device, swap in compressed Linear layers,
+``load_state_dict(assign=True)`` one tensor per key straight onto the target device.
+
+What happens to each tensor:
+- fp8 Linear weights stay fp8 (``Fp8Linear`` upcasts per call) unless ``keep_fp8=False``;
+- GGUF-packed Linear weights stay packed (``GGUFLinear`` dequantizes per call) unless ``keep_gguf=False``;
+- everything else (fp32/fp16/bf16 files, biases, norm and modulation vectors, fp8 or packed
+  non-Linear tensors) is converted once to the compute dtype on the target device.
+The rope frequency buffers are accepted under their published names and recomputed in float32 by
+the model itself (fp8 files store them destroyed).
+
+Host memory stays near one copy of the file: tensors come from memory maps one at a time and go to
+the device immediately.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from seedvr_cli.errors import CheckpointError
+from seedvr_cli.weights.detect import CheckpointInfo, classify, inspect_checkpoint
+from seedvr_cli.weights.quantized import Fp8Linear, GGUFLinear, replace_module
+from seedvr_cli.weights.readers import CheckpointReader, GGUFTensor, open_checkpoint
+
+FP8_DTYPES = (torch.float8_e4m3fn, torch.float8_e5m2)
+
+# Linear layers whose weight dtype the DiT reads as its compute dtype (NaDiT.forward, TimeEmbedding):
+# always stored plainly in the compute dtype. Both are small (132 and 256 inputs).
+_DIT_DTYPE_ANCHORS = frozenset({"vid_in.proj", "emb_in.proj_in"})
+
+__all__ = ["CheckpointInfo", "inspect_checkpoint", "load_dit", "load_vae", "load_into"]
+
+
+def load_dit(path: str | Path, *, device: torch.device | str = "cpu", compute_dtype: torch.dtype = torch.bfloat16,
+             keep_fp8: bool = True, keep_gguf: bool = True, attention_backend: str = "sdpa"):
+    """A ready (eval, no grad) ``NaDiT`` from any published DiT file (.safetensors, .pth, .gguf)."""
+    from seedvr_cli.models.dit import NaDiT
+    from seedvr_cli.models.dit_config import dit_config
+
+    with open_checkpoint(path) as reader:
+        info = _identify(reader, "dit")
+        with torch.device("meta"):
+            model = NaDiT(dit_config(info.variant), attention_backend=attention_backend)
+        load_into(model, reader, device=device, dtype=compute_dtype, keep_fp8=keep_fp8, keep_gguf=keep_gguf,
+                  plain=_DIT_DTYPE_ANCHORS)  # fmt: skip
+    model.checkpoint_info = info
+    return model.eval()
+
+
+def load_vae(path: str | Path, *, device: torch.device | str = "cpu", dtype: torch.dtype = torch.bfloat16):
+    """A ready (eval, no grad) ``VideoVAE`` from a VAE file; every tensor in ``dtype``."""
+    from seedvr_cli.models.vae import VideoVAE, normalize_vae_keys
+    from seedvr_cli.models.vae_config import vae_config
+
+    with open_checkpoint(path) as reader:
+        info = _identify(reader, "vae")
+        with torch.device("meta"):
+            model = VideoVAE(vae_config(info.variant))
+        # Old diffusers attention names map onto ours; the map is built on names only.
+        renames = {new: old for new, old in normalize_vae_keys({n: n for n in reader.names()}).items()}
+        load_into(model, reader, device=device, dtype=dtype, keep_fp8=False, keep_gguf=False, renames=renames)
+    model.checkpoint_info = info
+    return model.eval()
+
+
+def _identify(reader: CheckpointReader, kind: str) -> CheckpointInfo:
+    info = classify(reader.path, reader.infos, reader.metadata)
+    if info.kind != kind:
+        flag = {"dit": "--model", "vae": "--vae"}[info.kind]
+        raise CheckpointError(
+            f"{reader.path}: is a SeedVR2 {info.kind.upper()} checkpoint, not a {kind.upper()}; pass it with {flag}"
+        )
+    return info
+
+
+def load_into(model: nn.Module, reader: CheckpointReader, *, device: torch.device | str, dtype: torch.dtype,
+              keep_fp8: bool, keep_gguf: bool, plain: frozenset[str] = frozenset(),
+              renames: dict[str, str] | None = None) -> nn.Module:
+    """Fill a meta-device ``model`` from ``reader``; raises CheckpointError naming missing,
+    unexpected and mis-shaped tensors."""
+    device = torch.device(device)
+    model.requires_grad_(False)
+    renames = renames or {n: n for n in reader.names()}
+    expected = {name: tuple(t.shape) for name, t in model.state_dict().items()}
+    _check_names_and_shapes(reader, expected, renames)
+
+    linears = {name: m for name, m in model.named_modules() if isinstance(m, nn.Linear)}
+    state: dict[str, torch.Tensor] = {}
+    for name, source in renames.items():
+        tensor = reader.get(source)
+        owner, _, leaf = name.rpartition(".")
+        linear_weight = leaf == "weight" and owner in linears and owner not in plain
+        state[name] = _place(model, tensor, owner if linear_weight else None, linears, device, dtype,
+                             keep_fp8=keep_fp8, keep_gguf=keep_gguf)  # fmt: skip
+    missing, unexpected = model.load_state_dict(state, strict=False, assign=True)
+    if missing or unexpected:
+        raise CheckpointError(f"{reader.path}:{_listing('missing', missing)}{_listing('unexpected', unexpected)}")
+    leftovers = [n for n, t in (*model.named_parameters(), *model.named_buffers()) if t.is_meta]
+    if leftovers:
+        raise CheckpointError(f"{reader.path}: tensors left unloaded: {', '.join(leftovers[:5])}")
+    return model
+
+
+def _place(model: nn.Module, tensor, linear_name: str | None, linears: dict[str, nn.Linear], device: torch.device,
+           dtype: torch.dtype, *, keep_fp8: bool, keep_gguf: bool) -> torch.Tensor:
+    """Put one file tensor on ``device`` in its in-memory form, swapping its Linear if it stays compressed."""
+    if isinstance(tensor, GGUFTensor):
+        if keep_gguf and linear_name is not None:
+            replace_module(model, linear_name, GGUFLinear.like(linears[linear_name], tensor.qtype))
+            return tensor.data.to(device)
+        return tensor.to(device).dequantize(dtype)
+    if tensor.dtype in FP8_DTYPES and keep_fp8 and linear_name is not None:
+        replace_module(model, linear_name, Fp8Linear.like(linears[linear_name]))
+        return tensor.to(device)
+    if tensor.is_floating_point():
+        # Move first, convert on the device: the host never holds a converted copy.
+        return tensor.to(device).to(dtype)
+    return tensor.to(device)
+
+
+def _check_names_and_shapes(reader: CheckpointReader, expected: dict[str, tuple], renames: dict[str, str]) -> None:
+    missing = [n for n in expected if n not in renames]
+    unexpected = [src for new, src in renames.items() if new not in expected]
+    if missing or unexpected:
+        raise CheckpointError(
+            f"{reader.path}: does not fit the model it looks like:"
+            f"{_listing('missing', missing)}{_listing('unexpected', unexpected)}"
+        )
+    wrong = [f"{src} {reader.infos[src].shape} (expected {expected[new]})"
+             for new, src in renames.items() if tuple(reader.infos[src].shape) != expected[new]]  # fmt: skip
+    if wrong:
+        raise CheckpointError(f"{reader.path}: {len(wrong)} tensors have the wrong shape: {'; '.join(wrong[:3])}")
+
+
+def _listing(label: str, names: list[str], limit: int = 5) -> str:
+    if not names:
+        return ""
+    more = f" and {len(names) - limit} more" if len(names) > limit else ""
+    return f" {len(names)} {label.strip()} tensors ({', '.join(names[:limit])}{more});"
+
+
+def load_state_dict(path: str | Path, *, device: torch.device | str = "cpu",
+                    dtype: torch.dtype | None = None) -> dict[str, torch.Tensor]:
+    """Every tensor of a file as a plain tensor (GGUF dequantized), optionally converted; for tools
+    and tests, not for loading models (it materializes everything)."""
+    out = {}
+    with open_checkpoint(path) as reader:
+        for name, tensor in reader.items():
+            if isinstance(tensor, GGUFTensor):
+                tensor = tensor.dequantize(dtype or torch.float32)
+            out[name] = tensor.to(device=device, dtype=dtype) if dtype and tensor.is_floating_point() else tensor.to(device)
+    return out
+
