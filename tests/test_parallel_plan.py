@@ -9,6 +9,7 @@ import pytest
 
 from seedvr_cli.errors import UsageError
 from seedvr_cli.parallel.assembler import Assembler
+from seedvr_cli.parallel.devices import DeviceSpec
 from seedvr_cli.parallel.fakes import ArraySink, FakeProcessorFactory, SyntheticSource, fake_windows, run_serially
 from seedvr_cli.parallel.spill import SpillReader, write_spill
 from seedvr_cli.parallel.tasks import (
@@ -83,7 +84,7 @@ def test_shards_partition_the_chunks_and_frame_ranges_align():
 
 
 def _spill_all(tmp_path, source, tasks, factory):
-    processor, reader = factory(None), source.open()
+    processor, reader = factory(DeviceSpec("cpu", 0)), source.open()
     for task in tasks:
         out = processor.process(task, reader.read(task.read_start, task.read_stop), None)
         write_spill(tmp_path / f"{task.index}.npy", out)

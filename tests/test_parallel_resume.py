@@ -135,3 +135,37 @@ def test_uninterrupted_runs_with_and_without_resume_agree(tmp_path, resume):
     import hashlib
 
     assert sink.hexdigest() == hashlib.sha256(np.ascontiguousarray(expected).tobytes()).hexdigest()
+
+
+def test_ctrl_c_stops_promptly_and_keeps_the_journal(tmp_path):
+    script = tmp_path / "driver.py"
+    script.write_text(DRIVER)
+    out, workdir = tmp_path / "out.raw", tmp_path / ".out.raw.seedvr-job"
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    # Its own process group, which then gets SIGINT as a terminal's Ctrl-C would deliver it.
+    run = subprocess.Popen([sys.executable, str(script), str(out), str(workdir), "0.3"], env=env,
+                           stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 60
+        while len(list(workdir.glob("chunk-*.json"))) < 2:
+            assert run.poll() is None and time.monotonic() < deadline
+            time.sleep(0.05)
+        workers = psutil.Process(run.pid).children(recursive=True)
+        os.killpg(run.pid, signal.SIGINT)
+        started = time.monotonic()
+        run.wait(15)
+        stopped_after = time.monotonic() - started
+    finally:
+        if run.poll() is None:
+            run.kill()
+            run.wait()
+        stderr = run.stderr.read().decode()
+        run.stderr.close()
+    _, alive = psutil.wait_procs(workers, timeout=10)
+    for process in alive:
+        process.kill()
+    assert "KeyboardInterrupt" in stderr and not alive
+    print(f"stopped {stopped_after:.2f} s after Ctrl-C")
+    assert stopped_after < 5, "Ctrl-C does not wait for running chunks"
+    assert not out.exists() and not list(tmp_path.glob(".out.raw.partial")), "the partial output is dropped"
+    assert len(list(workdir.glob("chunk-*.json"))) >= 2, "finished chunks stay journaled"

@@ -164,3 +164,25 @@ def test_shards_assembled_equal_the_full_run(two_workers, tmp_path):
     assert result.complete and sink.closed and result.frames_written == 150
     np.testing.assert_array_equal(sink.frames, run_serially(source, tasks, FakeProcessorFactory()))
     assert not any(p.exists() for p in parts)
+
+
+def test_a_slow_device_takes_fewer_chunks(tmp_path):
+    factory = FakeProcessorFactory(device_delays=(("cpu:0", 0.02), ("cpu:1", 0.4)))
+    source, tasks = clip(130)  # 11 chunks
+    events = []
+    with WorkerPool(parse_devices("cpu,cpu"), factory) as pool:
+        result, out = run(pool, source, tasks, tmp_path / "w", events=events)
+    by_device = [e.device for e in events if e.kind == "chunk"]
+    # An equal split would give the slow worker half; the queue gives it what it can do meanwhile.
+    assert by_device.count("cpu:1") <= 3 and by_device.count("cpu:0") >= len(tasks) - 3
+    np.testing.assert_array_equal(out, run_serially(source, tasks, FakeProcessorFactory()))
+
+
+def test_a_hung_worker_is_stopped_and_its_chunk_retried(tmp_path):
+    factory = FakeProcessorFactory(faults=(Fault("hang", chunk=1),), fault_dir=str(tmp_path / "faults"))
+    source, tasks = clip(60)
+    with WorkerPool(parse_devices("cpu,cpu"), factory) as pool:
+        result, out = run(pool, source, tasks, tmp_path / "w", options=RunOptions(durable=False, chunk_timeout_s=1.0))
+    assert [(f.chunk, f.kind) for f in result.failures] == [(1, "timeout")]
+    assert "no result after 1 s" in result.failures[0].summary()
+    np.testing.assert_array_equal(out, run_serially(source, tasks, FakeProcessorFactory()))

@@ -13,6 +13,7 @@ Policy in one place:
 
 from __future__ import annotations
 
+import pickle
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -47,6 +48,8 @@ class RunOptions:
     discard an existing work directory first. ``chunks``: run only these chunk indices (a shard or
     a frame range), producing a part in the work directory and no output. ``max_in_flight``:
     chunks handed out or finished but not yet written (default ``2 * workers + 2``).
+    ``chunk_timeout_s``: a worker holding one chunk longer is killed (a hung GPU) and the chunk
+    retried like any other failure.
     """
 
     resume: bool = True
@@ -57,6 +60,7 @@ class RunOptions:
     device_max_failures: int = 2
     durable: bool = True
     chunks: Sequence[int] | None = None
+    chunk_timeout_s: float | None = None
 
 
 class _Progress:
@@ -101,6 +105,8 @@ class _Scheduler:
         self.failed_on: dict[int, set[str]] = {}
         self.chunk_failures: dict[int, int] = {}
         self.fatal: str | None = None
+        self.dispatched_at: dict[int, float] = {}  # slot number -> when its current chunk was sent
+        self.timed_out: set[int] = set()
 
     # -- handing out ------------------------------------------------------------------------
 
@@ -128,6 +134,7 @@ class _Scheduler:
             if chunk is None:
                 continue
             self.pending.remove(chunk)
+            self.dispatched_at[slot.slot] = time.monotonic()
             try:
                 self.pool.send_task(slot, self.job_id, self.tasks[chunk], source=self.source, context=self.context,
                                     spill_dir=self.journal.root, durable=self.options.durable)
@@ -172,6 +179,10 @@ class _Scheduler:
             if not event.was_ready:
                 detail = slot.init_error or f"worker {event.detail} while loading"
                 self._record_failure(slot, None, "init", detail)
+            elif ours and slot.slot in self.timed_out:
+                self.timed_out.discard(slot.slot)
+                self._chunk_failed(slot, ours[0], "timeout",
+                                   f"no result after {self.options.chunk_timeout_s:g} s; worker stopped")
             elif ours:
                 self._chunk_failed(slot, ours[0], "exit", f"worker {event.detail}")
             else:
@@ -211,6 +222,17 @@ class _Scheduler:
         elif restart:
             self.pool.spawn(slot)
 
+    def _stop_hung_workers(self) -> None:
+        timeout = self.options.chunk_timeout_s
+        if timeout is None:
+            return
+        now = time.monotonic()
+        for slot in self.pool.live_slots:
+            ours = any(job == self.job_id for job, _ in slot.assigned)
+            if ours and slot.slot not in self.timed_out and now - self.dispatched_at.get(slot.slot, now) > timeout:
+                self.timed_out.add(slot.slot)
+                self.pool.kill(slot)  # its death arrives through poll() like any other
+
     # -- main loop --------------------------------------------------------------------------
 
     def run(self) -> None:
@@ -225,6 +247,7 @@ class _Scheduler:
             if self.fatal is None and not self.pending and not self.busy:
                 return
             self.dispatch()
+            self._stop_hung_workers()
             written = self.assembler.frames_written if self.assembler is not None else 0
             for event in self.pool.poll(_POLL_S):
                 self.handle(event)
@@ -255,6 +278,11 @@ def run_job(
     """
     tasks = list(tasks)
     validate_tasks(tasks)
+    for name, thing in (("source", source), ("context", context)):
+        try:
+            pickle.dumps(thing)
+        except Exception as exc:
+            raise TypeError(f"the job's {name} must be picklable to reach the workers: {exc}") from exc
     if options.chunks is not None and sink is not None:
         raise ValueError("a shard run produces a part, not an output: pass sink=None")
     started = time.monotonic()

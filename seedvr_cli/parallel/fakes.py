@@ -61,13 +61,13 @@ class SyntheticSource:
 
 @dataclass(frozen=True)
 class Fault:
-    """Make the processor fail: ``raise`` an exception, ``exit`` the process, or ``kill`` it (SIGKILL).
+    """Make the processor fail: ``raise`` an exception, ``exit`` the process, ``kill`` it (SIGKILL) or ``hang``.
 
     Matches chunk ``chunk`` (any when ``None``) on device label ``device`` (any when ``None``), at most
     ``times`` times over all processes (counted with marker files; 0 = every time).
     """
 
-    mode: Literal["raise", "exit", "kill"]
+    mode: Literal["raise", "exit", "kill", "hang"]
     chunk: int | None = None
     device: str | None = None
     times: int = 1
@@ -88,14 +88,17 @@ class FakeProcessor:
             (marker_dir / uuid.uuid4().hex).touch()
             if fault.mode == "raise":
                 raise RuntimeError(f"injected failure on chunk {task.index} ({self.device.label})")
+            if fault.mode == "hang":
+                time.sleep(3600)
             if fault.mode == "exit":
                 os._exit(3)
             os.kill(os.getpid(), signal.SIGKILL)
 
     def process(self, task: ChunkTask, frames: np.ndarray, context: object) -> np.ndarray:
         self._maybe_fail(task)
-        if self.factory.delay_s:
-            time.sleep(self.factory.delay_s)
+        delay = dict(self.factory.device_delays).get(self.device.label, self.factory.delay_s)
+        if delay:
+            time.sleep(delay)
         scale = self.factory.scale
         lo, hi = task.out_start - task.read_start, task.out_stop - task.read_start
         out = np.repeat(np.repeat(np.asarray(frames[lo:hi]), scale, axis=1), scale, axis=2).astype(np.int64)
@@ -117,6 +120,7 @@ class FakeProcessorFactory:
     faults: tuple[Fault, ...] = ()
     fault_dir: str | None = None
     seed: int = 0
+    device_delays: tuple[tuple[str, float], ...] = ()  # per device label, overriding delay_s
     fail_startup: bool = False
     build_log: str | None = None  # a folder that gets one file per processor built
 

@@ -128,6 +128,11 @@ class WorkerPool:
         slot.dropped = True
         self._stop(slot, graceful=False)
 
+    def kill(self, slot: WorkerSlot) -> None:
+        """Kill a hung worker; its death is then reported by ``poll`` with what it held."""
+        if slot.process is not None and slot.process.is_alive():
+            slot.process.kill()
+
     def _stop(self, slot: WorkerSlot, *, graceful: bool, timeout: float = 5.0) -> None:
         process, conn = slot.process, slot.conn
         slot.process, slot.conn, slot.ready = None, None, False

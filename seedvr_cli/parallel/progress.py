@@ -43,12 +43,12 @@ ProgressCallback = Callable[[ProgressEvent], None]
 
 @dataclass(frozen=True)
 class WorkerFailure:
-    """One failure of a worker: where, on what, and how (``exception``, ``exit`` or ``init``)."""
+    """One failure of a worker: where, on what, and how (``exception``, ``exit``, ``init`` or ``timeout``)."""
 
     device: str
     chunk: int | None
     frames: tuple[int, int] | None
-    kind: Literal["exception", "exit", "init"]
+    kind: Literal["exception", "exit", "init", "timeout"]
     detail: str
 
     def summary(self) -> str:
