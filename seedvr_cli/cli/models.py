@@ -1,1 +1,144 @@
-"""``seedvr models ...``: the registry of published checkpoints. (Filled in by the weights work.)"""
+"""``seedvr models list|download|verify|inspect``: the registry of published checkpoints."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from seedvr_cli.cli.app import app, console, console_err
+
+models_app = typer.Typer(
+    help="Published SeedVR2 checkpoints: list them, download them, verify local copies.",
+    no_args_is_help=True,
+)
+app.add_typer(models_app, name="models")
+
+ModelDirOption = Annotated[
+    Optional[Path],
+    typer.Option(
+        "--model-dir",
+        envvar="SEEDVR_MODEL_DIR",
+        help="Folder of pre-staged model files, searched before the Hugging Face cache (a ComfyUI "
+        "models/SEEDVR2 folder works as it is; it may be read-only).",
+        show_default=False,
+    ),
+]
+
+
+@models_app.command("list")
+def list_models(
+    model_dir: ModelDirOption = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON array instead of a table.")] = False,
+) -> None:
+    """Show every published file: repository, size, format, whether a local copy exists and where."""
+    import json
+
+    from rich.table import Table
+
+    from seedvr_cli.weights.download import find_local
+    from seedvr_cli.weights.registry import MODEL_FILES
+
+    rows = []
+    for entry in MODEL_FILES:
+        local = find_local(entry, model_dir)
+        rows.append((entry, local))
+    if as_json:
+        payload = [{"name": e.name, "repo": e.repo, "path": e.path, "kind": e.kind, "variant": e.variant,
+                    "format": e.format, "size": e.size, "sha256": e.sha256, "aliases": list(e.aliases),
+                    "note": e.note, "local": str(local) if local else None} for e, local in rows]  # fmt: skip
+        console.print_json(json.dumps(payload))
+        return
+    table = Table(title="SeedVR2 checkpoints (name or alias works with --model and `models download`)")
+    table.add_column("name / aliases", no_wrap=True)
+    table.add_column("model")
+    table.add_column("format")
+    table.add_column("size", justify="right")
+    table.add_column("source / local copy", overflow="fold")
+    table.add_column("note", overflow="fold")
+    for entry, local in rows:
+        name = entry.name + (f"\n[dim]{', '.join(entry.aliases)}[/]" if entry.aliases else "")
+        where = f"[green]{local}[/]" if local else f"[dim]{entry.repo}[/]"
+        table.add_row(name, entry.variant, entry.format, entry.size_label, where, entry.note)
+    console.print(table)
+
+
+@models_app.command("download")
+def download_models(
+    names: Annotated[list[str], typer.Argument(help="File names or aliases from `seedvr models list`.")],
+    model_dir: ModelDirOption = None,
+    to: Annotated[
+        Optional[Path],
+        typer.Option("--to", help="Download into this folder instead of the Hugging Face cache.", show_default=False),
+    ] = None,
+    force: Annotated[bool, typer.Option("--force", help="Download again even when a copy exists.")] = False,
+    with_text_embedding: Annotated[
+        bool, typer.Option("--text-embedding/--no-text-embedding", help="Also fetch pos_emb.pt with a DiT.")
+    ] = True,
+) -> None:
+    """Download files (resumable, sha256-checked) into the Hugging Face cache or --to FOLDER."""
+    from seedvr_cli.weights.download import download, find_local, verify_file
+    from seedvr_cli.weights.registry import get_model, text_embedding_entry
+
+    entries = [get_model(name) for name in names]
+    if with_text_embedding and any(e.kind == "dit" for e in entries) and text_embedding_entry() not in entries:
+        entries.append(text_embedding_entry())
+    for entry in entries:
+        local = None if force else find_local(entry, to or model_dir)
+        if local is not None:
+            verify_file(local, entry)
+            console_err.print(f"{entry.name}: already present at {local}", highlight=False)
+            console.print(str(local), highlight=False)
+            continue
+        console_err.print(f"{entry.name}: downloading from {entry.repo} ({entry.size_label})", highlight=False)
+        path = download(entry, model_dir=model_dir, local_dir=to, force=force)
+        console.print(str(path), highlight=False)
+
+
+@models_app.command("verify")
+def verify_models(
+    names: Annotated[
+        Optional[list[str]], typer.Argument(help="Names to check (default: every file present locally).")
+    ] = None,
+    model_dir: ModelDirOption = None,
+    rehash: Annotated[bool, typer.Option("--rehash", help="Hash again instead of trusting remembered results.")] = False,
+) -> None:
+    """Check local copies against the published sha256 and say what each file holds."""
+    from seedvr_cli.errors import CheckpointError
+    from seedvr_cli.weights.detect import inspect_checkpoint
+    from seedvr_cli.weights.download import find_local, verify_file
+    from seedvr_cli.weights.registry import MODEL_FILES, get_model
+
+    entries = [get_model(n) for n in names] if names else list(MODEL_FILES)
+    checked = failed = 0
+    for entry in entries:
+        local = find_local(entry, model_dir)
+        if local is None:
+            if names:
+                console_err.print(f"[yellow]{entry.name}: no local copy[/]", highlight=False)
+                failed += 1
+            continue
+        checked += 1
+        try:
+            ok = verify_file(local, entry, force=rehash)
+            what = inspect_checkpoint(local).describe() if entry.kind != "text_embedding" else "text embedding"
+        except CheckpointError as err:
+            failed += 1
+            console_err.print(f"[bold red]FAILED[/] {err}", highlight=False)
+            continue
+        status = "sha256 ok" if ok else "no published sha256"
+        console.print(f"[green]OK[/] {entry.name} ({status}): {what} at {local}", highlight=False)
+    if checked == 0 and not names:
+        console_err.print("no registered files found locally; see `seedvr models list`", highlight=False)
+    if failed:
+        raise typer.Exit(1)
+
+
+@models_app.command("inspect")
+def inspect_models(files: Annotated[list[Path], typer.Argument(help="Checkpoint files to describe.")]) -> None:
+    """Say which model and format a checkpoint file holds (header only where possible)."""
+    from seedvr_cli.weights.detect import inspect_checkpoint
+
+    for path in files:
+        console.print(f"{path}: {inspect_checkpoint(path).describe()}", highlight=False)

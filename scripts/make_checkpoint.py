@@ -1,0 +1,43 @@
+#!/usr/bin/env python
+"""Write a random-weight SeedVR2 checkpoint with the published names, dtypes and file layout.
+
+    python scripts/make_checkpoint.py --variant tiny-3b --format gguf-q4_k_m --out /tmp/dit.gguf
+    python scripts/make_checkpoint.py --variant 7b --format fp16 --out /data/7b.safetensors --device cuda
+
+DiT variants also get a stand-in ``pos_emb.safetensors`` (key ``emb``, 58 x txt_in_dim) beside the
+output unless one exists. Never a real model: for tests and benchmarks only.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from seedvr_cli.weights.synthesize import FORMATS, VARIANTS, write_checkpoint  # noqa: E402
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--variant", required=True, choices=VARIANTS)
+    parser.add_argument("--format", required=True, choices=FORMATS, dest="fmt")
+    parser.add_argument("--out", required=True, type=Path, help="output file")
+    parser.add_argument("--seed", type=int, default=0, help="values depend only on (seed, tensor name)")
+    parser.add_argument("--device", default="cpu", help="where values are generated and quantized (cpu, cuda)")
+    parser.add_argument("--gguf-prefix", action="store_true",
+                        help="store GGUF names with ComfyUI's model.diffusion_model. prefix")
+    parser.add_argument("--no-text-embedding", action="store_true", help="do not write pos_emb.safetensors")
+    args = parser.parse_args(argv)
+    start = time.perf_counter()
+    path = write_checkpoint(args.variant, args.fmt, args.out, seed=args.seed, device=args.device,
+                            text_embedding=not args.no_text_embedding, gguf_prefix=args.gguf_prefix)
+    size = path.stat().st_size
+    print(f"{path}: {args.variant} {args.fmt}, {size / 1e6:.1f} MB in {time.perf_counter() - start:.1f} s")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
