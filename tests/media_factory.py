@@ -50,7 +50,10 @@ def make_video(
     subtitles: bool = False,
     options: dict[str, str] | None = None,
 ) -> Path:
-    """Write a clip. ``pts_ms`` gives per-frame times in milliseconds (a VFR clip, time base 1/1000)."""
+    """Write a clip. ``pts_ms`` gives per-frame times in milliseconds (a VFR clip, time base 1/1000).
+
+    libx265 needs frames of at least 64x64 here: smaller ones can corrupt its heap.
+    """
     fps = Fraction(fps)
     container = av.open(str(path), "w")
     stream = container.add_stream(codec, rate=fps)

@@ -29,6 +29,9 @@ from seedvr_cli.media.pixels import ColorTags, array_to_frame, pixel_format_fact
 from seedvr_cli.media.settings import IMAGE_CODECS, DEFAULT_SEQUENCE_PATTERN, OutputSettings, required_multiple
 
 
+_X265_MIN_SIDE = 64
+
+
 def temporary_sibling(path: Path, *, keep_suffix: bool = True) -> Path:
     """A hidden name in the same folder, so the final rename never crosses file systems."""
     tag = uuid.uuid4().hex[:8]
@@ -112,6 +115,12 @@ class VideoWriter(FrameWriter):
             raise MediaError(
                 f"{path}: {width}x{height} cannot be stored as {self.encoding.pix_fmt}, which needs an even width "
                 "and height; choose an even output size or --pix-fmt yuv444p"
+            )
+        if self.encoding.encoder == "libx265" and min(width, height) < _X265_MIN_SIDE:
+            # libx265 corrupts its heap on some frames this small (seen with 40x40, 48x32, 34x22).
+            raise MediaError(
+                f"{path}: {width}x{height} is too small for libx265 (needs at least {_X265_MIN_SIDE}x{_X265_MIN_SIDE}); "
+                "use --codec h264 for tiny outputs"
             )
         refuse_existing(path, settings)
         self.fps = Fraction(fps)
