@@ -63,7 +63,12 @@ class CausalCache:
 class CausalConv3d(nn.Conv3d):
     """Conv3d that pads time at the front only: ``kt - 1`` copies of the first frame, or, when
     continuing a sliced sequence, the last ``kt - st`` frames of the previous slice's padded input.
-    Spatial padding is ordinary zero padding."""
+    Spatial padding is ordinary zero padding.
+
+    Callers that produce the input anyway (norm + SiLU, depth-to-space) can write it straight into
+    the padded buffer (``padded_input`` then ``forward_padded``): at 1080p every full-size
+    temporary saved is gigabytes.
+    """
 
     def __init__(
         self,
@@ -77,19 +82,45 @@ class CausalConv3d(nn.Conv3d):
             in_channels, out_channels, kernel_size, stride=stride, padding=(0, spatial_padding, spatial_padding)
         )
 
-    def forward(self, x: Tensor, cache: CausalCache | None = None) -> Tensor:
+    def head_frames(self, cache: CausalCache | None) -> int:
+        """Frames put in front of the input: ``kt - 1`` copies of frame 0 at the start of a
+        sequence, the ``kt - st`` carried frames when continuing one."""
         kernel_t, stride_t = self.kernel_size[0], self.stride[0]
-        if kernel_t > 1:
+        return kernel_t - stride_t if cache is not None and cache.continuing else kernel_t - 1
+
+    def padded_input(
+        self, shape: tuple[int, ...], like: Tensor, cache: CausalCache | None, pad_bottom_right: int = 0
+    ) -> tuple[Tensor, Tensor]:
+        """An empty buffer for an input of ``shape`` ``[B, C, T, H, W]`` with room for the time head
+        (and ``pad_bottom_right`` zero rows/columns), and the view of it where the input goes."""
+        batch, channels, frames, height, width = shape
+        head, extra = self.head_frames(cache), pad_bottom_right
+        padded = like.new_empty((batch, channels, head + frames, height + extra, width + extra))
+        if extra:
+            padded[..., height:, :] = 0
+            padded[..., :height, width:] = 0
+        return padded, padded[:, :, head:, :height, :width]
+
+    def forward_padded(self, padded: Tensor, cache: CausalCache | None = None) -> Tensor:
+        """Fill the time head of a ``padded_input`` buffer, remember what the next slice needs, convolve."""
+        head = self.head_frames(cache)
+        if head:
             if cache is not None and cache.continuing:
-                head = cache.frames[self]
+                padded[:, :, :head] = cache.frames[self]
             else:
-                head = x[:, :, :1].expand(-1, -1, kernel_t - 1, -1, -1)
-            x = torch.cat((head, x), dim=2)
-        carried = kernel_t - stride_t
+                padded[:, :, :head] = padded[:, :, head : head + 1]
+        carried = self.kernel_size[0] - self.stride[0]
         if cache is not None and carried > 0:
             # A copy, so the cache does not keep the whole padded input alive.
-            cache.frames[self] = x[:, :, x.shape[2] - carried :].clone()
-        return F.conv3d(x, self.weight, self.bias, self.stride, self.padding)
+            cache.frames[self] = padded[:, :, padded.shape[2] - carried :].clone()
+        return F.conv3d(padded, self.weight, self.bias, self.stride, self.padding)
+
+    def forward(self, x: Tensor, cache: CausalCache | None = None) -> Tensor:
+        if self.kernel_size[0] == 1:
+            return F.conv3d(x, self.weight, self.bias, self.stride, self.padding)
+        padded, body = self.padded_input(x.shape, x, cache)
+        body.copy_(x)
+        return self.forward_padded(padded, cache)
 
 
 class FrameGroupNorm(nn.GroupNorm):
@@ -103,6 +134,18 @@ class FrameGroupNorm(nn.GroupNorm):
             return super().forward(x.squeeze(2)).unsqueeze(2)
         per_frame = rearrange(x, "b c t h w -> (b t) c h w")
         return rearrange(super().forward(per_frame), "(b t) c h w -> b c t h w", b=batch)
+
+    def silu_into(self, x: Tensor, out: Tensor) -> None:
+        """``out = silu(norm(x))``, one frame at a time so no full-size temporary is made."""
+        for t in range(x.shape[2]):
+            out[:, :, t] = F.silu(super().forward(x[:, :, t]), inplace=True)
+
+
+def norm_silu_conv(norm: FrameGroupNorm, conv: CausalConv3d, x: Tensor, cache: CausalCache | None) -> Tensor:
+    """``conv(silu(norm(x)))`` with the activation written straight into the conv's padded input."""
+    padded, body = conv.padded_input(x.shape, x, cache)
+    norm.silu_into(x, body)
+    return conv.forward_padded(padded, cache)
 
 
 class ResnetBlock3D(nn.Module):
@@ -118,10 +161,10 @@ class ResnetBlock3D(nn.Module):
         )
 
     def forward(self, x: Tensor, cache: CausalCache | None = None) -> Tensor:
-        h = self.conv1(F.silu(self.norm1(x)), cache)
-        h = self.conv2(F.silu(self.norm2(h)), cache)
-        shortcut = x if self.conv_shortcut is None else self.conv_shortcut(x, cache)
-        return shortcut + h
+        h = norm_silu_conv(self.norm1, self.conv1, x, cache)
+        h = norm_silu_conv(self.norm2, self.conv2, h, cache)
+        # In place: h is this block's own fresh tensor (same sum as shortcut + h).
+        return h.add_(x if self.conv_shortcut is None else self.conv_shortcut(x, cache))
 
 
 class FrameAttention(nn.Module):
@@ -170,7 +213,9 @@ class Downsample3D(nn.Module):
         self.conv = CausalConv3d(channels, channels, (kernel_t, 3, 3), stride=(stride_t, 2, 2))
 
     def forward(self, x: Tensor, cache: CausalCache | None = None) -> Tensor:
-        return self.conv(F.pad(x, (0, 1, 0, 1)), cache)
+        padded, body = self.conv.padded_input(x.shape, x, cache, pad_bottom_right=1)
+        body.copy_(x)
+        return self.conv.forward_padded(padded, cache)
 
 
 class Upsample3D(nn.Module):
@@ -189,12 +234,21 @@ class Upsample3D(nn.Module):
         self.conv = CausalConv3d(channels, channels, (3, 3, 3), spatial_padding=1)
 
     def forward(self, x: Tensor, cache: CausalCache | None = None) -> Tensor:
-        x = rearrange(
-            self.upscale_conv(x), "b (x y z c) f h w -> b c (f z) (h x) (w y)", x=2, y=2, z=self.time_ratio
-        )
-        if self.time_ratio > 1 and not (cache is not None and cache.continuing):
-            x = torch.cat((x[:, :, :1], x[:, :, 2:]), dim=2)
-        return self.conv(x, cache)
+        sub = self.upscale_conv(x)
+        batch, _, frames, height, width = sub.shape
+        channels, ratio = self.conv.in_channels, self.time_ratio
+        drop_head = ratio > 1 and not (cache is not None and cache.continuing)
+        out_frames = frames * ratio - (1 if drop_head else 0)
+        padded, body = self.conv.padded_input((batch, channels, out_frames, 2 * height, 2 * width), sub, cache)
+        # Depth-to-space written straight into the conv's buffer: channel (row, col, time, c) of
+        # latent frame f goes to frame f * ratio + time, pixel (2h + row, 2w + col).
+        source = sub.view(batch, 2, 2, ratio, channels, frames, height, width).permute(0, 4, 5, 3, 6, 1, 7, 2)
+        if drop_head:
+            body[:, :, 0].view(batch, channels, height, 2, width, 2).copy_(source[:, :, 0, 0])
+            body[:, :, 1:].view(batch, channels, frames - 1, ratio, height, 2, width, 2).copy_(source[:, :, 1:])
+        else:
+            body.view(batch, channels, frames, ratio, height, 2, width, 2).copy_(source)
+        return self.conv.forward_padded(padded, cache)
 
 
 class DownEncoderBlock3D(nn.Module):
@@ -267,7 +321,7 @@ class Encoder3D(nn.Module):
         for block in self.down_blocks:
             x = block(x, cache)
         x = self.mid_block(x, cache)
-        return self.conv_out(F.silu(self.conv_norm_out(x)), cache)
+        return norm_silu_conv(self.conv_norm_out, self.conv_out, x, cache)
 
 
 class Decoder3D(nn.Module):
@@ -289,7 +343,7 @@ class Decoder3D(nn.Module):
         x = self.mid_block(x, cache)
         for block in self.up_blocks:
             x = block(x, cache)
-        return self.conv_out(F.silu(self.conv_norm_out(x)), cache)
+        return norm_silu_conv(self.conv_norm_out, self.conv_out, x, cache)
 
 
 def temporal_slices(frames: int, first: int, step: int) -> Iterator[slice]:
@@ -325,14 +379,14 @@ class VideoVAE(nn.Module):
         [-1, 1] with ``T = 4n + 1`` frames. Tiled encoding blends these before splitting."""
         self._check_frames(x, "encode")
         if not sliced:
-            return self.encoder(x)
+            return self.encoder(x).contiguous()
         factor = self.config.temporal_factor
         cache = CausalCache()
         pieces = []
         for piece in temporal_slices(x.shape[2], factor + 1, factor):
             pieces.append(self.encoder(x[:, :, piece], cache))
             cache.advance()
-        return pieces[0] if len(pieces) == 1 else torch.cat(pieces, dim=2)
+        return _join_frames(pieces)
 
     def encode(self, x: Tensor, *, sliced: bool = True) -> tuple[Tensor, Tensor]:
         """Posterior ``(mean, logvar)``, each ``[B, latent, (T - 1) / 4 + 1, H/8, W/8]``."""
@@ -342,13 +396,13 @@ class VideoVAE(nn.Module):
         """Pixels ``[B, 3, 4 (T' - 1) + 1, 8h, 8w]`` for an unscaled latent ``z``; not clamped."""
         self._check_frames(z, "decode")
         if not sliced:
-            return self.decoder(z)
+            return self.decoder(z).contiguous()
         cache = CausalCache()
         pieces = []
         for piece in temporal_slices(z.shape[2], 2, 1):
             pieces.append(self.decoder(z[:, :, piece], cache))
             cache.advance()
-        return pieces[0] if len(pieces) == 1 else torch.cat(pieces, dim=2)
+        return _join_frames(pieces)
 
     def latent_from_mean(self, mean: Tensor) -> Tensor:
         """Pipeline latent ``[T', h, w, C]`` (channels-last, scaled by ``scaling_factor``) from a
@@ -359,6 +413,11 @@ class VideoVAE(nn.Module):
         """Inverse of ``latent_from_mean``: ``[T', h, w, C]`` -> unscaled ``[1, C, T', h, w]``
         ready for ``decode``."""
         return decoder_input_from_latent(latent, self.config.scaling_factor)
+
+
+def _join_frames(pieces: list[Tensor]) -> Tensor:
+    """Concatenate slices along time into one standard-layout tensor."""
+    return pieces[0].contiguous() if len(pieces) == 1 else torch.cat(pieces, dim=2).contiguous()
 
 
 def split_moments(moments: Tensor) -> tuple[Tensor, Tensor]:
