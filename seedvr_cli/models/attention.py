@@ -156,7 +156,7 @@ def build_window_plan(
     for (shape, txt_len), (vid_list, txt_list) in members.items():
         cos = sin = None
         if rope is not None:
-            cos, sin = _rope_tables(rope.video_angles(shape, txt_len, device=device))
+            cos, sin = _rope_tables(rope.video_angles(shape, txt_len), device)
         groups.append(
             WindowGroup(
                 shape=shape,
@@ -176,12 +176,15 @@ def text_rope_tables(rope: RopeSpec, txt_lens: Sequence[int], device=None) -> tu
     a rope that leaves text alone."""
     if not rope.rotates_text:
         return None
-    angles = torch.cat([rope.text_angles(n, device=device) for n in txt_lens])
-    return _rope_tables(angles)
+    angles = torch.cat([rope.text_angles(n) for n in txt_lens])
+    return _rope_tables(angles, device)
 
 
-def _rope_tables(angles: Tensor) -> tuple[Tensor, Tensor]:
-    return angles.cos()[:, None, :], angles.sin()[:, None, :]
+def _rope_tables(angles: Tensor, device) -> tuple[Tensor, Tensor]:
+    """cos/sin (S, 1, r) computed on the CPU, then moved: a GPU's cos/sin of angles up to 128·pi
+    differ from the CPU's by ulps, so every device gets the same tables this way (cached per plan)."""
+    angles = angles.cpu()
+    return angles.cos()[:, None, :].to(device), angles.sin()[:, None, :].to(device)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -248,8 +251,8 @@ def reference_window_attention(
             index = rows[t0:t1, h0:h1, w0:w1].reshape(-1)
             q, k = q_vid[index], k_vid[index]
             if plan.rope is not None:
-                angles = plan.rope.video_angles((t1 - t0, h1 - h0, w1 - w0), txt_len, device=q.device)
-                cos, sin = angles.cos()[:, None, :], angles.sin()[:, None, :]
+                angles = plan.rope.video_angles((t1 - t0, h1 - h0, w1 - w0), txt_len)
+                cos, sin = angles.cos()[:, None, :].to(q.device), angles.sin()[:, None, :].to(q.device)
                 q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
             q = torch.cat((q, q_txt[txt_rows]))
             k = torch.cat((k, k_txt[txt_rows]))

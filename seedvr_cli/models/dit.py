@@ -195,11 +195,15 @@ class PatchOut(nn.Module):
 
 
 def timestep_sinusoid(timestep: Tensor, dim: int, max_period: float = 10000.0) -> Tensor:
-    """``[sin(t·w_i) | cos(t·w_i)]``, ``w_i = max_period^(-i/(dim/2))``, float32 (t reaches 1000 rad)."""
+    """``[sin(t·w_i) | cos(t·w_i)]``, ``w_i = max_period^(-i/(dim/2))``, float32 (t reaches 1000 rad).
+
+    Computed on the CPU (b x dim values) and moved: a GPU's sin/cos of 1000-rad arguments differ
+    from the CPU's by a few ulps, which the network amplifies to ~1e-5 at the output.
+    """
     half = dim // 2
-    exponent = -math.log(max_period) * torch.arange(half, dtype=torch.float32, device=timestep.device) / half
-    angles = timestep.float()[:, None] * torch.exp(exponent)[None, :]
-    return torch.cat((angles.sin(), angles.cos()), dim=-1)
+    exponent = -math.log(max_period) * torch.arange(half, dtype=torch.float32) / half
+    angles = timestep.detach().float().cpu()[:, None] * torch.exp(exponent)[None, :]
+    return torch.cat((angles.sin(), angles.cos()), dim=-1).to(timestep.device)
 
 
 class TimeEmbedding(nn.Module):
