@@ -233,3 +233,51 @@ def test_integer_window_outputs_blend_with_rounding():
     frames = assemble(plan, outputs)
     assert frames.dtype == torch.uint8
     assert int(frames[4, 0]) == 12  # 0.5*10 + 0.5*13 = 11.5 rounds to even 12, not truncated to 11
+
+
+def test_chunks_of_windows_assemble_like_the_whole():
+    """Chunk-local assembly + a crossfade between chunks equals the full assembly (overlap <= step)."""
+    from seedvr_cli.pipeline.blend import assemble_timeline
+
+    rng = random.Random(3)
+    gen = torch.Generator().manual_seed(3)
+    for _ in range(60):
+        batch = 4 * rng.randint(1, 6) + 1
+        overlap = rng.randint(0, (batch - 1) // 2)
+        plan = plan_windows(rng.randint(1, 90), batch_size=batch, overlap=overlap, prepend=rng.choice([0, 2]),
+                            blend=rng.choice(["crossfade", "reference"]))
+        outputs = {w.index: torch.rand(w.length, 2, generator=gen, dtype=torch.float64) for w in plan.windows}
+        per_chunk = rng.randint(1, 4)
+        groups = [list(range(i, min(i + per_chunk, len(plan.windows)))) for i in range(0, len(plan.windows), per_chunk)]
+        timeline = torch.zeros(plan.timeline_length, 2, dtype=torch.float64)
+        for k, group in enumerate(groups):
+            start, stop = plan.windows[group[0]].start, plan.windows[group[-1]].stop
+            chunk = assemble_timeline(plan, {i: outputs[i] for i in group}, start, stop)
+            weights = torch.ones(stop - start, dtype=torch.float64)
+            if k > 0 and overlap:
+                weights[:overlap] = 1 - blend_weights(overlap, plan.blend).double()
+            if k + 1 < len(groups) and overlap:
+                weights[stop - start - overlap:] = blend_weights(overlap, plan.blend).double()
+            timeline[start:stop] += chunk * weights[:, None]
+        assert torch.allclose(timeline[plan.prepend:], assemble(plan, outputs), atol=1e-6)
+
+
+def test_ready_output_frames_are_final():
+    plan = plan_windows(50, batch_size=9, overlap=3, prepend=2)
+    outputs = {w.index: torch.rand(w.length, 1, dtype=torch.float64) for w in plan.windows}
+    whole = assemble(plan, outputs)
+    for done in range(len(plan.windows) + 1):
+        ready = plan.ready_output_frames(done)
+        for i in ready:
+            assert all(p.window < done for p in plan.contributions(i))
+            assert torch.equal(blend_frame(plan.contributions(i), {k: outputs[k] for k in range(done)}), whole[i])
+    assert plan.ready_output_frames(len(plan.windows)) == range(50)
+
+
+def test_compute_dtype_resolution():
+    from seedvr_cli.pipeline.precision import resolve_compute_dtype
+
+    assert resolve_compute_dtype("auto", "cpu") == torch.float32
+    assert resolve_compute_dtype("bf16", "cpu") == torch.bfloat16
+    with pytest.raises(UsageError, match="--dtype"):
+        resolve_compute_dtype("fp8", "cpu")

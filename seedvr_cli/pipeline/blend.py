@@ -64,6 +64,26 @@ def blend_frame(contributions: Sequence[Contribution], window_outputs: Mapping[i
     return mixed.round_().clamp_(info.min, info.max).to(first.dtype)
 
 
+def assemble_timeline(plan: TemporalPlan, window_outputs: Mapping[int, torch.Tensor], start: int, stop: int) -> torch.Tensor:
+    """Timeline frames ``[start, stop)`` from the windows at hand, shares renormalized over them.
+
+    For a chunk of consecutive windows this gives the chunk's own frames: interior frames are
+    final, and a frame shared with a window outside the chunk is that window-free blend of the
+    chunk's windows (the raw window frame when only one of them covers it). Crossfading two chunks
+    over their shared frames with ``blend_weights(L, plan.blend)`` then reproduces :func:`assemble`
+    whenever at most two windows cover any frame (``overlap <= batch_size - overlap``).
+    """
+    frames = []
+    for j in range(start, stop):
+        parts = [p for p in plan.timeline_contributions(j) if p.window in window_outputs]
+        if not parts:
+            raise KeyError(f"no window output given for timeline frame {j}")
+        total = sum(p.weight for p in parts)
+        parts = [type(p)(p.window, p.local, p.weight / total if total > 0 else 1.0 / len(parts)) for p in parts]
+        frames.append(blend_frame(parts, window_outputs))
+    return torch.stack(frames)
+
+
 def assemble(plan: TemporalPlan, window_outputs: Mapping[int, torch.Tensor]) -> torch.Tensor:
     """All output frames ``[T, ...]`` (prepended frames dropped) from every window's output."""
     return torch.stack([blend_frame(plan.contributions(i), window_outputs) for i in range(plan.num_frames)])

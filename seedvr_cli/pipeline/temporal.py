@@ -153,17 +153,23 @@ class TemporalPlan:
             earlier = self._weights[local]
             shares = [(w, share * earlier) for w, share in shares]
             shares.append((k, 1.0 - earlier))
-        return [
-            Contribution(window=k, local=timeline_index - self.windows[k].start, weight=share)
-            for k, share in shares
-            if share != 0.0
-        ]
+        # Zero shares (numz's hard cuts) are kept: the window does cover the frame.
+        return [Contribution(window=k, local=timeline_index - self.windows[k].start, weight=share) for k, share in shares]
 
     def contributions(self, output_index: int) -> list[Contribution]:
         """How output frame ``output_index`` (prepended frames excluded) is made from window outputs."""
         if not 0 <= output_index < self.num_frames:
             raise IndexError(f"output frame {output_index} outside [0, {self.num_frames})")
         return self.timeline_contributions(self.prepend + output_index)
+
+    def ready_output_frames(self, windows_done: int) -> range:
+        """Output frames that are final once windows ``0 .. windows_done-1`` have finished."""
+        if windows_done >= len(self.windows):
+            return range(self.num_frames)
+        if windows_done <= 0:
+            return range(0)
+        final_until = self.windows[windows_done].start  # later windows only touch frames from here on
+        return range(max(0, min(self.num_frames, final_until - self.prepend)))
 
     def output_frames_of(self, window: Window) -> range:
         """Output frame indices that ``window`` contributes to (possibly with weight)."""
