@@ -202,3 +202,25 @@ def test_settings_validation():
         ChunkSettings(frame_size=size, color="sepia")
     with pytest.raises(ValueError):
         ChunkSettings(frame_size=size, output_dtype=torch.int8)
+
+
+def test_phase_by_phase_over_windows_equals_per_window(random_tiny_vae):
+    """All encodes, then all DiT steps, then all decodes (one model resident) = window by window."""
+    from seedvr_cli.pipeline.chunk import PhaseTimes, decode_window, encode_window, restore_window
+
+    clip = _rgba_clip(9, 8, 8)
+    size = plan_frame_size(8, 8, resolution=16)
+    plan = plan_windows(9, batch_size=5, overlap=2)
+    settings = ChunkSettings(frame_size=size, dtype=torch.float32, latent_noise_scale=0.1, color="lab")
+    dit, text = StandInDiT(noise_weight=0.3), torch.zeros(58, 5120)
+    times = PhaseTimes()
+    encoded = [encode_window(clip[plan.window_input_frames(w)], vae=random_tiny_vae, settings=settings, window=w, times=times)
+               for w in plan.windows]
+    restored = [restore_window(e, dit=dit, text_embedding=text, settings=settings, times=times) for e in encoded]
+    phased = [decode_window(e, r, vae=random_tiny_vae, settings=settings, times=times) for e, r in zip(encoded, restored)]
+    for w, frames in zip(plan.windows, phased):
+        direct = upscale_chunk(clip[plan.window_input_frames(w)], vae=random_tiny_vae, dit=dit, text_embedding=text,
+                               settings=settings, window=w)
+        assert torch.equal(frames, direct)
+    assert set(times.seconds) == {"preprocess", "encode", "dit", "decode", "color"}
+    assert all(v >= 0 for v in times.seconds.values())

@@ -4,6 +4,10 @@
 5. VAE decode  6. trim padding, crop to the true size  7. colour correction (+ alpha)
 8. quantize to uint8 / uint16.
 
+The same steps are available as three phases (``encode_window``, ``restore_window``,
+``decode_window``) so a job can run every window's encode, then every DiT step, then every
+decode, with only one model on the GPU at a time.
+
 The output depends only on the window's frames, its position (noise seed) and the settings, so
 windows can run anywhere in any order. Models are passed in already on their device and in
 ``settings.dtype``; memory tricks (tiling, BlockSwap) wrap them from outside and keep the same
@@ -12,6 +16,9 @@ call signatures (:class:`LatentCodec`, :class:`VelocityModel`).
 
 from __future__ import annotations
 
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -147,6 +154,120 @@ def finish_frames(rgb: torch.Tensor, alpha: torch.Tensor | None, output_dtype: t
     return quantize(unit.permute(0, 2, 3, 1), output_dtype)
 
 
+# ---------------------------------------------------------------- phases
+
+
+class PhaseTimes:
+    """Wall time per phase; pass one to the phase functions (synchronizes CUDA around each phase)."""
+
+    def __init__(self) -> None:
+        self.seconds: dict[str, float] = {}
+
+    @contextmanager
+    def __call__(self, phase: str, device: torch.device | None = None) -> Iterator[None]:
+        synchronize = device is not None and device.type == "cuda"
+        if synchronize:
+            torch.cuda.synchronize(device)
+        began = time.perf_counter()
+        try:
+            yield
+        finally:
+            if synchronize:
+                torch.cuda.synchronize(device)
+            self.seconds[phase] = self.seconds.get(phase, 0.0) + time.perf_counter() - began
+
+
+@contextmanager
+def _untimed(phase: str, device: torch.device | None = None) -> Iterator[None]:
+    yield
+
+
+@dataclass(frozen=True)
+class EncodedWindow:
+    """What a window carries from the encode phase to the others (small: latents and the LR style)."""
+
+    window: Window
+    latent: torch.Tensor  # [T', h, w, 16] float32, scaled
+    style: torch.Tensor  # [t, 3, Ht, Wt] float32 in [-1, 1]: the clean preprocessed input of the real frames
+    alpha: torch.Tensor | None  # [t, 1, H0, W0] float32 in [0, 1] for RGBA input
+
+
+@torch.inference_mode()
+def encode_window(
+    frames: torch.Tensor,
+    *,
+    vae: LatentCodec,
+    settings: ChunkSettings,
+    window: Window,
+    noise: ChunkNoise | None = None,
+    times: PhaseTimes | None = None,
+) -> EncodedWindow:
+    """Steps 1-2. ``frames``: ``[window.padded_length, H0, W0, C]`` (``plan.window_input_frames``),
+    uint8 / uint16 / float in [0, 1], C = 3 or 4, on the compute device."""
+    if frames.shape[0] != window.padded_length:
+        raise ValueError(f"window {window.index} needs {window.padded_length} frames (padding included), got {frames.shape[0]}")
+    timed = times or _untimed
+    with timed("preprocess", frames.device):
+        # 1. resize, pad to 16, [-1, 1], CTHW; optional input noise on the encoder's copy only
+        clip = preprocess(frames, settings.frame_size)
+        encoder_input = clip
+        if settings.input_noise_scale > 0:
+            input_noise = noise.input if noise is not None and noise.input is not None else None
+            if input_noise is None:
+                input_noise = window_noise(settings.seed, window.start, clip.shape, clip.device, stream="input")
+            encoder_input = add_input_noise(clip, input_noise.to(clip), settings.input_noise_scale)
+        style = crop_frames(clip, window.length, settings.frame_size.true).contiguous()
+        alpha = None
+        if frames.shape[-1] == 4:
+            # Alpha of the real frames only: numz keeps the padded length here and crashes (h.5).
+            alpha = to_unit_float(frames[: window.length, ..., 3:]).permute(0, 3, 1, 2).contiguous()
+    with timed("encode", frames.device):
+        # 2. VAE encode (posterior mean)
+        latent = encode_clip(vae, encoder_input, settings.dtype)
+    return EncodedWindow(window, latent, style, alpha)
+
+
+@torch.inference_mode()
+def restore_window(
+    encoded: EncodedWindow,
+    *,
+    dit: VelocityModel,
+    text_embedding: torch.Tensor,
+    settings: ChunkSettings,
+    noise: ChunkNoise | None = None,
+    times: PhaseTimes | None = None,
+) -> torch.Tensor:
+    """Steps 3-4: condition + noise, one DiT step; returns the restored latent ``[T', h, w, 16]``."""
+    timed = times or _untimed
+    with timed("dit", encoded.latent.device):
+        x_T, condition = condition_and_noise(encoded.latent, settings, encoded.window.start, noise)
+        return restore_latent(dit, x_T, condition, text_embedding, settings.dtype)
+
+
+@torch.inference_mode()
+def decode_window(
+    encoded: EncodedWindow,
+    restored: torch.Tensor,
+    *,
+    vae: LatentCodec,
+    settings: ChunkSettings,
+    times: PhaseTimes | None = None,
+) -> torch.Tensor:
+    """Steps 5-8: decode, trim/crop, alpha + colour correction, quantize -> ``[t, Ht, Wt, C]``."""
+    timed = times or _untimed
+    with timed("decode", restored.device):
+        # 5. VAE decode
+        decoded = decode_latent(vae, restored, settings.dtype)
+        # 6. drop temporal padding, crop spatial padding and the odd row/column
+        content = crop_frames(decoded, encoded.window.length, settings.frame_size.true)
+    with timed("color", restored.device):
+        # 7. alpha (guided by the uncorrected upscale, as numz does) and colour correction
+        alpha = upscale_alpha(encoded.alpha, content) if encoded.alpha is not None else None
+        corrected = color_correct(content, encoded.style, settings.color)
+        # 8. to uint8 / uint16 (rounded)
+        return finish_frames(corrected, alpha, settings.output_dtype)
+
+
 # ---------------------------------------------------------------- the chunk
 
 
@@ -160,49 +281,16 @@ def upscale_chunk(
     settings: ChunkSettings,
     window: Window,
     noise: ChunkNoise | None = None,
+    times: PhaseTimes | None = None,
 ) -> torch.Tensor:
-    """Upscale one window.
+    """Upscale one window: ``[window.padded_length, H0, W0, C]`` -> ``[window.length, Ht, Wt, C]``.
 
-    ``frames``: ``[window.padded_length, H0, W0, C]`` (the frames of
-    ``plan.window_input_frames(window)``), uint8 / uint16 / float in [0, 1], C = 3 or 4 (RGBA), on
-    the compute device. Returns ``[window.length, Ht, Wt, C]`` in ``settings.output_dtype``.
+    1 preprocess, 2 VAE encode (:func:`encode_window`); 3 condition + noise, 4 one DiT step at
+    t = 1000 (:func:`restore_window`); 5 decode, 6 trim/crop, 7 alpha + colour correction,
+    8 quantize (:func:`decode_window`). Running the three phases for many windows in turn (all
+    encodes, then all DiT steps, then all decodes, so one model is resident at a time) gives the
+    same frames.
     """
-    if frames.shape[0] != window.padded_length:
-        raise ValueError(f"window {window.index} needs {window.padded_length} frames (padding included), got {frames.shape[0]}")
-    size = settings.frame_size
-    dtype = settings.dtype
-
-    # 1. preprocess: resize, pad to 16, [-1, 1], CTHW; optional input noise on the encoder's copy
-    clip = preprocess(frames, size)
-    encoder_input = clip
-    if settings.input_noise_scale > 0:
-        input_noise = noise.input if noise is not None and noise.input is not None else None
-        if input_noise is None:
-            input_noise = window_noise(settings.seed, window.start, clip.shape, clip.device, stream="input")
-        encoder_input = add_input_noise(clip, input_noise.to(clip), settings.input_noise_scale)
-
-    # 2. VAE encode (posterior mean)
-    latent = encode_clip(vae, encoder_input, dtype)
-
-    # 3. condition + noise
-    x_T, condition = condition_and_noise(latent, settings, window.start, noise)
-
-    # 4. one DiT step at t = 1000 with the positive text embedding
-    restored = restore_latent(dit, x_T, condition, text_embedding, dtype)
-
-    # 5. VAE decode
-    decoded = decode_latent(vae, restored, dtype)
-
-    # 6. drop temporal padding, crop spatial padding and the odd row/column
-    content = crop_frames(decoded, window.length, size.true)
-    style = crop_frames(clip, window.length, size.true)
-
-    # 7. alpha (guided by the uncorrected upscale, as numz does) and colour correction
-    alpha = None
-    if frames.shape[-1] == 4:
-        source_alpha = to_unit_float(frames[: window.length, ..., 3:]).permute(0, 3, 1, 2)
-        alpha = upscale_alpha(source_alpha, content)
-    corrected = color_correct(content, style, settings.color)
-
-    # 8. to uint8 / uint16 (rounded)
-    return finish_frames(corrected, alpha, settings.output_dtype)
+    encoded = encode_window(frames, vae=vae, settings=settings, window=window, noise=noise, times=times)
+    restored = restore_window(encoded, dit=dit, text_embedding=text_embedding, settings=settings, noise=noise, times=times)
+    return decode_window(encoded, restored, vae=vae, settings=settings, times=times)
