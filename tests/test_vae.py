@@ -191,3 +191,12 @@ def test_bad_frame_counts_are_rejected():
         vae.encode(torch.zeros(1, 3, 4, 16, 16))
     with pytest.raises(ValueError, match="B, C, T, H, W"):
         vae.decode(torch.zeros(16, 2, 2, 2))
+
+
+def test_pipeline_latent_helpers_scale_and_permute():
+    vae = VideoVAE(vae_config("tiny-vae"))
+    mean = torch.randn(1, 16, 3, 4, 5)
+    latent = vae.latent_from_mean(mean)
+    assert latent.shape == (3, 4, 5, 16)
+    torch.testing.assert_close(latent[1, 2, 3], mean[0, :, 1, 2, 3] * 0.9152)
+    torch.testing.assert_close(vae.decoder_input_from_latent(latent), mean)

@@ -36,7 +36,8 @@ def test_bf16_on_gpu_tracks_fp32():
     mean_err = (mean16 - mean32).abs().max().item() / mean32.abs().max().item()
     dec_err = (dec16 - dec32).abs().max().item() / dec32.abs().max().item()
     print(f"\nbf16 vs fp32 (relative to max |ref|): mean {mean_err:.3e}, decode {dec_err:.3e}")
-    assert mean_err < 0.05 and dec_err < 0.05
+    # Measured on an H200 (torch 2.11, random weights): mean 2.7e-2, decode 4.3e-2; ~2x margin.
+    assert mean_err < 0.06 and dec_err < 0.09
 
 
 @torch.inference_mode()
