@@ -31,8 +31,12 @@ VAE_VARIANTS = ("vae", "tiny-vae")
 VARIANTS = DIT_VARIANTS + VAE_VARIANTS
 
 FORMATS = ("fp32-pth", "fp32", "fp16", "bf16", "fp8_e4m3fn", "fp8_mixed_block35",
-           "gguf-f16", "gguf-bf16", "gguf-q8_0", "gguf-q4_0", "gguf-q5_0", "gguf-q4_k_m", "gguf-q5_k_m",
-           "gguf-q6_k")  # fmt: skip
+           "gguf-f16", "gguf-bf16", "gguf-q8_0", "gguf-q4_0", "gguf-q5_0", "gguf-q4_k_m", "gguf-q4_k",
+           "gguf-q5_k_m", "gguf-q6_k")  # fmt: skip
+# "gguf-q4_k_m" follows llama.cpp's Q4_K_M mix (Q6_K for the output layer and the value/down
+# projections of some blocks). The published SeedVR2 "Q4_K_M" uploads measure as nearly all-Q4_K
+# (their sizes match 4.5 bits per weight: the converter's llama.cpp rules do not recognise SeedVR2
+# tensor names), which is what "gguf-q4_k" writes.
 
 TEXT_TOKENS = 58
 GGUF_ARCH = "seedvr"
@@ -129,7 +133,7 @@ def gguf_plan(entries: list[Entry], fmt: str):
     from seedvr_cli.weights.gguf_quant import can_quantize
 
     base = {"gguf-f16": Q.F16, "gguf-bf16": Q.BF16, "gguf-q8_0": Q.Q8_0, "gguf-q4_0": Q.Q4_0,
-            "gguf-q5_0": Q.Q5_0, "gguf-q4_k_m": Q.Q4_K, "gguf-q5_k_m": Q.Q5_K, "gguf-q6_k": Q.Q6_K}[fmt]  # fmt: skip
+            "gguf-q5_0": Q.Q5_0, "gguf-q4_k_m": Q.Q4_K, "gguf-q4_k": Q.Q4_K, "gguf-q5_k_m": Q.Q5_K, "gguf-q6_k": Q.Q6_K}[fmt]  # fmt: skip
     # llama.cpp falls back to a 32-block type when a row is not a multiple of 256 (Q5_K -> Q5_1
     # there; we write no Q5_1, so Q8_0).
     fallback = {Q.Q4_K: Q.Q5_0, Q.Q5_K: Q.Q8_0, Q.Q6_K: Q.Q8_0}
@@ -242,6 +246,7 @@ def _write_gguf(path: Path, entries: list[Entry], fmt: str, seed: int, device: t
     file_types = {"gguf-f16": gguf.LlamaFileType.MOSTLY_F16, "gguf-bf16": gguf.LlamaFileType.MOSTLY_BF16,
                   "gguf-q8_0": gguf.LlamaFileType.MOSTLY_Q8_0, "gguf-q4_0": gguf.LlamaFileType.MOSTLY_Q4_0,
                   "gguf-q5_0": gguf.LlamaFileType.MOSTLY_Q5_0, "gguf-q4_k_m": gguf.LlamaFileType.MOSTLY_Q4_K_M,
+                  "gguf-q4_k": gguf.LlamaFileType.MOSTLY_Q4_K_M,
                   "gguf-q5_k_m": gguf.LlamaFileType.MOSTLY_Q5_K_M, "gguf-q6_k": gguf.LlamaFileType.MOSTLY_Q6_K}  # fmt: skip
     writer = gguf.GGUFWriter(path=None, arch=GGUF_ARCH)
     writer.add_quantization_version(gguf.GGML_QUANT_VERSION)
