@@ -145,7 +145,9 @@ BATCH_EXAMPLES = [
 
 @pytest.mark.parametrize("frames, prepend, batch, overlap, uniform, spans, lengths", BATCH_EXAMPLES)
 def test_reference_batch_plan(frames, prepend, batch, overlap, uniform, spans, lengths):
-    plan = plan_windows(frames, batch_size=batch, overlap=overlap, prepend=prepend, uniform=uniform, blend="reference", reference=True)
+    plan = plan_windows(
+        frames, batch_size=batch, overlap=overlap, prepend=prepend, uniform=uniform, blend="reference", reference=True
+    )
     assert [(w.start, w.stop) for w in plan.windows] == spans
     assert [w.padded_length for w in plan.windows] == lengths
 
@@ -158,7 +160,9 @@ def _random_plan(rng: random.Random):
     prepend = rng.choice([0, 0, rng.randint(1, 2 * frames + 3)])
     uniform = rng.random() < 0.3
     blend = rng.choice(["crossfade", "reference"])
-    return plan_windows(frames, batch_size=batch, overlap=overlap, prepend=prepend, uniform=uniform, blend=blend, reference=reference)
+    return plan_windows(
+        frames, batch_size=batch, overlap=overlap, prepend=prepend, uniform=uniform, blend=blend, reference=reference
+    )
 
 
 def test_frames_in_equal_frames_out_random():

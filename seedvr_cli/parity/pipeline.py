@@ -21,7 +21,15 @@ import torch
 
 from seedvr_cli.parity import CaseResult, compare
 from seedvr_cli.pipeline.blend import blend_frame, blend_weights
-from seedvr_cli.pipeline.chunk import ChunkNoise, ChunkSettings, condition_and_noise, decode_latent, encode_clip, restore_latent
+from seedvr_cli.pipeline.chunk import (
+    ChunkNoise,
+    ChunkSettings,
+    condition_and_noise,
+    crop_frames,
+    decode_latent,
+    encode_clip,
+    restore_latent,
+)
 from seedvr_cli.pipeline.color import color_correct
 from seedvr_cli.pipeline.condition import add_input_noise, augmentation_noise, build_condition, noise_latent
 from seedvr_cli.pipeline.plan import plan_frame_size
@@ -141,7 +149,8 @@ def run_sampler_condition(fixture_dir: Path) -> list[CaseResult]:
 
     if "forward.x_t" in t:
         step = float(index.get("forward", {}).get("t", 250.0))
-        results.append(compare(case, "forward.x_t", add_noise(t["forward.x_0"], t["forward.x_T"], step), t["forward.x_t"], TOLERANCE))
+        ours = add_noise(t["forward.x_0"], t["forward.x_T"], step)
+        results.append(compare(case, "forward.x_t", ours, t["forward.x_t"], TOLERANCE))
 
     for row in index.get("timestep_shift", {}).get("rows", []):
         shape = row["latent_shape_T_h_w"]
@@ -160,9 +169,11 @@ def run_sampler_condition(fixture_dir: Path) -> list[CaseResult]:
         noised = noise_latent(t["cond.latent"], aug, scale, "as_called")
         results.append(compare("condition", "latent_blur_noised", noised, t["cond.latent_blur_noised"], TOLERANCE))
         results.append(compare("condition", "condition_noised", build_condition(noised), t["cond.condition_noised"], TOLERANCE))
-        results.append(compare("condition", "condition_clean", build_condition(t["cond.latent"]), t["cond.condition_clean"], TOLERANCE))
+        clean = build_condition(t["cond.latent"])
+        results.append(compare("condition", "condition_clean", clean, t["cond.condition_clean"], TOLERANCE))
     if "cond_img.latent" in t:
-        results.append(compare("condition_image", "condition", build_condition(t["cond_img.latent"]), t["cond_img.condition"], TOLERANCE))
+        image = build_condition(t["cond_img.latent"])
+        results.append(compare("condition_image", "condition", image, t["cond_img.condition"], TOLERANCE))
     if "input_noise.video" in t:
         scale = float(index.get("input_noise", {}).get("input_noise_scale", 0.4))
         ours = add_input_noise(t["input_noise.video"], t["input_noise.randn"], scale)
@@ -359,34 +370,36 @@ def run_scenario(name: str, scenario: dict, t: dict, vae, text: torch.Tensor, *,
     ours_info = [[w.write_start, w.stop, w.index, w.length] for w in plan.windows]
     results.append(_exact(case, "decode_batch_info", sum(ours_info, []), sum(batches["decode_batch_info"], [])))
 
-    # Phase 1: preprocess (+ input noise) and encode every window.
-    window_frames = [frames[plan.window_input_frames(w)] for w in plan.windows]
-    clips = [preprocess(f, size) for f in window_frames]
+    def check(output: str, ours: torch.Tensor, tolerance: float = TOLERANCE) -> None:
+        reference = t[f"{name}.{output}"]
+        results.append(compare(case, output, ours.reshape(reference.shape), reference, tolerance))
+
+    # Phase 1: preprocess (+ input noise) every window; with our VAE, encode, sample and decode it.
+    clips = [preprocess(frames[plan.window_input_frames(w)], size) for w in plan.windows]
     input_draws = numz_input_noise(seed, clips, input_noise_scale > 0)
     calls: list[dict] = []
     dit = standin_dit(calls)
     decoded_windows: dict[int, torch.Tensor] = {}
     for window, clip, draw in zip(plan.windows, clips, input_draws):
-        prefix = f"{name}.batch{window.index}"
-        encoder_input = add_input_noise(clip, draw, input_noise_scale) if draw is not None else clip
-        if not use_recorded_decodes:
-            results.append(compare(case, f"batch{window.index}.vae_in_cthw", encoder_input, t[f"{prefix}.vae_in_cthw"], TOLERANCE))
+        batch = f"batch{window.index}"
+        if use_recorded_decodes:
+            decoded = t[f"{name}.{batch}.vae_decoded_cthw"]
+            decoded = decoded if decoded.dim() == 4 else decoded.unsqueeze(1)
+        else:
+            encoder_input = add_input_noise(clip, draw, input_noise_scale) if draw is not None else clip
+            check(f"{batch}.vae_in_cthw", encoder_input)
             latent = encode_clip(vae, encoder_input, torch.float32)
-            results.append(compare(case, f"batch{window.index}.cond_latent_cl", latent, t[f"{prefix}.cond_latent_cl"], TOLERANCE))
-            # Phase 2: the one sampling step with numz's noise draws.
+            check(f"{batch}.cond_latent_cl", latent)
+            # Phase 2: the one sampling step, with numz's noise draws.
             base, extra = numz_latent_noise(seed, tuple(latent.shape))
             x_T, condition = condition_and_noise(latent, settings, window.start, ChunkNoise(x_T=base, augment=extra))
             restored = restore_latent(dit, x_T, condition, text, torch.float32)
-            results.append(compare(case, f"batch{window.index}.dit_out_latent_cl", restored, t[f"{prefix}.dit_out_latent_cl"], TOLERANCE))
+            check(f"{batch}.dit_out_latent_cl", restored)
             # Phase 3: decode.
             decoded = decode_latent(vae, restored, torch.float32)
-            recorded = t[f"{prefix}.vae_decoded_cthw"]
-            results.append(compare(case, f"batch{window.index}.vae_decoded_cthw", decoded.reshape(recorded.shape), recorded, DECODE_TOLERANCE))
-        else:
-            recorded = t[f"{prefix}.vae_decoded_cthw"]
-            decoded = recorded if recorded.dim() == 4 else recorded.unsqueeze(1)
-        # Trim padding and crop to the true size: [t, H, W, 3], still in [-1, 1].
-        decoded_windows[window.index] = decoded[:, : window.length, : size.true[0], : size.true[1]].permute(1, 2, 3, 0)
+            check(f"{batch}.vae_decoded_cthw", decoded, DECODE_TOLERANCE)
+        # Trim padding and crop to the true size: [t, 3, Ht, Wt], still in [-1, 1].
+        decoded_windows[window.index] = crop_frames(decoded, window.length, size.true)
 
     if not use_recorded_decodes and "dit_calls" in scenario:
         results.append(_exact(case, "dit_calls", _flatten_calls(calls), _flatten_calls(scenario["dit_calls"])))
@@ -397,13 +410,10 @@ def run_scenario(name: str, scenario: dict, t: dict, vae, text: torch.Tensor, *,
     # Phase 4: colour-correct each written slice against its window's clean input, then drop prepends.
     finished = torch.empty_like(timeline)
     for window, clip in zip(plan.windows, clips):
-        skip = window.write_start - window.start
-        count = window.stop - window.write_start
-        content = timeline[window.write_start : window.stop].permute(0, 3, 1, 2)
-        style = clip[:, skip : skip + count, : size.true[0], : size.true[1]].permute(1, 0, 2, 3)
-        corrected = color_correct(content, style, method)
-        finished[window.write_start : window.stop] = signed_to_unit(corrected).permute(0, 2, 3, 1)
-    output = finished[plan.prepend :]
+        written = slice(window.write_start, window.stop)
+        style = crop_frames(clip, window.length, size.true)[window.write_start - window.start :]
+        finished[written] = signed_to_unit(color_correct(timeline[written], style, method))
+    output = finished[plan.prepend :].permute(0, 2, 3, 1)
     reference = t[f"{name}.output_thwc"]
     result = compare(case, "output_thwc", output, reference, E2E_TOLERANCE)
     if method in SORT_METHODS:

@@ -42,7 +42,6 @@ from seedvr_cli.pipeline.sampler import NUM_TRAIN_TIMESTEPS
 from seedvr_cli.pipeline.temporal import Window
 
 VAE_SCALING_FACTOR = 0.9152
-LATENT_CHANNELS = 16
 
 
 class LatentCodec(Protocol):

@@ -13,7 +13,7 @@ import torch.nn.functional as F
 
 from seedvr_cli.pipeline.plan import FrameSize
 
-FULL_SCALE = {torch.uint8: 255.0, torch.uint16: 65535.0, torch.int32: 65535.0}
+FULL_SCALE = {torch.uint8: 255.0, torch.uint16: 65535.0}
 
 
 def to_unit_float(frames: torch.Tensor) -> torch.Tensor:
