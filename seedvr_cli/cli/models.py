@@ -132,7 +132,7 @@ def verify_models(
     if checked == 0 and not names:
         console_err.print("no registered files found locally; see `seedvr models list`", highlight=False)
     if failed:
-        raise typer.Exit(1)
+        raise CheckpointError(f"{failed} of {len(entries) if names else checked} files failed verification (see above)")
 
 
 @models_app.command("inspect")

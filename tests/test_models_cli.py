@@ -1,0 +1,115 @@
+"""``seedvr models list|download|verify|inspect`` driven through the real entry point, against the
+fake hub of test_download.py serving the real published ``pos_emb.pt`` (so its real sha256 applies)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from conftest import shared_path
+from seedvr_cli.cli import main
+from test_download import FakeHub
+
+
+def run(argv: list[str], capsys) -> tuple[int, str, str]:
+    with pytest.raises(SystemExit) as exit_:
+        main(argv)
+    out, err = capsys.readouterr()
+    return exit_.value.code, out, err
+
+
+@pytest.fixture
+def env(monkeypatch, tmp_path):
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf_home"))
+    monkeypatch.delenv("HF_HUB_CACHE", raising=False)
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.delenv("SEEDVR_MODEL_DIR", raising=False)
+    monkeypatch.setenv("SEEDVR_CACHE_DIR", str(tmp_path / "seedvr_cache"))
+    monkeypatch.setenv("COLUMNS", "250")
+    return tmp_path
+
+
+@pytest.fixture
+def hub(env, monkeypatch):
+    with FakeHub() as fake:
+        fake.files["ByteDance-Seed/SeedVR2-3B/pos_emb.pt"] = shared_path(
+            "reference", "text_embeddings", "pos_emb.pt").read_bytes()  # fmt: skip
+        monkeypatch.setenv("HF_ENDPOINT", fake.url)
+        yield fake
+
+
+def test_list_covers_every_published_checkpoint(env, capsys):
+    code, out, _ = run(["models", "list", "--json"], capsys)
+    assert code == 0
+    names = {row["name"] for row in json.loads(out)}
+    for manifest in ("seedvr2_3b_dit.json", "seedvr2_7b_dit.json"):
+        published = json.loads(shared_path("reference", "manifests", manifest).read_text())["header"]
+        for item in published["published_checkpoints"]:
+            for part in item["file"].replace(" / ", ", ").split(", "):
+                if "*" not in part:  # "seedvr2_7b_*.safetensors" names a family, not a file
+                    assert part in names, part
+    vae = json.loads(shared_path("reference", "manifests", "ema_vae.json").read_text())
+    assert set(vae["published_files"]) <= names
+    assert "pos_emb.pt" in names
+
+
+def test_list_shows_local_copies_in_a_comfyui_folder(env, capsys, tmp_path):
+    folder = tmp_path / "ComfyUI" / "models" / "SEEDVR2"
+    folder.mkdir(parents=True)
+    (folder / "ema_vae_fp16.safetensors").write_bytes(b"stand-in")
+    code, out, _ = run(["models", "list", "--json", "--model-dir", str(folder)], capsys)
+    rows = {row["name"]: row for row in json.loads(out)}
+    assert code == 0
+    assert rows["ema_vae_fp16.safetensors"]["local"] == str(folder / "ema_vae_fp16.safetensors")
+    assert rows["seedvr2_ema_3b_fp16.safetensors"]["local"] is None
+    code, out, _ = run(["models", "list", "--model-dir", str(folder)], capsys)
+    assert code == 0 and "SeedVR2 checkpoints" in out and "ema_vae_fp16.safetensors" in out
+
+
+def test_download_then_verify_the_text_embedding(hub, capsys, env):
+    code, out, err = run(["models", "download", "pos-emb"], capsys)
+    assert code == 0, err
+    path = out.strip().splitlines()[-1]
+    assert path.startswith(str(env / "hf_home" / "hub"))
+    # A second download finds it and does not touch the network.
+    requests_before = len(hub.ranges)
+    code, out, err = run(["models", "download", "pos_emb.pt"], capsys)
+    assert code == 0 and "already present" in err and len(hub.ranges) == requests_before
+    code, out, err = run(["models", "verify"], capsys)
+    assert code == 0, err
+    assert "OK pos_emb.pt (sha256 ok)" in out
+
+
+def test_verify_reports_a_damaged_file(env, capsys, tmp_path):
+    folder = tmp_path / "models"
+    folder.mkdir()
+    (folder / "pos_emb.pt").write_bytes(b"not the published embedding")
+    code, out, err = run(["models", "verify", "--model-dir", str(folder)], capsys)
+    assert code == 1
+    assert "FAILED" in err and "does not match the published pos_emb.pt" in err
+
+
+def test_download_unknown_name_and_offline_are_one_line_errors(env, capsys, monkeypatch):
+    code, _, err = run(["models", "download", "seedvr9_100b"], capsys)
+    assert code == 2 and "unknown model 'seedvr9_100b'" in err
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    code, _, err = run(["models", "download", "3b-fp8", "--no-text-embedding"], capsys)
+    assert code == 1
+    assert "seedvr2_ema_3b_fp8_e4m3fn.safetensors not found (HF_HUB_OFFLINE is set)" in err.replace("\n", " ")
+    assert "Traceback" not in err
+
+
+def test_inspect_describes_a_synthetic_checkpoint(env, capsys, tmp_path):
+    import torch
+
+    from seedvr_cli.weights.synthesize import write_checkpoint
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        path = write_checkpoint("tiny-7b", "gguf-q8_0", tmp_path / "dit.gguf", text_embedding=False)
+    finally:
+        torch.set_num_threads(threads)
+    code, out, _ = run(["models", "inspect", str(path)], capsys)
+    assert code == 0 and "SeedVR2 DiT tiny-7b gguf-Q8_0 (GGUF" in out.replace("\n", " ")
