@@ -12,6 +12,8 @@ from pathlib import Path
 import av
 import numpy as np
 
+from seedvr_cli.media.pixels import reformat
+
 
 def pattern_frame(number: int, height: int, width: int, *, deep: bool = False, alpha: bool = False) -> np.ndarray:
     """A smooth gradient plus a moving block; distinct for every ``number``."""
@@ -78,7 +80,7 @@ def make_video(
             pattern_frame(number, height, width, deep=deep, alpha=alpha),
             format=("rgba64le" if alpha else "rgb48le") if deep else ("rgba" if alpha else "rgb24"),
         )
-        frame = frame.reformat(format=pix_fmt)
+        frame = reformat(frame, format=pix_fmt)
         frame.pts = times[number]
         frame.time_base = time_base
         for packet in stream.encode(frame):
@@ -108,6 +110,8 @@ def _write_tone(container, stream, seconds: float, rate: int) -> None:
             data = (planes.T.reshape(1, -1) * 32767).astype(np.int16)
         elif sample_format == "s16p":
             data = (planes * 32767).astype(np.int16)
+        elif sample_format == "u8":
+            data = (planes.T.reshape(1, -1) * 127 + 128).astype(np.uint8)
         elif sample_format == "flt":
             data = planes.T.reshape(1, -1).astype(np.float32)
         else:
@@ -142,7 +146,7 @@ def make_image(path: Path, *, width: int = 33, height: int = 21, deep: bool = Fa
         fmt_in = "gray16le" if deep else "gray"
         frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(image[..., 0]), format=fmt_in)
         codec, pix_fmt = ("png", "gray16be" if deep else "gray") if suffix == ".png" else ("tiff", "gray16le" if deep else "gray")
-        frame = frame.reformat(format=pix_fmt)
+        frame = reformat(frame, format=pix_fmt)
     else:
         from seedvr_cli.media.images import encode_image
 

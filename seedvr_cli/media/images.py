@@ -10,7 +10,7 @@ import numpy as np
 
 from seedvr_cli.errors import MediaError
 from seedvr_cli.media.frameindex import constant_rate_index
-from seedvr_cli.media.pixels import ColorTags, frame_to_array, pixel_format_facts
+from seedvr_cli.media.pixels import ColorTags, frame_to_array, pixel_format_facts, reformat
 from seedvr_cli.media.probe import MediaInfo, open_container
 from seedvr_cli.media.reader import FrameReader
 
@@ -75,7 +75,7 @@ def _decode_image(path: Path):
 
 
 def _palette_has_alpha(frame) -> bool:
-    rgba = frame.reformat(format="rgba").to_ndarray()
+    rgba = reformat(frame, format="rgba").to_ndarray()
     return bool((rgba[..., 3] < 255).any())
 
 
@@ -185,5 +185,5 @@ def encode_image(array: np.ndarray, suffix: str, *, options: dict[str, str] | No
     elif options:
         ctx.options = dict(options)
     kwargs = {"dst_color_range": "JPEG"} if pix_fmt.startswith("yuv") else {}
-    packets = ctx.encode(frame.reformat(format=pix_fmt, **kwargs)) + ctx.encode(None)
+    packets = ctx.encode(reformat(frame, format=pix_fmt, **kwargs)) + ctx.encode(None)
     return b"".join(bytes(packet) for packet in packets)

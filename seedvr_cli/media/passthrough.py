@@ -1,15 +1,18 @@
 """Carrying a source file's audio and subtitle streams into an output file next to new video.
 
 Streams are copied packet for packet when the output container can hold their codec; audio that it
-cannot hold is re-encoded (AAC for MP4/MOV, FLAC elsewhere) and subtitles that it cannot hold are
-dropped, each with a note for the user. Packets are pulled from the source in step with the video
-being written, so the output is interleaved and nothing is buffered beyond a fraction of a second.
+cannot hold is re-encoded (to AAC, else Opus, else FLAC: the first the container takes) and
+subtitles that it cannot hold are dropped, each with a note for the user. Packets are pulled
+from the source in step with the video being written, so the output is interleaved and nothing
+is buffered beyond a fraction of a second.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
+
+_USUAL_LAYOUTS = {1: "mono", 2: "stereo", 3: "2.1", 4: "quad", 5: "5.0", 6: "5.1", 7: "6.1", 8: "7.1"}
 
 # How far ahead of the video the copied streams may run, in seconds.
 _LEAD_SECONDS = 0.5
@@ -49,10 +52,18 @@ class Passthrough:
                 out_stream = self.output.add_stream_from_template(stream)
                 self._routes[stream.index] = _Route(stream, out_stream, reencode=False)
             elif stream.type == "audio":
-                target = "aac" if self.output.format.name in ("mp4", "mov", "ipod") else "flac"
+                target = next((c for c in ("aac", "opus", "flac") if c in supported), None)
+                if target is None:
+                    self.notes.append(f"audio stream {stream.index} ({codec}) dropped: {self.output.format.name} holds no audio codec we encode")
+                    continue
                 ctx = stream.codec_context
                 out_stream = self.output.add_stream(target, rate=ctx.sample_rate)
-                out_stream.codec_context.layout = ctx.layout
+                out_ctx = out_stream.codec_context
+                # An unordered "N channels" layout is refused by encoders; use the usual one for N.
+                unordered = ctx.layout.name.endswith("channels")
+                out_ctx.layout = _USUAL_LAYOUTS.get(ctx.channels, ctx.layout) if unordered else ctx.layout
+                if out_ctx.format is None and out_ctx.codec.audio_formats:
+                    out_ctx.format = out_ctx.codec.audio_formats[0]
                 if stream.language:
                     out_stream.language = stream.language
                 self._routes[stream.index] = _Route(stream, out_stream, reencode=True)
@@ -85,10 +96,10 @@ class Passthrough:
             self._flush_encoders()
 
     def _route(self, packet) -> None:
+        if packet.size == 0:
+            return  # the demuxer's end-of-stream marker; decoders are flushed in _flush_encoders
         route = self._routes[packet.stream.index]
         if not route.reencode:
-            if packet.dts is None and packet.size == 0:
-                return  # demuxer flush packets carry nothing to copy
             packet.stream = route.output_stream
             self.output.mux(packet)
             return

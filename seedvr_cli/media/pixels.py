@@ -105,6 +105,17 @@ def pixel_format_facts(name: str) -> PixelFormatFacts:
     )
 
 
+def reformat(frame, **kwargs):
+    """``frame.reformat`` on one thread.
+
+    The swscale bundled with PyAV 18 (FFmpeg 8) writes wrong pixels at the start of slice
+    boundaries when it converts with several threads (seen rgb48le -> yuv444p10le: rows H/3 and
+    2H/3, first 8 columns, off by up to 26000 of 65535, in about half of the runs). One thread is
+    exact and the conversion is a small part of the work.
+    """
+    return frame.reformat(threads=1, **kwargs)
+
+
 def array_format(bit_depth: int, has_alpha: bool) -> str:
     """The packed RGB(A) format a frame is converted to for an array of our convention."""
     if bit_depth > 8:
@@ -132,7 +143,7 @@ def frame_to_array(frame, *, deep: bool, alpha: bool, tags: ColorTags | None = N
             "src_color_range": "JPEG" if resolved.range == RANGE_FULL else "MPEG",
             "dst_color_range": "JPEG",
         }
-    array = frame.reformat(format=target, **kwargs).to_ndarray()
+    array = reformat(frame, format=target, **kwargs).to_ndarray()
     return np.ascontiguousarray(array)
 
 

@@ -25,7 +25,7 @@ import numpy as np
 
 from seedvr_cli.errors import MediaError, UsageError, UserError
 from seedvr_cli.media.images import IMAGE_SUFFIXES, encode_image, is_sequence_pattern
-from seedvr_cli.media.pixels import ColorTags, array_to_frame, pixel_format_facts, sws_matrix
+from seedvr_cli.media.pixels import ColorTags, array_to_frame, pixel_format_facts, reformat, sws_matrix
 from seedvr_cli.media.settings import IMAGE_CODECS, DEFAULT_SEQUENCE_PATTERN, OutputSettings, required_multiple
 
 
@@ -194,9 +194,10 @@ class VideoWriter(FrameWriter):
             for image in array:
                 frame = array_to_frame(image)
                 if self._rgb:
-                    frame = frame.reformat(format=self.encoding.pix_fmt)
+                    frame = reformat(frame, format=self.encoding.pix_fmt)
                 else:
-                    frame = frame.reformat(
+                    frame = reformat(
+                        frame,
                         format=self.encoding.pix_fmt, src_colorspace=self._matrix, dst_colorspace=self._matrix,
                         src_color_range="JPEG", dst_color_range="JPEG" if self._tags.range == 2 else "MPEG",
                     )
