@@ -164,7 +164,10 @@ class ResnetBlock3D(nn.Module):
 
     def forward(self, x: Tensor, cache: CausalCache | None = None) -> Tensor:
         h = norm_silu_conv(self.norm1, self.conv1, x, cache)
-        h = norm_silu_conv(self.norm2, self.conv2, h, cache)
+        padded, body = self.conv2.padded_input(h.shape, h, cache)
+        self.norm2.silu_into(h, body)
+        del h  # not needed past this point: one full-size tensor less during conv2
+        h = self.conv2.forward_padded(padded, cache)
         # In place: h is this block's own fresh tensor (same sum as shortcut + h).
         return h.add_(x if self.conv_shortcut is None else self.conv_shortcut(x, cache))
 
@@ -250,6 +253,7 @@ class Upsample3D(nn.Module):
             body[:, :, 1:].view(batch, channels, frames - 1, ratio, height, 2, width, 2).copy_(source[:, :, 1:])
         else:
             body.view(batch, channels, frames, ratio, height, 2, width, 2).copy_(source)
+        del sub, source  # as large as the output; free it before the conv runs
         return self.conv.forward_padded(padded, cache)
 
 
