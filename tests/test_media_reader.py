@@ -146,3 +146,11 @@ def test_sequence_with_a_different_size_is_refused(tmp_path):
     reader = open_reader(folder, sequence=True)
     with pytest.raises(MediaError, match="0002.png"):
         reader.read(0, 2)
+
+
+def test_edit_list_clip_reads_what_a_decoder_shows(tmp_path):
+    path = make_video(tmp_path / "cut.mp4", frames=12, pts_ms=[-80, -40] + [40 * n for n in range(10)], options={"g": "4"})
+    reader = open_reader(path)
+    full = _reference_decode(path)
+    assert len(reader) == len(full) == 10
+    _check_random_slices(reader, full, seed=11, count=10)

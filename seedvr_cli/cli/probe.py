@@ -49,13 +49,12 @@ def probe(
         raise UsageError("give at least one FILE to probe, e.g. seedvr probe video.mp4")
 
     results: list[dict] = []
-    failures = 0
+    failures: list[UserError] = []
     for name in files:
         try:
             info = probe_media(name, sequence=sequence, fps=fps)
         except UserError as err:
-            failures += 1
-            console_err.print(f"[bold red]error:[/] {err}", highlight=False)
+            failures.append(err)
             results.append({"path": name, "error": str(err)})
             continue
         if as_json:
@@ -64,8 +63,11 @@ def probe(
             console.print(render_media_info(info))
     if as_json:
         console.print_json(json.dumps(results))
+    for err in failures[:-1]:
+        console_err.print(f"[bold red]error:[/] {err}", highlight=False)
     if failures:
-        raise typer.Exit(1)
+        # The entry point prints the last one the same way and exits with its code (1).
+        raise failures[-1]
 
 
 def render_media_info(info):
