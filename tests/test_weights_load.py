@@ -229,3 +229,18 @@ def test_text_embedding_lookup_and_errors(files, tmp_path):
         find_text_embedding(dit, override=tmp_path / "nope.pt")
     with pytest.raises(CheckpointError, match="text embedding not found; pass --text-embedding"):
         load_text_embedding(tmp_path / "nope.pt")
+
+
+@pytest.mark.parametrize("fmt", ["fp16", "gguf-q8_0"])
+def test_released_pages_read_back_identically(files, fmt):
+    # The loader drops each tensor's mapped pages once it is on a GPU; data must stay intact.
+    from seedvr_cli.weights.readers import GGUFTensor, open_checkpoint
+
+    with open_checkpoint(files["tiny-7b", fmt]) as reader:
+        for name in reader.names()[:20]:
+            first = reader.get(name)
+            before = (first.data if isinstance(first, GGUFTensor) else first).clone()
+            reader.release(name)
+            again = reader.get(name)
+            assert torch.equal(again.data if isinstance(again, GGUFTensor) else again, before)
+            assert torch.equal(first.data if isinstance(first, GGUFTensor) else first, before)

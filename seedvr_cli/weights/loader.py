@@ -95,6 +95,8 @@ def load_into(model: nn.Module, reader: CheckpointReader, *, device: torch.devic
         linear_weight = leaf == "weight" and owner in linears and owner not in plain
         state[name] = _place(model, tensor, owner if linear_weight else None, linears, device, dtype,
                              keep_fp8=keep_fp8, keep_gguf=keep_gguf)  # fmt: skip
+        if device.type != "cpu":
+            reader.release(source)  # its bytes are on the device now: keep host RSS near one tensor
     missing, unexpected = model.load_state_dict(state, strict=False, assign=True)
     if missing or unexpected:
         raise CheckpointError(f"{reader.path}:{_listing('missing', missing)}{_listing('unexpected', unexpected)}")

@@ -9,6 +9,8 @@ Every failure to parse becomes a ``CheckpointError`` naming the file.
 from __future__ import annotations
 
 import json
+import math
+import mmap
 import struct
 import warnings
 from collections.abc import Iterator
@@ -101,6 +103,9 @@ class CheckpointReader:
     def get(self, name: str) -> torch.Tensor | GGUFTensor:
         raise NotImplementedError
 
+    def release(self, name: str) -> None:
+        """Done with tensor ``name`` (its data now lives elsewhere): drop its mapped pages if mapped."""
+
     def items(self) -> Iterator[tuple[str, torch.Tensor | GGUFTensor]]:
         for name in self._infos:
             yield name, self.get(name)
@@ -134,12 +139,15 @@ class CheckpointReader:
 
 
 class SafetensorsReader(CheckpointReader):
+    """Tensors are zero-copy views of a read-only memory map of the file."""
+
     container = "safetensors"
 
     def __init__(self, path: Path) -> None:
         super().__init__(path)
-        header = _read_safetensors_header(path, self._corrupt)
+        header, self._data_start = _read_safetensors_header(path, self._corrupt)
         self.metadata = header.pop("__metadata__", None) or {}
+        self._entries = header
         infos = []
         for name, entry in header.items():
             dtype = SAFETENSORS_DTYPES.get(entry.get("dtype", ""))
@@ -147,20 +155,50 @@ class SafetensorsReader(CheckpointReader):
                 raise self._corrupt(f"tensor {name!r} has unknown dtype {entry.get('dtype')!r}")
             infos.append(TensorInfo(name, tuple(entry["shape"]), dtype))
         self._set_names(infos)
-        from safetensors import safe_open
+        with path.open("rb") as f:
+            self._map = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) if path.stat().st_size else None
 
-        try:
-            self._file = safe_open(str(path), framework="pt", device="cpu")
-        except Exception as err:  # safetensors raises its own error types for malformed files
-            raise self._corrupt(str(err)) from None
+    def _span(self, name: str) -> tuple[int, int]:
+        begin, end = self._entries[self._source_names[name]]["data_offsets"]
+        return self._data_start + begin, self._data_start + end
 
     def get(self, name: str) -> torch.Tensor:
-        try:
-            return self._file.get_tensor(self._source_names[name])
-        except KeyError:
-            raise
-        except Exception as err:
-            raise self._corrupt(f"tensor {name!r}: {err}") from None
+        info = self._infos[name]
+        start, end = self._span(name)
+        itemsize = torch.empty((), dtype=info.dtype).element_size()
+        count = (end - start) // itemsize
+        if count * itemsize != end - start or count != math.prod(info.shape):
+            raise self._corrupt(f"tensor {name!r} spans {end - start} bytes, not {info.shape} of {info.kind}")
+        if count == 0:
+            return torch.empty(info.shape, dtype=info.dtype)
+        with warnings.catch_warnings():
+            # The map is read-only; torch warns about that, but nothing writes to these tensors.
+            warnings.simplefilter("ignore", UserWarning)
+            if start % itemsize:
+                # An unaligned tensor cannot be viewed in place; copy just this one.
+                data = torch.frombuffer(bytearray(self._map[start:end]), dtype=info.dtype)
+            else:
+                data = torch.frombuffer(self._map, dtype=info.dtype, count=count, offset=start)
+        return data.reshape(info.shape)
+
+    def release(self, name: str) -> None:
+        _drop_pages(self._map, *self._span(name))
+
+    def close(self) -> None:
+        # Tensors handed out may still view the map; it closes when the last of them is gone.
+        self._map = None
+
+
+def _drop_pages(mapping: mmap.mmap | None, start: int, end: int) -> None:
+    """Tell the kernel we are done with these pages of a read-only file map: they leave our RSS
+    (the page cache keeps them; touching them again just reads them back)."""
+    if mapping is None or not hasattr(mmap, "MADV_DONTNEED"):
+        return
+    first = start // mmap.PAGESIZE * mmap.PAGESIZE
+    last = -(-end // mmap.PAGESIZE) * mmap.PAGESIZE
+    length = min(last, len(mapping)) - first
+    if length > 0:
+        mapping.madvise(mmap.MADV_DONTNEED, first, length)
 
 
 def _read_safetensors_header(path: Path, corrupt) -> dict[str, Any]:
@@ -179,10 +217,13 @@ def _read_safetensors_header(path: Path, corrupt) -> dict[str, Any]:
             raise corrupt(f"header is not valid JSON: {err}") from None
     if not isinstance(header, dict):
         raise corrupt("header is not a JSON object")
-    end = max((e["data_offsets"][1] for k, e in header.items() if k != "__metadata__"), default=0)
+    try:
+        end = max((e["data_offsets"][1] for k, e in header.items() if k != "__metadata__"), default=0)
+    except (KeyError, TypeError, IndexError):
+        raise corrupt("header entries lack data_offsets") from None
     if 8 + length + end > size:
         raise corrupt(f"file is {size} bytes but its header promises {8 + length + end}")
-    return header
+    return header, 8 + length
 
 
 class TorchReader(CheckpointReader):
@@ -282,6 +323,11 @@ class GGUFReader(CheckpointReader):
             return data.reshape(info.shape)
         return GGUFTensor(data.reshape(-1, data.shape[-1]) if data.dim() > 1 else data.reshape(1, -1),
                           qtype, torch.Size(info.shape))
+
+    def release(self, name: str) -> None:
+        tensor = self._tensors[self._source_names[name]]
+        mapping = getattr(self._reader.data, "_mmap", None)
+        _drop_pages(mapping, int(tensor.data_offset), int(tensor.data_offset) + int(tensor.n_bytes))
 
     def close(self) -> None:
         self._tensors = {}
