@@ -120,5 +120,6 @@ def run(fixture_dir: Path) -> list[CaseResult]:
                 z = tensors["tiled.z"].float()
                 for output, ours in (("dec", tiled_decode(vae, z, size, overlap)), ("dec_untiled", vae.decode(z))):
                     if f"tiled.{output}" in tensors:
-                        results.append(compare("tiled", output, ours, tensors[f"tiled.{output}"], DECODE_TOLERANCE, note))
+                        reference = tensors[f"tiled.{output}"]
+                        results.append(compare("tiled", output, ours, reference, DECODE_TOLERANCE, note))
     return results
