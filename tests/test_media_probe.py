@@ -151,3 +151,9 @@ def test_json_ready_dict(tmp_path):
     data = probe(make_video(tmp_path / "a.mp4", frames=3)).to_dict()
     assert json.loads(json.dumps(data))["fps"] == "25/1"
     assert np.isclose(data["fps_float"], 25.0)
+
+
+def test_millisecond_rounding_is_not_variable_rate(tmp_path):
+    # Matroska stores 29.97 fps as steps of 33 and 34 ms: that is rounding, not VFR.
+    info = probe(make_video(tmp_path / "ntsc.mkv", frames=12, fps=Fraction(30000, 1001)))
+    assert info.vfr is False and info.fps == Fraction(30000, 1001)

@@ -44,9 +44,7 @@ class FrameIndex:
 
     @property
     def is_vfr(self) -> bool:
-        steps = np.diff(self.pts)
-        # A tick of jitter is rounding of a constant rate into the time base, not a variable rate.
-        return bool(steps.size) and int(steps.max() - steps.min()) > 1
+        return steps_vary(np.diff(self.pts), self.time_base)
 
     def average_rate(self) -> Fraction | None:
         if len(self) < 2:
@@ -71,6 +69,15 @@ class FrameIndex:
         """The keyframe strictly before ``pts``: where to retry when a seek lands too late."""
         position = int(np.searchsorted(self.keyframe_pts, pts, side="left")) - 1
         return int(self.keyframe_pts[position]) if position >= 0 else None
+
+
+def steps_vary(steps: np.ndarray, time_base: Fraction) -> bool:
+    """True when frame steps differ by more than rounding: a tick, or a millisecond (as in
+    Matroska's 1/1000 time base, where 29.97 fps is stored as steps of 33 and 34)."""
+    if steps.size == 0:
+        return False
+    tolerance = max(1, int(Fraction(1, 1000) / time_base))
+    return int(steps.max() - steps.min()) > tolerance
 
 
 def scan_frame_index(container, stream) -> FrameIndex | None:

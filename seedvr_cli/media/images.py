@@ -67,7 +67,7 @@ def _decode_image(path: Path):
         if not container.streams.video:
             raise MediaError(f"{path}: holds no picture; give a PNG, JPEG, WebP, TIFF or BMP image")
         try:
-            return next(container.decode(video=0)), container.format.name, container.streams.video[0].codec_context.name
+            return next(container.decode(video=0)), container.format.name, container.streams.video[0].codec_context.codec.canonical_name
         except (StopIteration, av.error.FFmpegError) as err:
             raise MediaError(f"{path}: the image cannot be decoded ({err or 'empty'}); the file may be damaged") from None
     finally:

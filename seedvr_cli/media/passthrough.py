@@ -47,7 +47,7 @@ class Passthrough:
         if self.keep_subtitles:
             wanted += list(self._container.streams.subtitles)
         for stream in wanted:
-            codec = stream.codec_context.name
+            codec = stream.codec_context.codec.canonical_name
             if codec in supported:
                 out_stream = self.output.add_stream_from_template(stream)
                 self._routes[stream.index] = _Route(stream, out_stream, reencode=False)

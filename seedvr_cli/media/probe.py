@@ -171,7 +171,7 @@ def _probe_video(path: Path) -> MediaInfo:
         width, height = first.width, first.height
         dar = Fraction(width, height) * sar
         return MediaInfo(
-            path=path, kind="video", container=container.format.name, codec=ctx.name,
+            path=path, kind="video", container=container.format.name, codec=ctx.codec.canonical_name,
             width=width, height=height, frame_count=count, frame_count_source=source,
             fps=rate, time_base=time_base, duration=duration, start_time=start,
             vfr=frame_index.is_vfr if frame_index is not None else _index_entries_vfr(stream),
@@ -213,11 +213,12 @@ def _index_entries_vfr(stream) -> bool | None:
     """Variable rate from a sample table's decode times (the same steps as presentation times)."""
     import numpy as np
 
+    from seedvr_cli.media.frameindex import steps_vary
+
     stamps = np.array([e.timestamp for e in stream.index_entries if not e.is_discard], dtype=np.int64)
     if stamps.size < 3:
         return None if stamps.size == 0 else False
-    steps = np.diff(np.sort(stamps))
-    return int(steps.max() - steps.min()) > 1
+    return steps_vary(np.diff(np.sort(stamps)), Fraction(stream.time_base))
 
 
 def _decode_count(path: Path) -> int:
@@ -247,13 +248,13 @@ def _audio_info(stream) -> AudioStreamInfo:
     ctx = stream.codec_context
     layout = ctx.layout.name if ctx.layout is not None else ""
     return AudioStreamInfo(
-        index=stream.index, codec=ctx.name, channels=ctx.channels, layout=layout,
+        index=stream.index, codec=ctx.codec.canonical_name, channels=ctx.channels, layout=layout,
         sample_rate=ctx.sample_rate, bit_rate=ctx.bit_rate or None, language=stream.language,
     )
 
 
 def _subtitle_info(stream) -> SubtitleStreamInfo:
     return SubtitleStreamInfo(
-        index=stream.index, codec=stream.codec_context.name, language=stream.language,
+        index=stream.index, codec=stream.codec_context.codec.canonical_name, language=stream.language,
         title=stream.metadata.get("title"),
     )

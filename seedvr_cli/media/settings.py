@@ -159,7 +159,10 @@ class OutputSettings:
             options["preset"] = preset
         elif self.preset is not None:
             raise UsageError(f"--preset applies to h264, h265 and av1, not {name}; leave it out or pick one of those codecs")
-        options.update(self.encoder_options)
+        for key, value in self.encoder_options.items():
+            if key == "x265-params" and "log-level" not in value and key in options:
+                value = f"{value}:{options[key]}"  # keep x265 quiet unless asked otherwise
+            options[key] = value
         return Encoding(container, name, codec.encoder, pix_fmt, options, keeps_alpha)
 
 

@@ -139,6 +139,9 @@ class VideoWriter(FrameWriter):
         self._tags = tags
         self._matrix = sws_matrix(tags, source_height or height)
 
+        if self.encoding.encoder == "libsvtav1":
+            # SVT-AV1 prints its whole configuration to stderr unless told to log errors only.
+            os.environ.setdefault("SVT_LOG", "1")
         self._temp = temporary_sibling(path)
         path.parent.mkdir(parents=True, exist_ok=True)
         self._container = av.open(str(self._temp), "w", format=self.encoding.container)
