@@ -116,3 +116,16 @@ def test_script_rejects_unknown_format(tmp_path, capsys):
     with pytest.raises(SystemExit) as exit_:
         _script().main(["--variant", "tiny-3b", "--format", "int3", "--out", str(tmp_path / "x")])
     assert exit_.value.code == 2 and "invalid choice: 'int3'" in capsys.readouterr().err
+
+
+def test_bench_loading_measures_a_tiny_load(tmp_path, capsys):
+    spec = importlib.util.spec_from_file_location("bench_loading", REPO_ROOT / "scripts" / "bench_loading.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    paths = bench.synthesize(tmp_path, "tiny-7b", "cpu")
+    results = {label: bench.measure(paths[fmt], "cpu", dtype) for label, fmt, dtype in bench.CASES}
+    assert results["gguf Q4_K_M"]["compressed_layers"] > 0
+    assert all(r["rss_peak"] >= r["rss_baseline"] > 0 and r["model_bytes"] > 0 for r in results.values())
+    bench.report(results, "tiny-7b", "cpu")
+    last = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert last["bench"] == "loading" and set(last["cases"]) == {label for label, _, _ in bench.CASES}
