@@ -105,6 +105,11 @@ class Window:
 
 @dataclass(frozen=True)
 class TemporalPlan:
+    """Windows over the timeline (prepended frames + input frames) and how they make the output.
+
+    Built by :func:`plan_windows`; depends only on the clip length and the settings.
+    """
+
     num_frames: int
     batch_size: int
     overlap: int
@@ -138,11 +143,13 @@ class TemporalPlan:
         return [self.input_index(j) for j in window.source]
 
     def windows_covering(self, timeline_index: int) -> range:
+        """Indices of the windows whose real frames include ``timeline_index``."""
         first = max(0, -(-(timeline_index - self.batch_size + 1) // self.step))
         last = min(len(self.windows) - 1, timeline_index // self.step)
         return range(first, last + 1)
 
     def timeline_contributions(self, timeline_index: int) -> list[Contribution]:
+        """Shares of the covering windows, folded in window order as numz writes them."""
         covering = self.windows_covering(timeline_index)
         shares: list[tuple[int, float]] = []
         for k in covering:
