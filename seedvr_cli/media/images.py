@@ -154,7 +154,7 @@ def image_encoding(suffix: str, *, deep: bool, alpha: bool) -> tuple[str, str]:
     if suffix in (".jpg", ".jpeg"):
         return "mjpeg", "yuvj444p"
     if suffix == ".webp":
-        return "libwebp", "bgra" if alpha else "yuv420p"
+        return "libwebp", "bgra"  # libwebp converts RGB to its YUV itself, with the right range
     if suffix == ".bmp":
         return "bmp", "bgra" if alpha else "bgr24"
     if suffix == ".dpx":
@@ -178,12 +178,14 @@ def encode_image(array: np.ndarray, suffix: str, *, options: dict[str, str] | No
     ctx.width, ctx.height = array.shape[1], array.shape[0]
     ctx.pix_fmt = pix_fmt
     ctx.time_base = Fraction(1, 25)
+    defaults: dict[str, str] = {}
     if codec_name == "mjpeg":
         ctx.color_range = 2
-        ctx.options = {"qscale": "2", **(options or {})}
-        ctx.qscale = 2 if hasattr(ctx, "qscale") else None  # type: ignore[attr-defined]
-    elif options:
-        ctx.options = dict(options)
+        # Fixed quantiser 2 of 31: near-transparent quality, as an upscaler's output should be.
+        ctx.qscale = 2
+    elif codec_name == "libwebp":
+        defaults = {"quality": "95"}
+    ctx.options = {**defaults, **(options or {})}
     kwargs = {"dst_color_range": "JPEG"} if pix_fmt.startswith("yuv") else {}
     packets = ctx.encode(reformat(frame, format=pix_fmt, **kwargs)) + ctx.encode(None)
     return b"".join(bytes(packet) for packet in packets)
