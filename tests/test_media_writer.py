@@ -113,7 +113,7 @@ def test_prores_4444_keeps_alpha(tmp_path):
     assert np.abs(alpha_8bit - frames[..., 3]).max() <= 1
 
 
-@pytest.mark.parametrize("suffix", [".png", ".tif"])
+@pytest.mark.parametrize("suffix", [".png", ".tif", ".dpx"])
 def test_sixteen_bit_rgba_image_sequence_is_exact(tmp_path, suffix):
     frames = np.stack([pattern_frame(n, 21, 33, deep=True, alpha=True) for n in range(3)])
     pattern = tmp_path / "out" / f"f_%04d{suffix}"

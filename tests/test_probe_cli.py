@@ -64,3 +64,14 @@ def test_help_explains_every_option(capsys):
     assert code == 0
     for flag, words in (("--json", "JSON"), ("--sequence", "image sequence"), ("--fps", "Frame rate")):
         assert flag in out and words in out
+
+
+def test_image_sequence_with_fps(tmp_path, capsys):
+    from media_factory import make_image
+
+    for number in range(1, 4):
+        make_image(tmp_path / f"{number:04d}.png")
+    code, out, _ = _run(capsys, "--json", "--sequence", "--fps", "12", str(tmp_path))
+    assert code == 0
+    [entry] = json.loads(out)
+    assert (entry["kind"], entry["frame_count"], entry["fps"], entry["duration"]) == ("sequence", 3, "12/1", 0.25)
