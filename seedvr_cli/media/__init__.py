@@ -1,7 +1,8 @@
 """Media I/O with PyAV: probe, frame-accurate readers, writers, input discovery and output naming.
 
 The public names below are importable from here (``from seedvr_cli.media import open_reader``);
-they load their module on first use so that importing the package stays cheap.
+they load their module on first use so that importing the package stays cheap. The probe
+function is exported as ``probe_media``: ``seedvr_cli.media.probe`` is the module of that name.
 """
 
 from __future__ import annotations
@@ -9,7 +10,7 @@ from __future__ import annotations
 import importlib
 
 _EXPORTS = {
-    "probe": "probe", "MediaInfo": "probe", "AudioStreamInfo": "probe", "SubtitleStreamInfo": "probe",
+    "probe_media": "probe", "MediaInfo": "probe", "AudioStreamInfo": "probe", "SubtitleStreamInfo": "probe",
     "open_reader": "reader", "FrameReader": "reader", "VideoReader": "reader",
     "FrameIndex": "frameindex",
     "open_writer": "writer", "FrameWriter": "writer", "VideoWriter": "writer",
@@ -25,4 +26,5 @@ def __getattr__(name: str):
     module = _EXPORTS.get(name)
     if module is None:
         raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    return getattr(importlib.import_module(f"{__name__}.{module}"), name)
+    attribute = "probe" if name == "probe_media" else name
+    return getattr(importlib.import_module(f"{__name__}.{module}"), attribute)
