@@ -25,6 +25,7 @@ class FakeHub:
         self.files: dict[str, bytes] = {}
         self.cut_first_get: set[str] = set()  # paths whose first GET stops half way
         self.ranges: list[str | None] = []
+        self.authorizations: list[str | None] = []
         hub = self
 
         class Handler(http.server.BaseHTTPRequestHandler):
@@ -34,6 +35,7 @@ class FakeHub:
                 pass
 
             def _lookup(self):
+                hub.authorizations.append(self.headers.get("Authorization"))
                 match = re.match(r"^/(.+?/.+?)/resolve/([^/]+)/(.+)$", self.path)
                 key = f"{match.group(1)}/{match.group(3)}" if match else None
                 return key, hub.files.get(key) if key else None
@@ -121,6 +123,14 @@ def test_download_lands_in_hf_home_and_is_found_again(hub, tmp_path):
     # Found again in the cache without touching the network, and its hash is remembered.
     assert dl.find_local(entry) == path
     assert dl.remembered_sha256(path) == entry.sha256
+
+
+def test_hf_token_is_sent(hub, monkeypatch):
+    data = b"t" * 100
+    hub.files["test-org/test-repo/tiny_dit.safetensors"] = data
+    monkeypatch.setenv("HF_TOKEN", "hf_test_token_123")
+    dl.download(_entry(data), progress=False)
+    assert hub.authorizations and all(a == "Bearer hf_test_token_123" for a in hub.authorizations)
 
 
 def test_hf_hub_cache_takes_precedence_over_hf_home(hub, tmp_path, monkeypatch):

@@ -244,3 +244,16 @@ def test_released_pages_read_back_identically(files, fmt):
             again = reader.get(name)
             assert torch.equal(again.data if isinstance(again, GGUFTensor) else again, before)
             assert torch.equal(first.data if isinstance(first, GGUFTensor) else first, before)
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("fmt", ["fp16", "fp8_e4m3fn", "gguf-q4_k_m"])
+def test_loading_onto_the_gpu_matches_the_cpu(files, dit_reference, fmt):
+    inputs, _ = dit_reference["tiny-7b"]
+    cpu = load_dit(files["tiny-7b", fmt], compute_dtype=torch.float32)
+    gpu = load_dit(files["tiny-7b", fmt], device="cuda", compute_dtype=torch.float32)
+    assert all(t.device.type == "cuda" for t in (*gpu.parameters(), *gpu.buffers()))
+    with torch.no_grad():
+        expected = cpu(*inputs)
+        got = gpu(*(x.cuda() for x in inputs)).cpu()
+    torch.testing.assert_close(got, expected, rtol=1e-3, atol=2e-3)
