@@ -44,6 +44,13 @@ def _status_kb(field: str) -> int:
     return 0
 
 
+def _peak_rss() -> int:
+    import resource
+
+    # Some sandboxes leave VmHWM out of /proc; getrusage's maximum (KiB on Linux) is the same number.
+    return _status_kb("VmHWM") or resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+
 def measure(path: Path, device: str, dtype_name: str) -> dict:
     """Runs inside the child process: load once, report memory."""
     import torch
@@ -69,7 +76,7 @@ def measure(path: Path, device: str, dtype_name: str) -> dict:
         "file_bytes": path.stat().st_size,
         "load_s": round(seconds, 2),
         "rss_baseline": baseline,
-        "rss_peak": _status_kb("VmHWM"),
+        "rss_peak": _peak_rss(),
         "rss_after": _status_kb("VmRSS"),
         "model_bytes": model_bytes,
         "compressed_layers": sum(1 for m in model.modules() if type(m).__name__ in ("GGUFLinear", "Fp8Linear")),
