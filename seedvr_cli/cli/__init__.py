@@ -27,8 +27,10 @@ EXIT_INTERRUPTED = 130
 
 def main(argv: list[str] | None = None) -> None:
     """Console-script entry point: runs the app and maps errors to one line and an exit code."""
+    usage_errors, click_errors = _click_exception_types()
     try:
-        app(args=argv, standalone_mode=False)
+        # standalone_mode=False: Typer returns a command's exit code instead of raising it.
+        code = app(args=argv, standalone_mode=False)
     except UserError as err:
         console_err.print(f"[bold red]error:[/] {err}", highlight=False)
         sys.exit(err.exit_code)
@@ -40,25 +42,29 @@ def main(argv: list[str] | None = None) -> None:
     except typer.Abort:
         console_err.print("[yellow]aborted[/]")
         sys.exit(EXIT_INTERRUPTED)
-    except _click_usage_errors() as err:
+    except usage_errors as err:
         err.show()
         sys.exit(EXIT_USAGE)
-    except _click_exception() as err:
+    except click_errors as err:
         err.show()
         sys.exit(err.exit_code)
-    sys.exit(EXIT_OK)
+    sys.exit(code if isinstance(code, int) else EXIT_OK)
 
 
-def _click_usage_errors():
+def _click_exception_types() -> tuple[tuple[type, ...], tuple[type, ...]]:
+    """Usage and other errors of both the installed click and the copy newer Typers vendor."""
     import click
 
-    return click.UsageError
-
-
-def _click_exception():
-    import click
-
-    return click.ClickException
+    usage: list[type] = [click.UsageError]
+    other: list[type] = [click.ClickException]
+    try:
+        from typer._click import exceptions as vendored
+    except ImportError:
+        pass
+    else:
+        usage.append(vendored.UsageError)
+        other.append(vendored.ClickException)
+    return tuple(usage), tuple(other)
 
 
 __all__ = ["app", "main"]
