@@ -113,3 +113,13 @@ def test_inspect_describes_a_synthetic_checkpoint(env, capsys, tmp_path):
         torch.set_num_threads(threads)
     code, out, _ = run(["models", "inspect", str(path)], capsys)
     assert code == 0 and "SeedVR2 DiT tiny-7b gguf-Q8_0 (GGUF" in out.replace("\n", " ")
+
+
+def test_download_into_a_folder_then_use_it_as_model_dir(hub, capsys, tmp_path):
+    folder = tmp_path / "ComfyUI" / "models" / "SEEDVR2"
+    code, out, err = run(["models", "download", "pos_emb.pt", "--to", str(folder)], capsys)
+    assert code == 0, err
+    assert (folder / "pos_emb.pt").read_bytes() == hub.files["ByteDance-Seed/SeedVR2-3B/pos_emb.pt"]
+    code, out, _ = run(["models", "list", "--json", "--model-dir", str(folder)], capsys)
+    rows = {row["name"]: row for row in json.loads(out)}
+    assert rows["pos_emb.pt"]["local"] == str(folder / "pos_emb.pt")
