@@ -257,3 +257,15 @@ def test_loading_onto_the_gpu_matches_the_cpu(files, dit_reference, fmt):
         expected = cpu(*inputs)
         got = gpu(*(x.cuda() for x in inputs)).cpu()
     torch.testing.assert_close(got, expected, rtol=1e-3, atol=2e-3)
+
+
+def test_cpu_weights_view_the_file_copy_on_write(files):
+    # fp16 file, fp16 compute on the CPU: the parameters are views of the file map (no copy);
+    # writing into one must neither crash nor change the file.
+    path = files["tiny-7b", "fp16"]
+    before = path.read_bytes()
+    model = load_dit(path, compute_dtype=torch.float16)
+    weight = model.blocks[0].attn.proj_qkv.vid.weight
+    weight.data.add_(1)
+    assert path.read_bytes() == before
+    assert torch.equal(load_dit(path, compute_dtype=torch.float16).blocks[0].attn.proj_qkv.vid.weight + 1, weight)

@@ -12,7 +12,6 @@ import json
 import math
 import mmap
 import struct
-import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -156,7 +155,9 @@ class SafetensorsReader(CheckpointReader):
             infos.append(TensorInfo(name, tuple(entry["shape"]), dtype))
         self._set_names(infos)
         with path.open("rb") as f:
-            self._map = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) if path.stat().st_size else None
+            # Copy-on-write: pages come from the file, and a caller writing into a loaded weight gets
+            # a private copy of that page instead of a crash on a read-only map.
+            self._map = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_COPY) if path.stat().st_size else None
 
     def _span(self, name: str) -> tuple[int, int]:
         begin, end = self._entries[self._source_names[name]]["data_offsets"]
@@ -171,14 +172,11 @@ class SafetensorsReader(CheckpointReader):
             raise self._corrupt(f"tensor {name!r} spans {end - start} bytes, not {info.shape} of {info.kind}")
         if count == 0:
             return torch.empty(info.shape, dtype=info.dtype)
-        with warnings.catch_warnings():
-            # The map is read-only; torch warns about that, but nothing writes to these tensors.
-            warnings.simplefilter("ignore", UserWarning)
-            if start % itemsize:
-                # An unaligned tensor cannot be viewed in place; copy just this one.
-                data = torch.frombuffer(bytearray(self._map[start:end]), dtype=info.dtype)
-            else:
-                data = torch.frombuffer(self._map, dtype=info.dtype, count=count, offset=start)
+        if start % itemsize:
+            # An unaligned tensor cannot be viewed in place; copy just this one.
+            data = torch.frombuffer(bytearray(self._map[start:end]), dtype=info.dtype)
+        else:
+            data = torch.frombuffer(self._map, dtype=info.dtype, count=count, offset=start)
         return data.reshape(info.shape)
 
     def release(self, name: str) -> None:
@@ -190,8 +188,8 @@ class SafetensorsReader(CheckpointReader):
 
 
 def _drop_pages(mapping: mmap.mmap | None, start: int, end: int) -> None:
-    """Tell the kernel we are done with these pages of a read-only file map: they leave our RSS
-    (the page cache keeps them; touching them again just reads them back)."""
+    """Tell the kernel we are done with these pages of a file map: they leave our RSS (the page
+    cache keeps them; touching them again reads them back from the file)."""
     if mapping is None or not hasattr(mmap, "MADV_DONTNEED"):
         return
     first = start // mmap.PAGESIZE * mmap.PAGESIZE
@@ -287,7 +285,7 @@ class GGUFReader(CheckpointReader):
         import gguf
 
         try:
-            self._reader = gguf.GGUFReader(path, "r")
+            self._reader = gguf.GGUFReader(path, "c")  # copy-on-write map, as for safetensors
         except Exception as err:
             raise self._corrupt(str(err).splitlines()[0] if str(err) else type(err).__name__) from None
         self.metadata = _gguf_scalar_fields(self._reader)
@@ -315,10 +313,7 @@ class GGUFReader(CheckpointReader):
         tensor = self._tensors[self._source_names[name]]
         info = self._infos[name]
         qtype = gguf.GGMLQuantizationType(tensor.tensor_type)
-        with warnings.catch_warnings():
-            # The memmap is read-only; torch warns about that, but we never write to these tensors.
-            warnings.simplefilter("ignore", UserWarning)
-            data = torch.from_numpy(tensor.data)
+        data = torch.from_numpy(tensor.data)
         if qtype in PLAIN_TYPES:
             return data.reshape(info.shape)
         return GGUFTensor(data.reshape(-1, data.shape[-1]) if data.dim() > 1 else data.reshape(1, -1),
