@@ -269,3 +269,16 @@ def test_cpu_weights_view_the_file_copy_on_write(files):
     weight.data.add_(1)
     assert path.read_bytes() == before
     assert torch.equal(load_dit(path, compute_dtype=torch.float16).blocks[0].attn.proj_qkv.vid.weight + 1, weight)
+
+
+def test_file_without_rope_buffers_loads_and_computes_the_same(files, dit_reference, tmp_path):
+    from safetensors.torch import load_file, save_file
+
+    tensors = {k: v for k, v in load_file(str(files["tiny-3b", "fp16"])).items() if not k.endswith("rope.freqs")}
+    stripped = tmp_path / "no_rope.safetensors"
+    save_file(tensors, str(stripped))
+    inputs, _ = dit_reference["tiny-3b"]
+    with torch.no_grad():
+        expected = load_dit(files["tiny-3b", "fp16"], compute_dtype=torch.float32)(*inputs)
+        got = load_dit(stripped, compute_dtype=torch.float32)(*inputs)
+    torch.testing.assert_close(got, expected, rtol=0, atol=0)

@@ -21,7 +21,7 @@ import torch
 from torch import nn
 
 from seedvr_cli.errors import CheckpointError
-from seedvr_cli.weights.detect import CheckpointInfo, classify, inspect_checkpoint
+from seedvr_cli.weights.detect import ROPE_BUFFER, CheckpointInfo, classify, inspect_checkpoint
 from seedvr_cli.weights.quantized import Fp8Linear, GGUFLinear, replace_module
 from seedvr_cli.weights.readers import CheckpointReader, GGUFTensor, open_checkpoint
 
@@ -85,10 +85,14 @@ def load_into(model: nn.Module, reader: CheckpointReader, *, device: torch.devic
     model.requires_grad_(False)
     renames = renames or {n: n for n in reader.names()}
     expected = {name: tuple(t.shape) for name, t in model.state_dict().items()}
-    _check_names_and_shapes(reader, expected, renames)
+    # The rope frequency buffers are recomputed from their formula whatever the file holds, so a
+    # file without them (some conversions drop buffers) is complete; a placeholder stands in.
+    placeholders = {n: torch.zeros(shape, device=device) for n, shape in expected.items()
+                    if n not in renames and ROPE_BUFFER.match(n)}  # fmt: skip
+    _check_names_and_shapes(reader, {n: s for n, s in expected.items() if n not in placeholders}, renames)
 
     linears = {name: m for name, m in model.named_modules() if isinstance(m, nn.Linear)}
-    state: dict[str, torch.Tensor] = {}
+    state: dict[str, torch.Tensor] = dict(placeholders)
     for name, source in renames.items():
         tensor = reader.get(source)
         owner, _, leaf = name.rpartition(".")
