@@ -5,6 +5,7 @@ dtypes alone. Nothing here reads tensor data.
 
 from __future__ import annotations
 
+import math
 import re
 from collections import Counter
 from dataclasses import dataclass, field, replace
@@ -87,11 +88,11 @@ def classify(path: Path, infos: dict[str, TensorInfo], metadata: dict | None = N
         width = infos["encoder.conv_in.weight"].shape[0] if "encoder.conv_in.weight" in infos else 0
         variant = "vae" if width == _VAE_WIDTH else "tiny-vae"
 
-    fmt, fp16_blocks = _storage_format(infos, kind)
+    fmt, fp16_blocks = _storage_format(infos)
     if fmt.startswith("gguf-") and (named := _gguf_file_type((metadata or {}).get("general.file_type"))):
         fmt = named  # small test models fall back to 32-blocks nearly everywhere; the file says what it is
     storage = Counter(info.kind for info in infos.values())
-    num_params = sum(_numel(info.shape) for name, info in infos.items() if not ROPE_BUFFER.match(name))
+    num_params = sum(math.prod(info.shape) for name, info in infos.items() if not ROPE_BUFFER.match(name))
     return CheckpointInfo(
         path=path, kind=kind, variant=variant, format=fmt, container="", num_tensors=len(infos),
         num_params=num_params, file_size=path.stat().st_size if path.exists() else 0, width=width,
@@ -103,14 +104,7 @@ def _looks_like_old_vae(names: set[str]) -> bool:
     return any(n.startswith("encoder.conv_in.") for n in names) and any(n.startswith("decoder.") for n in names)
 
 
-def _numel(shape: tuple[int, ...]) -> int:
-    n = 1
-    for d in shape:
-        n *= d
-    return n
-
-
-def _storage_format(infos: dict[str, TensorInfo], kind: str) -> tuple[str, tuple[int, ...]]:
+def _storage_format(infos: dict[str, TensorInfo]) -> tuple[str, tuple[int, ...]]:
     """Format name from how the matrices (>= 2-D tensors) are stored."""
     matrices = {name: info for name, info in infos.items() if len(info.shape) >= 2}
     qtypes = Counter(info.qtype for info in matrices.values() if info.qtype is not None)
