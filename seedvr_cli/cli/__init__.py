@@ -17,6 +17,7 @@ from seedvr_cli.errors import UserError
 from seedvr_cli.cli import info as _info  # noqa: F401,E402
 from seedvr_cli.cli import models as _models  # noqa: F401,E402
 from seedvr_cli.cli import probe as _probe  # noqa: F401,E402
+from seedvr_cli.cli import upscale as _upscale  # noqa: F401,E402
 
 EXIT_OK = 0
 EXIT_FAILURE = 1

@@ -1,0 +1,207 @@
+"""``seedvr upscale``: the main job. Parses flags into a ``JobSpec`` and calls ``run_upscale``."""
+
+from __future__ import annotations
+
+from typing import Annotated, Optional
+
+import typer
+
+from seedvr_cli.cli.app import app
+
+_MODEL = "Model"
+_SIZE = "Size and time"
+_QUALITY = "Quality"
+_OUTPUT = "Output"
+_RUN = "Devices and runs"
+
+EXIT_PARTIAL = 3
+
+
+@app.command(no_args_is_help=True)
+def upscale(
+    inputs: Annotated[list[str], typer.Argument(
+        help="Videos, images, folders (searched recursively), globs such as 'clips/*.mp4', or image "
+             "sequence patterns such as 'frames/%06d.png'.", show_default=False)],
+    output: Annotated[Optional[str], typer.Option(
+        "-o", "--output", help="Output file (one input only) or folder (mirrors input folders). "
+                               "Default: {stem}_upscaled.{ext} next to each input.", show_default=False)] = None,
+    # Model
+    model: Annotated[str, typer.Option(
+        help="DiT checkpoint: a registry name (see `seedvr models list`) or a file (.safetensors, .gguf, .pth). "
+             "Downloaded on first use.", rich_help_panel=_MODEL)] = "seedvr2_ema_3b_fp16.safetensors",
+    vae: Annotated[str, typer.Option(help="VAE checkpoint: registry name or file.", rich_help_panel=_MODEL)] = "ema_vae_fp16.safetensors",
+    text_embedding: Annotated[Optional[str], typer.Option(
+        help="Positive text embedding file (pos_emb.pt / pos_emb.safetensors). Default: next to the model "
+             "file, else the registry's copy.", rich_help_panel=_MODEL, show_default=False)] = None,
+    model_dir: Annotated[Optional[str], typer.Option(
+        help="Folder with pre-staged checkpoints (e.g. ComfyUI models/SEEDVR2); also $SEEDVR_MODEL_DIR.",
+        envvar="SEEDVR_MODEL_DIR", rich_help_panel=_MODEL, show_default=False)] = None,
+    no_download: Annotated[bool, typer.Option(
+        "--no-download", help="Never download; fail with the command to fetch a missing file.",
+        rich_help_panel=_MODEL)] = False,
+    dtype: Annotated[str, typer.Option(
+        help="Compute precision: auto (bf16 where supported, fp16 on older GPUs, fp32 on CPU), bf16, fp16, fp32.",
+        rich_help_panel=_MODEL)] = "auto",
+    # Size and time
+    resolution: Annotated[Optional[int], typer.Option(
+        "--resolution", "-r", help="Short side of the output in pixels [default: 1080].",
+        rich_help_panel=_SIZE, show_default=False)] = None,
+    max_resolution: Annotated[int, typer.Option(
+        help="Cap on the long side of the output (0 = no cap).", rich_help_panel=_SIZE)] = 0,
+    scale: Annotated[Optional[float], typer.Option(
+        help="Output short side as a multiple of the input's (e.g. 2 or 4); instead of --resolution.",
+        rich_help_panel=_SIZE, show_default=False)] = None,
+    batch_size: Annotated[int, typer.Option(
+        help="Frames per temporal window; must be 4n+1 (5, 9, 13, 17, 21, ...). Larger windows give steadier "
+             "video and need more VRAM.", rich_help_panel=_SIZE)] = 21,
+    temporal_overlap: Annotated[int, typer.Option(
+        help="Frames shared by neighbouring windows, crossfaded to hide window seams.", rich_help_panel=_SIZE)] = 0,
+    prepend_frames: Annotated[int, typer.Option(
+        help="Mirrored frames put before the start so the first real frame is not coded like a still; "
+             "removed from the output.", rich_help_panel=_SIZE)] = 0,
+    frames: Annotated[Optional[str], typer.Option(
+        help="Only input frames START:END (END exclusive, e.g. 0:100 or 250:). Audio is not copied then.",
+        rich_help_panel=_SIZE, show_default=False)] = None,
+    sequence: Annotated[bool, typer.Option(
+        "--sequence", help="Treat a folder INPUT as one image sequence (a video), not as separate images.",
+        rich_help_panel=_SIZE)] = False,
+    fps: Annotated[Optional[float], typer.Option(
+        help="Frame rate of image-sequence inputs [default: 25].", rich_help_panel=_SIZE, show_default=False)] = None,
+    # Quality
+    color_correction: Annotated[str, typer.Option(
+        "--color-correction", help="Match the output's colours to the input: wavelet, lab, wavelet_adaptive, "
+                                   "hsv, adain or none.", rich_help_panel=_QUALITY)] = "wavelet",
+    input_noise_scale: Annotated[float, typer.Option(
+        help="Noise added to the input before encoding (0-1); can soften compression artefacts.",
+        rich_help_panel=_QUALITY)] = 0.0,
+    latent_noise_scale: Annotated[float, typer.Option(
+        help="Noise added to the encoded input (0-1); more freedom for the model, less fidelity.",
+        rich_help_panel=_QUALITY)] = 0.0,
+    seed: Annotated[int, typer.Option(help="Seed of the diffusion noise (per window position).",
+                                      rich_help_panel=_QUALITY)] = 42,
+    # Output
+    codec: Annotated[Optional[str], typer.Option(
+        help="h264, h265, av1, prores, prores4444, ffv1, or png/tiff/jpeg/webp/dpx for image output "
+             "[default: h264; h265 for 10-bit; prores4444 in .mov with alpha].", rich_help_panel=_OUTPUT,
+        show_default=False)] = None,
+    crf: Annotated[Optional[int], typer.Option(
+        help="Quality of h264/h265/av1 (lower is better; 0 lossless) [default: 16 h264, 18 h265].",
+        rich_help_panel=_OUTPUT, show_default=False)] = None,
+    preset: Annotated[Optional[str], typer.Option(
+        help="Encoder speed preset (h264/h265: ultrafast ... veryslow) [default: medium].",
+        rich_help_panel=_OUTPUT, show_default=False)] = None,
+    pix_fmt: Annotated[Optional[str], typer.Option(
+        help="Output pixel format, e.g. yuv420p, yuv444p10le.", rich_help_panel=_OUTPUT, show_default=False)] = None,
+    encoder_option: Annotated[Optional[list[str]], typer.Option(
+        "-e", "--encoder-option", help="Extra encoder option KEY=VALUE (repeatable), e.g. -e tune=film.",
+        rich_help_panel=_OUTPUT, show_default=False)] = None,
+    ten_bit: Annotated[bool, typer.Option(
+        "--10bit", help="Write 10-bit video (h265 by default); 10/16-bit inputs do so anyway.",
+        rich_help_panel=_OUTPUT)] = False,
+    no_audio: Annotated[bool, typer.Option("--no-audio", help="Drop audio and subtitle streams instead of copying them.",
+                                           rich_help_panel=_OUTPUT)] = False,
+    suffix: Annotated[str, typer.Option(help="Suffix of default output names.", rich_help_panel=_OUTPUT)] = "_upscaled",
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace existing outputs.", rich_help_panel=_OUTPUT)] = False,
+    skip_existing: Annotated[bool, typer.Option(
+        "--skip-existing", help="Skip inputs whose output exists (re-runs of folders).", rich_help_panel=_OUTPUT)] = False,
+    # Devices and runs
+    devices: Annotated[str, typer.Option(
+        "--devices", "--device", help="Where to run: auto (all GPUs, else CPU), all, 0,1, 0-3, cuda:1, cpu, "
+                                      "cpu,cpu. One worker per device.", rich_help_panel=_RUN)] = "auto",
+    list_devices: Annotated[bool, typer.Option(
+        "--list-devices", help="List the visible devices and exit.", rich_help_panel=_RUN)] = False,
+    chunk_windows: Annotated[int, typer.Option(
+        help="Temporal windows per unit of work handed to a worker.", rich_help_panel=_RUN)] = 1,
+    max_in_flight: Annotated[Optional[int], typer.Option(
+        help="Chunks finished or running but not yet written (bounds RAM and disk) [default: 2 per worker + 2].",
+        rich_help_panel=_RUN, show_default=False)] = None,
+    resume: Annotated[bool, typer.Option(
+        "--resume/--no-resume", help="Keep finished chunks next to the output and resume an interrupted run.",
+        rich_help_panel=_RUN)] = True,
+    restart: Annotated[bool, typer.Option("--restart", help="Discard finished chunks of an earlier run first.",
+                                          rich_help_panel=_RUN)] = False,
+    max_retries: Annotated[int, typer.Option(help="Retries of a failed chunk (on another device when possible).",
+                                             rich_help_panel=_RUN)] = 1,
+    shard: Annotated[Optional[str], typer.Option(
+        help="Render farms: do part I/N (0-based) of every input and keep it for `seedvr assemble`.",
+        rich_help_panel=_RUN, show_default=False)] = None,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the plan (sizes, windows, outputs, VRAM estimate) "
+                                                             "and exit without loading models.",
+                                          rich_help_panel=_RUN)] = False,
+    log_format: Annotated[str, typer.Option(help="text (progress bar on a terminal) or json (JSON lines on stdout).",
+                                            rich_help_panel=_RUN)] = "text",
+) -> None:
+    """Upscale and restore videos and images with SeedVR2."""
+    from seedvr_cli.config import JobSpec, ModelSettings, ProcessSettings, RunSettings, parse_frame_range
+    from seedvr_cli.media.settings import OutputSettings
+
+    if list_devices:
+        _print_devices()
+        return
+    output_settings = OutputSettings(
+        codec=codec, crf=crf, preset=preset, pix_fmt=pix_fmt,
+        encoder_options=OutputSettings.parse_encoder_options(encoder_option or []),
+        ten_bit=True if ten_bit else None, keep_audio=not no_audio, keep_subtitles=not no_audio,
+        overwrite=overwrite, skip_existing=skip_existing, suffix=suffix,
+    )
+    spec = JobSpec(
+        inputs=tuple(inputs), output=output, sequence=sequence, fps=fps,
+        model=ModelSettings(model=model, vae=vae, text_embedding=text_embedding, model_dir=model_dir, dtype=dtype,
+                            download=not no_download),
+        process=ProcessSettings(
+            resolution=resolution, max_resolution=max_resolution, scale=scale, batch_size=batch_size,
+            temporal_overlap=temporal_overlap, prepend_frames=prepend_frames, color_correction=color_correction,
+            input_noise_scale=input_noise_scale, latent_noise_scale=latent_noise_scale, seed=seed,
+            frames=parse_frame_range(frames),
+        ),
+        run=RunSettings(devices=devices, windows_per_chunk=chunk_windows, max_in_flight=max_in_flight,
+                        resume=resume, restart=restart, max_retries=max_retries, shard=shard, dry_run=dry_run,
+                        log_format=log_format),
+        output_settings=output_settings,
+    )
+    _validate_early(spec)
+    from seedvr_cli.cli.report import make_reporter
+    from seedvr_cli.pipeline.job import run_upscale
+
+    reporter = make_reporter(log_format)
+    summary = run_upscale(spec, reporter)
+    reporter.summary(summary)
+    if summary.failed:
+        raise typer.Exit(EXIT_PARTIAL if len(summary.failed) < len(summary.outcomes) else 1)
+
+
+def _validate_early(spec) -> None:
+    """Settings errors before any file is touched or model loaded."""
+    from seedvr_cli.errors import UsageError
+    from seedvr_cli.pipeline.color import COLOR_METHODS
+    from seedvr_cli.pipeline.precision import DTYPE_NAMES
+    from seedvr_cli.pipeline.temporal import check_batch_size
+
+    check_batch_size(spec.process.batch_size)
+    if spec.process.temporal_overlap >= spec.process.batch_size:
+        raise UsageError(f"--temporal-overlap {spec.process.temporal_overlap}: must be smaller than "
+                         f"--batch-size {spec.process.batch_size}")
+    if spec.process.color_correction not in COLOR_METHODS:
+        raise UsageError(f"--color-correction {spec.process.color_correction}: use one of {', '.join(COLOR_METHODS)}")
+    if spec.model.dtype != "auto" and spec.model.dtype not in DTYPE_NAMES:
+        raise UsageError(f"--dtype {spec.model.dtype}: use auto, bf16, fp16 or fp32")
+    if spec.run.shard is not None:
+        from seedvr_cli.parallel.tasks import parse_shard
+
+        parse_shard(spec.run.shard)
+    if not spec.run.dry_run:
+        from seedvr_cli.parallel.devices import parse_devices
+
+        parse_devices(spec.run.devices)
+
+
+def _print_devices() -> None:
+    from rich.table import Table
+
+    from seedvr_cli.cli.app import console
+    from seedvr_cli.parallel.devices import list_devices as rows
+
+    table = Table("device", "name", "details")
+    for row in rows():
+        table.add_row(*row)
+    console.print(table)

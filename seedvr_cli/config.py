@@ -1,0 +1,123 @@
+"""Settings of one ``seedvr upscale`` run, as plain dataclasses the CLI fills and the job reads.
+
+``JobSpec`` is the whole request; its parts group what changes pixels (``ProcessSettings``,
+``ModelSettings``) apart from what only changes how the work is run (``RunSettings``) or written
+(``media.settings.OutputSettings``). The resume fingerprint is built from the pixel-changing parts.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from seedvr_cli.errors import UsageError
+from seedvr_cli.media.settings import OutputSettings
+
+DEFAULT_MODEL = "seedvr2_ema_3b_fp16.safetensors"
+DEFAULT_VAE = "ema_vae_fp16.safetensors"
+
+
+@dataclass(frozen=True)
+class ModelSettings:
+    """Which networks run, in which precision. Names are registry entries or file paths."""
+
+    model: str = DEFAULT_MODEL
+    vae: str = DEFAULT_VAE
+    text_embedding: str | None = None
+    model_dir: str | None = None
+    dtype: str = "auto"
+    download: bool = True
+
+
+@dataclass(frozen=True)
+class ProcessSettings:
+    """Everything that changes the output pixels apart from the models."""
+
+    resolution: int | None = None
+    max_resolution: int = 0
+    scale: float | None = None
+    batch_size: int = 21
+    temporal_overlap: int = 0
+    prepend_frames: int = 0
+    color_correction: str = "wavelet"
+    input_noise_scale: float = 0.0
+    latent_noise_scale: float = 0.0
+    seed: int = 42
+    frames: tuple[int, int | None] | None = None  # input sub-range [start, stop)
+
+    def __post_init__(self) -> None:
+        if self.resolution is not None and self.resolution < 16:
+            raise UsageError(f"--resolution {self.resolution}: must be at least 16 pixels (short side of the output)")
+        if self.scale is not None and self.scale <= 0:
+            raise UsageError(f"--scale {self.scale}: must be positive, e.g. 2 or 4")
+        if self.resolution is not None and self.scale is not None:
+            raise UsageError("--resolution and --scale both set the output size; pass only one")
+        if self.max_resolution < 0:
+            raise UsageError(f"--max-resolution {self.max_resolution}: must be >= 0 (0 means no cap)")
+
+
+@dataclass(frozen=True)
+class RunSettings:
+    """How the work runs: devices, chunking, resume, render-farm parts, logging."""
+
+    devices: str = "auto"
+    windows_per_chunk: int = 1
+    max_in_flight: int | None = None
+    resume: bool = True
+    restart: bool = False
+    max_retries: int = 1
+    shard: str | None = None
+    dry_run: bool = False
+    log_format: str = "text"
+
+    def __post_init__(self) -> None:
+        if self.log_format not in ("text", "json"):
+            raise UsageError(f"--log-format {self.log_format}: use text or json")
+        if self.windows_per_chunk < 1:
+            raise UsageError(f"--chunk-windows {self.windows_per_chunk}: must be at least 1")
+        if self.max_retries < 0:
+            raise UsageError(f"--max-retries {self.max_retries}: must be >= 0")
+
+
+@dataclass(frozen=True)
+class JobSpec:
+    """One invocation of ``seedvr upscale``."""
+
+    inputs: tuple[str, ...]
+    output: str | None = None
+    sequence: bool = False
+    fps: float | None = None
+    model: ModelSettings = field(default_factory=ModelSettings)
+    process: ProcessSettings = field(default_factory=ProcessSettings)
+    run: RunSettings = field(default_factory=RunSettings)
+    output_settings: OutputSettings = field(default_factory=OutputSettings)
+
+    def pixel_settings(self) -> dict:
+        """The settings that change pixels: part of the resume key of every input."""
+        process = asdict(self.process)
+        return {"process": process, "model": {"model": self.model.model, "vae": self.model.vae,
+                                               "text_embedding": self.model.text_embedding, "dtype": self.model.dtype}}
+
+
+def parse_frame_range(text: str | None) -> tuple[int, int | None] | None:
+    """``START:END`` (END exclusive, either side may be empty) -> ``(start, stop)``."""
+    if text is None:
+        return None
+    left, sep, right = text.partition(":")
+    try:
+        start = int(left) if left.strip() else 0
+        stop = int(right) if right.strip() else None
+    except ValueError:
+        start, stop, sep = -1, None, ""
+    if not sep or start < 0 or (stop is not None and stop <= start):
+        raise UsageError(f"--frames {text}: write START:END with 0 <= START < END (END exclusive), e.g. 0:100 or 250:")
+    return start, stop
+
+
+def existing_file(path: str | None, flag: str) -> Path | None:
+    if path is None:
+        return None
+    p = Path(path).expanduser()
+    if not p.is_file():
+        raise UsageError(f"{flag} {path}: no such file")
+    return p

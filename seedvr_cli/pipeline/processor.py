@@ -1,0 +1,130 @@
+"""The SeedVR2 chunk processor that runs inside each worker process.
+
+``SeedVRProcessorFactory`` is the picklable recipe the worker pool sends to every worker: it loads
+the DiT, the VAE and the text embedding once per device and returns a ``SeedVRProcessor`` that is
+reused for every chunk of every input. ``InputContext`` carries what differs between inputs (the
+temporal plan and the per-window settings). A chunk's output is a pure function of its task, the
+input frames and that context, so chunks can run on any worker in any order.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from seedvr_cli.parallel.devices import DeviceSpec
+from seedvr_cli.parallel.tasks import ChunkTask
+from seedvr_cli.pipeline.blend import assemble_timeline
+from seedvr_cli.pipeline.chunk import ChunkSettings, PhaseTimes, upscale_chunk
+from seedvr_cli.pipeline.precision import resolve_compute_dtype
+from seedvr_cli.pipeline.temporal import TemporalPlan
+
+
+@dataclass(frozen=True)
+class InputContext:
+    """Per-input facts a worker needs besides the chunk: the plan and the window settings."""
+
+    plan: TemporalPlan
+    settings: ChunkSettings
+
+
+@dataclass(frozen=True)
+class ModelFiles:
+    """Local files of the three model assets (already resolved or downloaded by the parent)."""
+
+    dit: Path
+    vae: Path
+    text_embedding: Path
+
+
+@dataclass(frozen=True)
+class SeedVRProcessorFactory:
+    """Builds the per-device processor once per worker (models loaded once, reused for every chunk)."""
+
+    files: ModelFiles
+    dtype: str = "auto"
+    attention_backend: str = "sdpa"
+
+    def __call__(self, device: DeviceSpec) -> SeedVRProcessor:
+        from seedvr_cli.weights.loader import load_dit, load_vae
+        from seedvr_cli.weights.text_embedding import load_text_embedding
+
+        torch_device = torch.device(device.worker_torch_device)
+        if torch_device.type == "cuda":
+            torch.cuda.set_device(torch_device)
+            # cuDNN picks the fastest conv algorithms for the VAE's few fixed shapes.
+            torch.backends.cudnn.benchmark = True
+        dtype = resolve_compute_dtype(self.dtype, torch_device)
+        dit = load_dit(self.files.dit, device=torch_device, compute_dtype=dtype, attention_backend=self.attention_backend)
+        vae = load_vae(self.files.vae, device=torch_device, dtype=dtype)
+        text = load_text_embedding(self.files.text_embedding, expected_dim=dit.config.txt_in_dim,
+                                   device=torch_device, dtype=dtype)
+        return SeedVRProcessor(dit=dit, vae=vae, text_embedding=text, dtype=dtype, device=torch_device)
+
+
+@dataclass
+class SeedVRProcessor:
+    """Upscales the windows of a chunk and blends them into the chunk's output frames."""
+
+    dit: torch.nn.Module
+    vae: torch.nn.Module
+    text_embedding: torch.Tensor
+    dtype: torch.dtype
+    device: torch.device
+    times: PhaseTimes = field(default_factory=PhaseTimes)
+
+    def process(self, task: ChunkTask, frames, context: InputContext) -> np.ndarray:
+        plan = context.plan
+        settings = replace(context.settings, dtype=self.dtype)
+        frames = torch.as_tensor(np.asarray(frames)) if not isinstance(frames, torch.Tensor) else frames
+        outputs: dict[int, torch.Tensor] = {}
+        for window in task.windows:
+            local = torch.tensor([i - task.read_start for i in plan.window_input_frames(window)])
+            window_frames = frames.index_select(0, local).to(self.device, non_blocking=True)
+            outputs[window.index] = upscale_chunk(
+                window_frames, vae=self.vae, dit=self.dit, text_embedding=self.text_embedding,
+                settings=settings, window=window, times=self.times,
+            ).cpu()
+        return assemble_timeline(plan, outputs, task.out_start, task.out_stop).numpy()
+
+    def close(self) -> None:
+        del self.dit, self.vae
+        if self.device.type == "cuda":
+            torch.cuda.empty_cache()
+
+
+@dataclass(frozen=True)
+class StatsRecordingFactory:
+    """Wraps a factory so that each worker records its peak VRAM and phase times in ``stats_dir``.
+
+    Workers are separate processes; a small JSON file per device is how the parent learns these
+    numbers for the run summary.
+    """
+
+    factory: SeedVRProcessorFactory
+    stats_dir: str
+
+    def __call__(self, device: DeviceSpec):
+        return _StatsRecordingProcessor(self.factory(device), Path(self.stats_dir) / f"{device.label.replace(':', '')}.json",
+                                        device.label)
+
+
+class _StatsRecordingProcessor:
+    def __init__(self, inner: SeedVRProcessor, path: Path, label: str) -> None:
+        self.inner, self.path, self.label = inner, path, label
+
+    def process(self, task: ChunkTask, frames, context: InputContext) -> np.ndarray:
+        out = self.inner.process(task, frames, context)
+        peak = torch.cuda.max_memory_allocated(self.inner.device) if self.inner.device.type == "cuda" else 0
+        stats = {"device": self.label, "peak_vram_bytes": peak, "phase_seconds": self.inner.times.seconds}
+        tmp = self.path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(stats))
+        tmp.replace(self.path)
+        return out
+
+    def close(self) -> None:
+        self.inner.close()
