@@ -1,0 +1,84 @@
+#!/usr/bin/env bash
+# GPU checks and benchmarks, run on a CUDA machine from the repository root.
+#
+#   bash scripts/gpu_check.sh STAGE...      stages: tests smoke loading e2e multi
+#
+# tests    pytest -m gpu (parity on the GPU, bf16 bounds, GPU loading)
+# smoke    real-size 3B / 7B DiT and VAE forward at a 1080p latent size (scripts/gpu_models_smoke.py)
+# loading  host RAM while loading a real-size 7B fp16 file, VRAM of a 7B GGUF Q4_K (scripts/bench_loading.py)
+# e2e      real-size 3B fp16 (synthesized): in-process per-phase benchmark and the CLI on a 66-frame
+#          640x360 clip to 1080p and 720p (scripts/bench.py, scripts/watch_run.py)
+# multi    the CLI on a 240-frame clip to 1080p on GPU 0 and on GPUs 0,1; outputs compared
+#
+# Missing pure-Python packages can be given as wheels in .whl/ (installed to /tmp/site).
+# Logs go to $OUT (default /tmp/seedvr-gpu); synthesized checkpoints and clips to $WORK.
+set -uo pipefail
+OUT=${OUT:-/tmp/seedvr-gpu}
+WORK=${WORK:-/tmp/seedvr-work}
+mkdir -p "$OUT" "$WORK"
+export PYTHONUNBUFFERED=1
+if [ -d .whl ] && ls .whl/*.whl >/dev/null 2>&1; then
+    python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl || exit 1
+    export PYTHONPATH=/tmp/site:$PWD
+else
+    export PYTHONPATH=$PWD
+fi
+PY=python3
+SEEDVR="$PY -m seedvr_cli"
+
+synth() {  # synth VARIANT FORMAT FILE
+    [ -f "$3" ] || $PY scripts/make_checkpoint.py --variant "$1" --format "$2" --out "$3" --device cuda
+}
+
+for stage in "$@"; do
+    echo "=== stage $stage ($(date -u +%H:%M:%S))"
+    case "$stage" in
+    tests)
+        $PY -m pytest -m gpu -q -p no:cacheprovider tests 2>&1 | tee "$OUT/gpu_tests.log" ;;
+    smoke)
+        $PY scripts/gpu_models_smoke.py --models 3b,7b,vae 2>&1 | tee "$OUT/smoke.log" ;;
+    loading)
+        $PY scripts/bench_loading.py --dir "$WORK/loading" 2>&1 | tee "$OUT/loading.log"
+        rm -rf "$WORK/loading" ;;
+    e2e)
+        synth 3b fp16 "$WORK/seedvr2_ema_3b_fp16.safetensors"
+        synth vae fp16 "$WORK/ema_vae_fp16.safetensors"
+        $PY scripts/make_clip.py "$WORK/clip66.mp4" --frames 66 --width 640 --height 360 --audio
+        for res in 1080 720; do
+            $PY scripts/bench.py --model "$WORK/seedvr2_ema_3b_fp16.safetensors" --vae "$WORK/ema_vae_fp16.safetensors" \
+                --input "$WORK/clip66.mp4" --frames 66 --resolution $res --batch-size 33 --json 2>&1 | tee "$OUT/bench_$res.log"
+            $PY scripts/watch_run.py --json "$OUT/cli_$res.json" -- $SEEDVR upscale "$WORK/clip66.mp4" \
+                -o "$WORK/out_$res.mp4" --overwrite --model "$WORK/seedvr2_ema_3b_fp16.safetensors" \
+                --vae "$WORK/ema_vae_fp16.safetensors" --resolution $res --batch-size 33 --devices 0 2>&1 | tee "$OUT/cli_$res.log"
+            $SEEDVR probe "$WORK/out_$res.mp4" 2>&1 | tee -a "$OUT/cli_$res.log"
+        done ;;
+    multi)
+        frames=${MULTI_FRAMES:-240}
+        synth 3b fp16 "$WORK/seedvr2_ema_3b_fp16.safetensors"
+        synth vae fp16 "$WORK/ema_vae_fp16.safetensors"
+        $PY scripts/make_clip.py "$WORK/clip_multi.mp4" --frames "$frames" --width 640 --height 360 --audio
+        for devs in 0 0,1; do
+            tag=${devs/,/_}
+            $PY scripts/watch_run.py --json "$OUT/multi_$tag.json" -- $SEEDVR upscale "$WORK/clip_multi.mp4" \
+                -o "$WORK/multi_$tag.mkv" --overwrite --codec ffv1 --model "$WORK/seedvr2_ema_3b_fp16.safetensors" \
+                --vae "$WORK/ema_vae_fp16.safetensors" --resolution 1080 --batch-size 21 --devices "$devs" \
+                --log-format json 2>&1 | grep -v '"event": "progress"' | tee "$OUT/multi_$tag.log"
+        done
+        $PY - "$WORK/multi_0.mkv" "$WORK/multi_0_1.mkv" <<'PYEOF' 2>&1 | tee "$OUT/multi_compare.log"
+import hashlib, sys
+import av
+digests = []
+for path in sys.argv[1:]:
+    h, n = hashlib.sha256(), 0
+    with av.open(path) as c:
+        for frame in c.decode(video=0):
+            h.update(frame.to_ndarray(format="rgb24").tobytes()); n += 1
+    digests.append((n, h.hexdigest()))
+    print(path, n, "frames", digests[-1][1][:16])
+print("IDENTICAL" if digests[0] == digests[1] else "DIFFERENT")
+PYEOF
+        ;;
+    *)
+        echo "unknown stage $stage (tests smoke loading e2e multi)"; exit 2 ;;
+    esac
+done
