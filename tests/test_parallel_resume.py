@@ -21,6 +21,8 @@ from seedvr_cli.parallel.fakes import FakeProcessorFactory, HashSink, SyntheticS
 
 REPO = Path(__file__).resolve().parents[1]
 
+pytestmark = pytest.mark.timeout(180)  # a hang fails fast
+
 DRIVER = textwrap.dedent(
     """
     import json, sys

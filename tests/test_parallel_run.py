@@ -30,6 +30,9 @@ from seedvr_cli.parallel.fakes import (
 )
 from seedvr_cli.parallel.journal import Journal
 
+# A scheduling bug shows as a hang: fail fast instead of at the suite's global timeout.
+pytestmark = pytest.mark.timeout(120)
+
 
 def clip(frames: int, **kw):
     source = SyntheticSource(frames, height=6, width=5, **kw)

@@ -48,8 +48,9 @@ class RunOptions:
     discard an existing work directory first. ``chunks``: run only these chunk indices (a shard or
     a frame range), producing a part in the work directory and no output. ``max_in_flight``:
     chunks handed out or finished but not yet written (default ``2 * workers + 2``).
-    ``chunk_timeout_s``: a worker holding one chunk longer is killed (a hung GPU) and the chunk
-    retried like any other failure.
+    ``chunk_timeout_s``: a worker that finishes nothing for this long is killed (a hung GPU) and its
+    chunk retried like any other failure. ``prefetch``: chunks queued per worker (2: the next one
+    is decoded while the current one runs; a second chunk is only queued once every worker has one).
     """
 
     resume: bool = True
@@ -61,6 +62,7 @@ class RunOptions:
     durable: bool = True
     chunks: Sequence[int] | None = None
     chunk_timeout_s: float | None = None
+    prefetch: int = 2
 
 
 class _Progress:
@@ -105,7 +107,7 @@ class _Scheduler:
         self.failed_on: dict[int, set[str]] = {}
         self.chunk_failures: dict[int, int] = {}
         self.fatal: str | None = None
-        self.dispatched_at: dict[int, float] = {}  # slot number -> when its current chunk was sent
+        self.progress_at: dict[int, float] = {}  # slot number -> when it last got or finished a chunk
         self.timed_out: set[int] = set()
 
     # -- handing out ------------------------------------------------------------------------
@@ -127,14 +129,18 @@ class _Scheduler:
         if self.fatal is not None:
             return
         limit = self._window_limit()
-        for slot in self.pool.live_slots:
-            if not slot.ready or slot.assigned:
-                continue
-            chunk = next((c for c in self.pending if c < limit and self._allowed(c, slot)), None)
-            if chunk is None:
-                continue
+        # Idle workers first; a second (queued) chunk only when every worker already has one.
+        for depth in range(1, max(1, self.options.prefetch) + 1):
+            for slot in self.pool.live_slots:
+                if slot.ready and len(slot.assigned) < depth:
+                    self._give(slot, limit)
+
+    def _give(self, slot: WorkerSlot, limit: int) -> None:
+        chunk = next((c for c in self.pending if c < limit and self._allowed(c, slot)), None)
+        if chunk is not None:
             self.pending.remove(chunk)
-            self.dispatched_at[slot.slot] = time.monotonic()
+            if not slot.assigned:
+                self.progress_at[slot.slot] = time.monotonic()
             try:
                 self.pool.send_task(slot, self.job_id, self.tasks[chunk], source=self.source, context=self.context,
                                     spill_dir=self.journal.root, durable=self.options.durable)
@@ -150,7 +156,7 @@ class _Scheduler:
 
     @property
     def busy(self) -> bool:
-        return any(job == self.job_id for s in self.pool.slots for job, _ in s.assigned)
+        return any(job == self.job_id for s in self.pool.live_slots for job, _ in s.assigned)
 
     # -- events -----------------------------------------------------------------------------
 
@@ -161,6 +167,7 @@ class _Scheduler:
         elif event.kind == "done":
             if event.job_id != self.job_id:
                 return  # a chunk of an earlier, abandoned job
+            self.progress_at[slot.slot] = time.monotonic()
             self.journal.record(event.chunk, shape=event.shape, dtype=event.dtype, device=label, seconds=event.seconds)
             self.result.chunks_processed += 1
             self.progress.chunk_finished(event.chunk, resumed=False)
@@ -170,12 +177,16 @@ class _Scheduler:
         elif event.kind == "failed":
             if event.job_id != self.job_id:
                 return
+            self.progress_at[slot.slot] = time.monotonic()
             self._chunk_failed(slot, event.chunk, "exception", event.detail)
             self._device_failed(slot, restart=False)
         elif event.kind == "init_failed":
             pass  # reported once, with the exit that follows it
         elif event.kind == "died":
             ours = [chunk for job, chunk in event.held if job == self.job_id]
+            if event.running is not None and event.running[0] == self.job_id and event.running[1] in ours:
+                ours.remove(event.running[1])
+                ours.insert(0, event.running[1])  # the chunk being processed is the one to blame
             if not event.was_ready:
                 detail = slot.init_error or f"worker {event.detail} while loading"
                 self._record_failure(slot, None, "init", detail)
@@ -229,7 +240,7 @@ class _Scheduler:
         now = time.monotonic()
         for slot in self.pool.live_slots:
             ours = any(job == self.job_id for job, _ in slot.assigned)
-            if ours and slot.slot not in self.timed_out and now - self.dispatched_at.get(slot.slot, now) > timeout:
+            if ours and slot.slot not in self.timed_out and now - self.progress_at.get(slot.slot, now) > timeout:
                 self.timed_out.add(slot.slot)
                 self.pool.kill(slot)  # its death arrives through poll() like any other
 

@@ -37,6 +37,7 @@ class WorkerSlot:
     failures: int = 0
     job_sent: int | None = None
     assigned: list[tuple[int, int]] = field(default_factory=list)
+    running: tuple[int, int] | None = None  # the chunk its processor is working on
     spawned_at: float = 0.0
     init_error: str = ""
 
@@ -57,6 +58,7 @@ class WorkerEvent:
     seconds: float = 0.0
     held: list[tuple[int, int]] = field(default_factory=list)  # for "died": what it was holding
     was_ready: bool = False  # for "died": whether its processor had been built
+    running: tuple[int, int] | None = None  # for "died": the chunk being processed, if known
 
 
 def describe_exit(code: int | None) -> str:
@@ -120,7 +122,7 @@ class WorkerPool:
         process.start()
         child_end.close()  # so that the parent sees EOF when the child goes away
         slot.process, slot.conn = process, parent_end
-        slot.ready, slot.job_sent, slot.assigned, slot.init_error = False, None, [], ""
+        slot.ready, slot.job_sent, slot.assigned, slot.init_error, slot.running = False, None, [], "", None
         slot.spawned_at = time.monotonic()
 
     def retire(self, slot: WorkerSlot) -> None:
@@ -135,7 +137,7 @@ class WorkerPool:
 
     def _stop(self, slot: WorkerSlot, *, graceful: bool, timeout: float = 5.0) -> None:
         process, conn = slot.process, slot.conn
-        slot.process, slot.conn, slot.ready = None, None, False
+        slot.process, slot.conn, slot.ready, slot.assigned, slot.running = None, None, False, [], None
         if process is None:
             return
         if graceful and conn is not None:
@@ -197,12 +199,13 @@ class WorkerPool:
             process = slot.process
             if process is not None and not process.is_alive():
                 process.join()
-                held, was_ready = list(slot.assigned), slot.ready
+                held, was_ready, running = list(slot.assigned), slot.ready, slot.running
                 detail = describe_exit(process.exitcode)
                 if slot.conn is not None:
                     slot.conn.close()
-                slot.process, slot.conn, slot.ready, slot.assigned = None, None, False, []
-                events.append(WorkerEvent("died", slot, detail=detail, held=held, was_ready=was_ready))
+                slot.process, slot.conn, slot.ready, slot.assigned, slot.running = None, None, False, [], None
+                events.append(WorkerEvent("died", slot, detail=detail, held=held, was_ready=was_ready,
+                                          running=running))
         return events
 
     def _drain(self, slot: WorkerSlot) -> list[WorkerEvent]:
@@ -222,6 +225,8 @@ class WorkerPool:
             elif kind == "init_failed":
                 slot.init_error = message[1]
                 events.append(WorkerEvent("init_failed", slot, detail=message[1]))
+            elif kind == "started":
+                slot.running = (message[1], message[2])
             elif kind == "done":
                 _, job_id, chunk, shape, dtype, seconds = message
                 self._unassign(slot, job_id, chunk)

@@ -7,20 +7,26 @@ break its own pipe, never a queue the other workers share):
                        ("task", job_id, ChunkTask)                              process one chunk
                        ("stop",)
     worker -> parent   ("ready",) | ("init_failed", traceback)
+                       ("started", job_id, chunk)                               processing begins
                        ("done", job_id, chunk, shape, dtype, seconds)           spill file is complete
                        ("failed", job_id, chunk, traceback)
 
 The worker decodes its own frames (``source.open().read(start, stop)``) and hands the result back
-as a spill file, so no frames ever cross the pipe.
+as a spill file, so no frames ever cross the pipe. Decoding the next chunk and writing the last
+one overlap with processing (``_Stages``), so the device does not wait for disk or decoder when
+the parent keeps a second chunk queued.
 """
 
 from __future__ import annotations
 
 import os
 import pickle
+import queue
 import signal
+import threading
 import time
 import traceback
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -87,68 +93,159 @@ def _frame_count(frames: Any) -> int:
     return int(frames.shape[0]) if hasattr(frames, "shape") else len(frames)
 
 
+@dataclass
+class _Item:
+    """A chunk moving through the worker's stages; ``error`` set once a stage failed."""
+
+    job_id: int
+    task: ChunkTask
+    spill_dir: Path
+    durable: bool
+    context: Any = None
+    frames: Any = None
+    out: Any = None
+    error: str | None = None
+    started: float = 0.0
+
+
+_STOP = None
+
+
+class _Stages:
+    """Decode the next chunk and write the last one while the processor works on the current one.
+
+    receiver thread: pipe -> inbox            (jobs and tasks, in order)
+    decoder thread:  inbox -> decoded (1 slot) reads frames of the next chunk
+    main thread:     decoded -> encoded        runs the processor (owns the device)
+    writer thread:   encoded (1 slot) -> spill file + "done"/"failed" to the parent
+    At most one decoded and one finished chunk wait beside the one being processed.
+    """
+
+    def __init__(self, conn, processor: ChunkProcessor) -> None:
+        self.conn, self.processor = conn, processor
+        self.inbox: queue.Queue = queue.Queue()
+        self.decoded: queue.Queue = queue.Queue(maxsize=1)
+        self.encoded: queue.Queue = queue.Queue(maxsize=1)
+        self.parent_gone = threading.Event()
+        self._send_lock = threading.Lock()
+
+    def send(self, message: tuple) -> None:
+        with self._send_lock:
+            try:
+                self.conn.send(message)
+            except (BrokenPipeError, EOFError, OSError):
+                self.parent_gone.set()
+
+    def receive(self) -> None:
+        while True:
+            try:
+                message = self.conn.recv()
+            except (EOFError, OSError):
+                self.parent_gone.set()  # the parent is gone: abandon queued work
+                message = ("stop",)
+            self.inbox.put(message)
+            if message[0] == "stop":
+                return
+
+    def decode(self) -> None:
+        reader: Any = None
+        job: tuple = ()
+        try:
+            while True:
+                message = self.inbox.get()
+                if message[0] == "stop":
+                    return
+                if message[0] == "job":
+                    _close(reader)
+                    reader, job = None, message
+                    continue
+                _, job_id, task = message
+                _, _, source, context, spill_dir, durable = job
+                item = _Item(job_id, task, Path(spill_dir), durable, context, started=time.perf_counter())
+                if self.parent_gone.is_set():
+                    continue
+                try:
+                    if reader is None:
+                        reader = source.open()
+                    item.frames = reader.read(task.read_start, task.read_stop)
+                    if _frame_count(item.frames) != task.read_frames:
+                        raise ValueError(f"the reader returned {_frame_count(item.frames)} frames "
+                                         f"for {task.read_start}:{task.read_stop}")
+                except Exception:
+                    item.frames, item.error = None, traceback.format_exc()
+                self.decoded.put(item)
+        finally:
+            _close(reader)
+            self.decoded.put(_STOP)
+
+    def process(self) -> None:
+        try:
+            while True:
+                item = self.decoded.get()
+                if item is _STOP:
+                    return
+                if item.error is None and not self.parent_gone.is_set():
+                    # Lets the parent blame the right chunk if this process dies while processing.
+                    self.send(("started", item.job_id, item.task.index))
+                    try:
+                        item.out = as_frames(self.processor.process(item.task, item.frames, item.context))
+                        if item.out.shape[0] != item.task.out_frames:
+                            raise ValueError(
+                                f"processor returned {item.out.shape[0]} frames, expected {item.task.out_frames}")
+                    except Exception:
+                        item.out, item.error = None, traceback.format_exc()
+                item.frames = None
+                self.encoded.put(item)
+        finally:
+            self.encoded.put(_STOP)
+
+    def write(self) -> None:
+        while True:
+            item = self.encoded.get()
+            if item is _STOP:
+                return
+            if self.parent_gone.is_set():
+                continue
+            task = item.task
+            if item.error is None:
+                try:
+                    write_spill(item.spill_dir / spill_name(task.index), item.out, durable=item.durable)
+                except Exception:
+                    item.error = traceback.format_exc()
+            if item.error is None:
+                self.send(("done", item.job_id, task.index, tuple(item.out.shape), str(item.out.dtype),
+                           time.perf_counter() - item.started))
+            else:
+                self.send(("failed", item.job_id, task.index, item.error))
+            item.out = None
+
+
 def worker_main(conn, device: DeviceSpec, factory_blob: bytes, env: dict[str, str]) -> None:
     # Before anything can initialise CUDA: this worker sees only its own GPU.
     os.environ.update(env)
     # Ctrl-C reaches the whole process group; the parent decides what stops, and when.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
 
-    def send(message: tuple) -> bool:
-        try:
-            conn.send(message)
-            return True
-        except (BrokenPipeError, EOFError, OSError):
-            return False
-
     try:
         factory = pickle.loads(factory_blob)
         processor = factory(device)
     except BaseException:
-        send(("init_failed", traceback.format_exc()))
+        try:
+            conn.send(("init_failed", traceback.format_exc()))
+        except OSError:
+            pass
         return
-    if not send(("ready",)):
-        return
-
-    source: Any = None
-    context: Any = None
-    spill_dir = Path(".")
-    durable = True
-    reader: Any = None
+    stages = _Stages(conn, processor)
+    stages.send(("ready",))
+    threads = [
+        threading.Thread(target=stages.receive, name="receive", daemon=True),
+        threading.Thread(target=stages.decode, name="decode", daemon=True),
+        threading.Thread(target=stages.write, name="write", daemon=True),
+    ]
+    for thread in threads:
+        thread.start()
     try:
-        while True:
-            try:
-                message = conn.recv()
-            except (EOFError, OSError):
-                return  # the parent is gone
-            kind = message[0]
-            if kind == "stop":
-                return
-            if kind == "job":
-                _close(reader)
-                reader = None
-                _, _, source, context, spill_dir, durable = message
-                continue
-            _, job_id, task = message
-            started = time.perf_counter()
-            try:
-                if reader is None:
-                    reader = source.open()
-                frames = reader.read(task.read_start, task.read_stop)
-                if _frame_count(frames) != task.read_frames:
-                    raise ValueError(
-                        f"the reader returned {_frame_count(frames)} frames for {task.read_start}:{task.read_stop}"
-                    )
-                out = as_frames(processor.process(task, frames, context))
-                del frames
-                if out.shape[0] != task.out_frames:
-                    raise ValueError(f"processor returned {out.shape[0]} frames, expected {task.out_frames}")
-                write_spill(Path(spill_dir) / spill_name(task.index), out, durable=durable)
-                reply = ("done", job_id, task.index, tuple(out.shape), str(out.dtype), time.perf_counter() - started)
-                del out
-            except Exception:
-                reply = ("failed", job_id, task.index, traceback.format_exc())
-            if not send(reply):
-                return
+        stages.process()  # on the main thread, which owns the device
+        threads[2].join()
     finally:
-        _close(reader)
         _close(processor)
