@@ -39,6 +39,7 @@ def main() -> int:
     parser.add_argument("--dtype", default="auto")
     parser.add_argument("--device", default="cuda:0")
     parser.add_argument("--json", action="store_true", help="also print the result as one JSON line")
+    parser.add_argument("--no-cudnn-benchmark", action="store_true", help="let cuDNN use its heuristics (no autotuning)")
     args = parser.parse_args()
 
     from seedvr_cli.parallel.devices import DeviceSpec
@@ -55,6 +56,8 @@ def main() -> int:
     spec = DeviceSpec("cuda", device.index or 0) if device.type == "cuda" else DeviceSpec("cpu", 0)
     processor = SeedVRProcessorFactory(ModelFiles(Path(args.model), Path(args.vae), text), dtype=args.dtype)(spec)
     load_s = time.perf_counter() - load_started
+    if args.no_cudnn_benchmark:
+        torch.backends.cudnn.benchmark = False
     info = inspect_checkpoint(args.model)
 
     if args.input:
