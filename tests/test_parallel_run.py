@@ -128,6 +128,11 @@ def test_a_chunk_failing_everywhere_stops_the_run_keeping_finished_work(tmp_path
         with pytest.raises(RunFailed) as info:
             run_job(pool, source=source, tasks=tasks, workdir=tmp_path / "w", key="job", sink=sink,
                     options=RunOptions(durable=False, device_max_failures=3))
+        # The next file of a folder still runs on the same workers.
+        short_source, short_tasks = clip(30)
+        result, out = run(pool, short_source, short_tasks, tmp_path / "next")
+        assert result.complete and len(pool.live_slots) == 2
+        np.testing.assert_array_equal(out, run_serially(short_source, short_tasks, FakeProcessorFactory()))
     message = str(info.value)
     assert f"chunk 5 (frames {tasks[5].out_start}-{tasks[5].out_stop - 1}) failed 2 times" in message
     assert "cpu:0" in message and "cpu:1" in message and "re-run the same command to resume" in message

@@ -11,6 +11,18 @@ The boundary with the rest of the tool (see each module for details):
 - ``devices.parse_devices(spec)``, ``pool.WorkerPool(devices, factory)``,
   ``engine.run_job(pool, source=, tasks=, workdir=, key=, sink=, ...)``, ``engine.assemble(workdir, sink)``,
   ``journal.fingerprint_input``, ``journal.job_key``, ``journal.workdir_for``.
+
+How ``seedvr upscale`` drives it (one pool for all the inputs of a command)::
+
+    with WorkerPool(parse_devices(spec), MyFactory(model_settings)) as pool:
+        for video in inputs:
+            tasks = plan_chunks(windows, windows_per_chunk=n, blend=pipeline_overlap_weights)
+            key = job_key(fingerprint_input(video), pixel_settings, tasks)
+            result = run_job(pool, source=MySource(video), tasks=tasks, key=key,
+                             workdir=workdir_for(output, key), sink=open_writer(...),
+                             context=per_file_settings, meta={"input": str(video)},
+                             options=RunOptions(resume=..., restart=..., max_retries=...),
+                             progress=render)            # RunFailed: sink aborted, journal kept
 """
 
 from seedvr_cli.parallel.assembler import FrameSink
