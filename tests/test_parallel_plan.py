@@ -61,7 +61,7 @@ def test_context_frames_are_clipped_to_the_clip():
 
 @pytest.mark.parametrize(
     "windows",
-    [[(1, 9)], [(0, 9), (10, 12)], [(0, 9), (5, 8)], [(0, 9), (2, 10), (4, 12)]],
+    [[(1, 9)], [(0, 9), (10, 12)], [(0, 9), (5, 8)], [(0, 9), (0, 10)]],
 )
 def test_windows_that_do_not_advance_are_rejected(windows):
     with pytest.raises(ValueError):
@@ -144,3 +144,39 @@ def test_assembler_rejects_chunks_of_another_frame_size(tmp_path):
         assembler.add(task.index)
     with pytest.raises(ValueError, match="chunk 1 has frames"):
         assembler.pump()
+
+
+@pytest.mark.parametrize(("size", "overlap", "per_chunk"), [(5, 3, 1), (5, 4, 1), (9, 6, 2), (5, 3, 2)])
+def test_overlaps_above_half_a_window_fold_three_or_more_chunks(tmp_path, size, overlap, per_chunk):
+    windows = fake_windows(40, size=size, overlap=overlap)
+    tasks = plan_chunks(windows, windows_per_chunk=per_chunk, blend=raised_cosine)
+    coverage = np.zeros(40)
+    for task in tasks:
+        coverage[task.out_start:task.out_stop] += task.weights
+    np.testing.assert_allclose(coverage, 1.0, atol=1e-6)
+
+    source, factory = SyntheticSource(40, height=3, width=4), FakeProcessorFactory()
+    open_chunk = _spill_all(tmp_path, source, tasks, factory)
+    sink = ArraySink()
+    assembler = Assembler(tasks, open_chunk, sink)
+    for k in reversed(range(len(tasks))):
+        assembler.add(k)
+        assembler.pump()
+    np.testing.assert_array_equal(sink.frames, run_serially(source, tasks, factory))
+
+
+@pytest.mark.parametrize(("batch", "overlap", "prepend", "blend"),
+                         [(5, 3, 2, "reference"), (9, 4, 0, "crossfade"), (5, 4, 0, "crossfade"), (21, 0, 0, "crossfade")])
+def test_one_window_per_chunk_gets_the_pipelines_own_blend_shares(batch, overlap, prepend, blend):
+    """The contract with pipeline.temporal: chunk shares equal the plan's folded window shares."""
+    from seedvr_cli.pipeline.blend import blend_weights
+    from seedvr_cli.pipeline.temporal import plan_windows
+
+    plan = plan_windows(37, batch_size=batch, overlap=overlap, prepend=prepend, blend=blend)
+    tasks = plan_chunks(plan.windows, windows_per_chunk=1, blend=lambda n: blend_weights(n, blend).tolist())
+    for frame in range(plan.timeline_length):
+        expected = {c.window: c.weight for c in plan.timeline_contributions(frame)}
+        got = {t.index: t.weights[frame - t.out_start] for t in tasks if t.out_start <= frame < t.out_stop}
+        assert got.keys() == expected.keys()
+        for k in got:
+            assert got[k] == pytest.approx(expected[k], abs=1e-6), (frame, k)

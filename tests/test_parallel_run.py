@@ -175,14 +175,16 @@ def test_shards_assembled_equal_the_full_run(two_workers, tmp_path):
 
 
 def test_a_slow_device_takes_fewer_chunks(tmp_path):
-    factory = FakeProcessorFactory(device_delays=(("cpu:0", 0.02), ("cpu:1", 0.4)))
-    source, tasks = clip(130)  # 11 chunks
+    factory = FakeProcessorFactory(device_delays=(("cpu:0", 0.02), ("cpu:1", 0.25)))
+    source, tasks = clip(270)  # 22 chunks
     events = []
     with WorkerPool(parse_devices("cpu,cpu"), factory) as pool:
         result, out = run(pool, source, tasks, tmp_path / "w", events=events)
     by_device = [e.device for e in events if e.kind == "chunk"]
-    # An equal split would give the slow worker half; the queue gives it what it can do meanwhile.
-    assert by_device.count("cpu:1") <= 3 and by_device.count("cpu:0") >= len(tasks) - 3
+    # An equal split would give the slow worker half; the queue gives it what it can do meanwhile
+    # (a bit more than its speed alone would: the fast one may run only max_in_flight chunks ahead).
+    print(f"chunks done: cpu:0 {by_device.count('cpu:0')}, cpu:1 (12x slower) {by_device.count('cpu:1')}")
+    assert by_device.count("cpu:1") <= len(tasks) // 3
     np.testing.assert_array_equal(out, run_serially(source, tasks, FakeProcessorFactory()))
 
 

@@ -1,8 +1,8 @@
 """Streaming assembly: blend finished chunks in frame order and feed the sink as soon as frames are final.
 
-A frame is final once every chunk covering it is finished; chunks arrive in any order. Where two
-chunks overlap, the output is the weighted sum of both in float32, rounded to the nearest integer
-(the weights of a frame sum to 1). Elsewhere a chunk's frames pass through untouched. Only the
+A frame is final once every chunk covering it is finished; chunks arrive in any order. Where
+chunks overlap, the output is the weighted sum of all of them in float32 (in chunk order), rounded
+to the nearest integer (the weights of a frame sum to 1). Elsewhere a chunk's frames pass through untouched. Only the
 frames of one write batch are ever in memory, whatever the length of the clip.
 """
 
@@ -121,14 +121,13 @@ class Assembler:
         written = 0
         while self.frames_written < limit and not self.cancelled:
             cursor = self.frames_written
-            low = self.tasks[self._low]
+            # Chunks covering the cursor: from the lowest unfinished one up to the last that started.
             contributors = [self._low]
-            nxt = self.tasks[self._low + 1] if self._low + 1 < len(self.tasks) else None
-            if nxt is not None and nxt.out_start <= cursor:
-                contributors.append(self._low + 1)
-                segment_end = low.out_stop
-            else:
-                segment_end = nxt.out_start if nxt is not None else low.out_stop
+            while contributors[-1] + 1 < len(self.tasks) and self.tasks[contributors[-1] + 1].out_start <= cursor:
+                contributors.append(contributors[-1] + 1)
+            after = contributors[-1] + 1
+            segment_end = min(self.tasks[self._low].out_stop,
+                              self.tasks[after].out_start if after < len(self.tasks) else self.total)
             frame_bytes = self._reader(self._low).frame_bytes
             batch = max(1, self.batch_bytes // frame_bytes)
             stop = min(limit, segment_end, cursor + batch)
@@ -136,7 +135,7 @@ class Assembler:
             self.sink.write(frames)
             self.frames_written = stop
             written += stop - cursor
-            if stop >= low.out_stop:
+            while self._low < len(self.tasks) and self.tasks[self._low].out_stop <= stop:
                 self._readers.pop(self._low).close()
                 if self._release is not None:
                     self._release(self._low)

@@ -73,10 +73,12 @@ def plan_chunks(
     """Group consecutive temporal windows into overlapping chunks.
 
     ``windows``: the plan's windows in frame order, each a ``(start, stop)`` pair or an object with
-    ``start``/``stop``; consecutive windows may overlap, windows two apart may not. ``blend(L)``
-    gives the earlier chunk's weight for each of the ``L`` overlapping frames (the later chunk gets
-    ``1 - w``); pass the pipeline's window-overlap rule. ``context`` extra input frames are read on
-    each side (clipped to the clip). An empty clip gives no chunks.
+    ``start``/``stop``; starts and stops must both increase and leave no gap. ``blend(L)`` gives
+    the weight of everything before a chunk for each of the ``L`` frames where the chunk overlaps
+    its predecessor (the chunk itself gets ``1 - w``); pass the pipeline's window-overlap rule.
+    Frames covered by more than two chunks (overlap above half a window) are folded in chunk
+    order, as the pipeline folds windows. ``context`` extra input frames are read on each side
+    (clipped to the clip). An empty clip gives no chunks.
     """
     if windows_per_chunk < 1:
         raise UsageError(f"chunk size must be at least one window, got {windows_per_chunk}")
@@ -92,34 +94,42 @@ def plan_chunks(
 
     groups = [list(range(i, min(i + windows_per_chunk, len(bounds)))) for i in range(0, len(bounds), windows_per_chunk)]
     spans = [(bounds[g[0]][0], bounds[g[-1]][1]) for g in groups]
-    for (_, stop), (next_start, _) in zip(spans, spans[2:]):
-        if next_start < stop:
-            raise ValueError("chunks two apart overlap; use more windows per chunk or a smaller overlap")
-
-    tasks = []
-    for k, (group, (out_start, out_stop)) in enumerate(zip(groups, spans)):
-        weights = np.ones(out_stop - out_start, dtype=np.float32)
-        if k > 0:
-            overlap = spans[k - 1][1] - out_start
-            if overlap:
-                earlier = np.clip(np.asarray(blend(overlap), dtype=np.float32), 0.0, 1.0)
-                weights[:overlap] = np.float32(1.0) - earlier
-        if k + 1 < len(spans):
-            overlap = out_stop - spans[k + 1][0]
-            if overlap:
-                weights[out_stop - out_start - overlap:] = np.clip(np.asarray(blend(overlap), dtype=np.float32), 0.0, 1.0)
-        tasks.append(
-            ChunkTask(
-                index=k,
-                read_start=max(0, out_start - context),
-                read_stop=min(total, out_stop + context),
-                out_start=out_start,
-                out_stop=out_stop,
-                weights=tuple(float(w) for w in weights),
-                windows=tuple(windows[i] for i in group),
-            )
+    weights = _fold_weights(spans, blend)
+    return [
+        ChunkTask(
+            index=k,
+            read_start=max(0, out_start - context),
+            read_stop=min(total, out_stop + context),
+            out_start=out_start,
+            out_stop=out_stop,
+            weights=tuple(float(w) for w in weights[k]),
+            windows=tuple(windows[i] for i in group),
         )
-    return tasks
+        for k, (group, (out_start, out_stop)) in enumerate(zip(groups, spans))
+    ]
+
+
+def _fold_weights(spans: Sequence[tuple[int, int]], blend: Callable[[int], Sequence[float]]) -> list[np.ndarray]:
+    """Each chunk's share of each of its frames.
+
+    Chunk ``j`` enters over ``L_j = stop_{j-1} - start_j`` frames: at its local frame ``i < L_j``
+    everything accumulated so far is scaled by ``e = blend(L_j)[i]`` and the chunk adds ``1 - e``.
+    """
+    weights = [np.ones(stop - start, dtype=np.float64) for start, stop in spans]
+    for j in range(1, len(spans)):
+        start, _ = spans[j]
+        entering = spans[j - 1][1] - start
+        earlier = np.clip(np.asarray(blend(entering), dtype=np.float64), 0.0, 1.0)
+        if earlier.shape != (entering,):
+            raise ValueError(f"blend({entering}) gave {earlier.shape[0] if earlier.ndim else 0} weights")
+        for i in range(entering):
+            frame = start + i
+            for k in range(j - 1, -1, -1):  # every earlier chunk still covering this frame
+                if spans[k][1] <= frame:
+                    break
+                weights[k][frame - spans[k][0]] *= earlier[i]
+            weights[j][i] = 1.0 - earlier[i]
+    return [w.astype(np.float32) for w in weights]
 
 
 def total_frames(tasks: Sequence[ChunkTask]) -> int:
@@ -133,7 +143,7 @@ def owned_frames(tasks: Sequence[ChunkTask], k: int) -> int:
 
 
 def validate_tasks(tasks: Sequence[ChunkTask]) -> None:
-    """The assembler's assumptions: indices 0..n-1 in order, contiguous, only neighbours overlap."""
+    """The assembler's assumptions: indices 0..n-1 in order; starts and stops increase with no gap."""
     for k, task in enumerate(tasks):
         if task.index != k:
             raise ValueError(f"chunk {task.index} is at position {k}; chunks must be numbered in order")
@@ -144,9 +154,6 @@ def validate_tasks(tasks: Sequence[ChunkTask]) -> None:
     for a, b in zip(tasks, tasks[1:]):
         if not (a.out_start < b.out_start <= a.out_stop < b.out_stop):
             raise ValueError(f"chunks {a.index} and {b.index} do not advance contiguously")
-    for a, c in zip(tasks, tasks[2:]):
-        if c.out_start < a.out_stop:
-            raise ValueError(f"chunks {a.index} and {c.index} overlap; only neighbours may")
 
 
 def plan_digest(tasks: Sequence[ChunkTask]) -> str:
