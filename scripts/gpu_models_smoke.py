@@ -55,7 +55,7 @@ def smoke_dit(variant: str, latent_thw: tuple[int, int, int], repeats: int) -> d
 
     config = dit_config(variant)
     with torch.device("cuda"):
-        model = NaDiT(config).to(torch.bfloat16).eval()
+        model = NaDiT(config).to(torch.bfloat16).eval().requires_grad_(False)
     _random_init_(model)
     weights_bytes = sum(p.numel() * p.element_size() for p in model.parameters())
     t, h, w = latent_thw
@@ -70,7 +70,8 @@ def smoke_dit(variant: str, latent_thw: tuple[int, int, int], repeats: int) -> d
 
     _timed(forward, 1)  # warm-up
     times, peak = _timed(forward, repeats)
-    out = forward()
+    with torch.inference_mode():
+        out = forward()
     result = {
         "model": f"dit-{variant}",
         "input": f"latent {t}x{h}x{w} ({t * h * w // 4} tokens)",
@@ -90,7 +91,7 @@ def smoke_vae(frames: int, height: int, width: int, repeats: int) -> list[dict]:
     from seedvr_cli.models.vae_config import vae_config
 
     with torch.device("cuda"):
-        vae = VideoVAE(vae_config("vae")).to(torch.bfloat16).eval()
+        vae = VideoVAE(vae_config("vae")).to(torch.bfloat16).eval().requires_grad_(False)
     _random_init_(vae)
     x = torch.rand(1, 3, frames, height, width, device="cuda", dtype=torch.bfloat16) * 2 - 1
     results = []
@@ -100,7 +101,8 @@ def smoke_vae(frames: int, height: int, width: int, repeats: int) -> list[dict]:
 
     _timed(encode, 1)
     times, peak = _timed(encode, repeats)
-    mean, _ = vae.encode(x)
+    with torch.inference_mode():
+        mean, _ = vae.encode(x)
     results.append({
         "model": "vae-encode", "input": f"{frames}x{height}x{width}", "median_s": statistics.median(times),
         "runs_s": times, "ms_per_frame": 1000 * statistics.median(times) / frames, "peak_alloc_gib": peak / 2**30,

@@ -56,8 +56,9 @@ class SeedVRProcessorFactory:
         torch_device = torch.device(device.worker_torch_device)
         if torch_device.type == "cuda":
             torch.cuda.set_device(torch_device)
-            # cuDNN picks the fastest conv algorithms for the VAE's few fixed shapes.
-            torch.backends.cudnn.benchmark = True
+            # No cuDNN autotuning: at 1080p it cost ~45 s on the first window for a 2% faster
+            # steady state (H100, docs/benchmarks.md), a bad trade for all but very long clips.
+            torch.backends.cudnn.benchmark = False
         dtype = resolve_compute_dtype(self.dtype, torch_device)
         dit = load_dit(self.files.dit, device=torch_device, compute_dtype=dtype, attention_backend=self.attention_backend)
         vae = load_vae(self.files.vae, device=torch_device, dtype=dtype)
