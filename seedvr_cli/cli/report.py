@@ -57,6 +57,8 @@ class TextReporter:
     def progress(self, event: ProgressEvent) -> None:
         if event.kind in ("failure", "dropped"):
             self.message(f"[yellow]warning:[/] {event.message}")
+        elif event.kind == "start" and event.message:
+            self.message(f"  {event.message}")  # e.g. how many chunks an earlier run left to resume from
         if self._progress is not None:
             self._progress.update(self._task, completed=min(event.frames_done, event.frames_total),
                                   total=event.frames_total, fps=f"{event.fps:.2f} fps")
