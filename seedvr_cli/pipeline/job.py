@@ -204,6 +204,11 @@ def run_upscale(spec: JobSpec, reporter: Reporter) -> RunSummary:
     from seedvr_cli.parallel.devices import parse_devices
     from seedvr_cli.parallel.pool import WorkerPool
 
+    if all(job.skip for job in jobs):
+        # A finished folder re-run with --skip-existing needs no model (nor its download).
+        for job in jobs:
+            outcomes.append(_finish(reporter, JobOutcome(job, "skipped", message="output exists (--skip-existing)")))
+        return RunSummary(outcomes, time.monotonic() - started, {}, {})
     factory = _processor_factory(spec, reporter)
     devices = parse_devices(spec.run.devices)
     with tempfile.TemporaryDirectory(prefix="seedvr-stats-") as stats_dir:
@@ -230,8 +235,23 @@ def _processor_factory(spec: JobSpec, reporter: Reporter):
     vae = resolve_model_file(models.vae, model_dir=models.model_dir, download=models.download)
     text = find_text_embedding(dit, override=models.text_embedding, model_dir=models.model_dir,
                                download=models.download)
+    _check_kind(dit, "dit")
+    _check_kind(vae, "vae")
     reporter.message(f"model {dit}, vae {vae}, text embedding {text}")
     return SeedVRProcessorFactory(ModelFiles(dit, vae, text), dtype=models.dtype)
+
+
+def _check_kind(path: Path, kind: str) -> None:
+    """Swapped or foreign checkpoints fail here, from the file header, in one line: inside the
+    workers the same mistake would cost a model load per device and a retry before it surfaced."""
+    from seedvr_cli.errors import CheckpointError
+    from seedvr_cli.weights.detect import inspect_checkpoint
+
+    info = inspect_checkpoint(path)
+    if info.kind != kind:
+        flag = {"dit": "--model", "vae": "--vae"}[info.kind]
+        raise CheckpointError(f"{path}: is a SeedVR2 {info.kind.upper()} checkpoint, not a {kind.upper()}; "
+                              f"pass it with {flag}")
 
 
 def _with_stats(factory, stats_dir: str):
