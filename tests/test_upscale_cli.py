@@ -305,6 +305,12 @@ def test_rerun_skips_existing_and_refuses_to_overwrite(folder_run, folder_result
     assert code == 3  # the corrupt file still fails
     assert {p: p.stat().st_mtime_ns for p in (root / "out").iterdir()} == written
 
+    # Nothing left to do needs no model: a missing one is neither looked for nor downloaded.
+    code, _, err = _run(capsys, str(root / "in" / "a_rgba.png"), "-o", str(root / "out" / "a_rgba_upscaled.png"),
+                        "--skip-existing", "--model", "/nonexistent/dit.safetensors", "--no-download")
+    assert code == 0, err
+    assert "skipped" in err and "1 skipped" in err
+
     code, out, err = _run(capsys, *args[:-2])  # text logs this time
     assert code in (1, 2)
     text = " ".join(err.split())
@@ -346,6 +352,7 @@ def test_dry_run_prints_the_plan_without_loading_models(tmp_path, capsys):
         (["clip.mp4", "--temporal-overlap", "5", "--batch-size", "5"], 2, ["--temporal-overlap"]),
         (["clip.mp4", "--devices", "cuda:7"], None, ["cuda:7"]),
         (["junk.mp4"], 1, ["junk.mp4"]),
+        (["clip.mp4", "--model", "{vae}"], 1, ["is a SeedVR2 VAE checkpoint, not a DIT", "--vae"]),
     ],
 )
 def test_bad_input_is_one_line_with_the_right_exit_code(tmp_path, capsys, monkeypatch, checkpoints, args, code, words):
@@ -353,6 +360,7 @@ def test_bad_input_is_one_line_with_the_right_exit_code(tmp_path, capsys, monkey
     make_video(tmp_path / "clip.mp4", frames=5, width=64, height=48)
     (tmp_path / "junk.mp4").write_bytes(b"\x00" * 300)
     defaults = [*_models(checkpoints), "--resolution", "64", *([] if "--batch-size" in args else ["--batch-size", "5"])]
+    args = [arg.replace("{vae}", str(checkpoints[1])) for arg in args]
     exit_code, _, err = _run(capsys, *defaults, *args)
     assert exit_code == code if code is not None else exit_code in (1, 2)
     assert "Traceback" not in err
