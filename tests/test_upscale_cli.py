@@ -93,6 +93,7 @@ def test_video_with_audio_keeps_frames_rate_duration_and_audio(tmp_path, capsys,
     planned = plan_frame_size(48, 64, resolution=64, even=True).true
     assert result["size"] == planned and planned[0] % 2 == 0 and planned[1] % 2 == 0 and min(planned) == 64
     assert "summary:" in err and "17 frames" in err
+    assert "17/17 frames" in err and "19/19" not in err  # progress counts output frames, not prepended ones
     _no_leftovers(out_dir, {"clip_up.mp4"})
 
 

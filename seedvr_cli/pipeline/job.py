@@ -329,7 +329,8 @@ def _run_one(index: int, total: int, job: Job, spec: JobSpec, pool, reporter: Re
             meta = {"input": job.input, "output": job.output, "prepend": temporal.prepend,
                     "width": size.true[1], "height": size.true[0]}
             result = run_job(pool, source=source, tasks=tasks, workdir=workdir, key=key, sink=sink,
-                             context=context, meta=meta, options=options, progress=reporter.progress)
+                             context=context, meta=meta, options=options,
+                             progress=_output_frames_only(reporter.progress, temporal.prepend))
         notes = list(getattr(writer, "notes", []) or [])
         for failure in result.failures:
             notes.append(f"recovered: {failure.summary()}")
@@ -345,6 +346,21 @@ def _run_one(index: int, total: int, job: Job, spec: JobSpec, pool, reporter: Re
         if writer is not None:
             writer.abort()
         raise
+
+
+def _output_frames_only(progress, prepend: int):
+    """The engine counts timeline frames; users expect the frames of their output (without the
+    ``--prepend-frames`` context), as in the plan and the summary."""
+    if not prepend:
+        return progress
+    from dataclasses import replace
+
+    def report(event: ProgressEvent) -> None:
+        progress(replace(event, frames_done=max(0, event.frames_done - prepend),
+                         frames_written=max(0, event.frames_written - prepend),
+                         frames_total=max(0, event.frames_total - prepend)))
+
+    return report
 
 
 def _finish(reporter: Reporter, outcome: JobOutcome) -> JobOutcome:
