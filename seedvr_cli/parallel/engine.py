@@ -5,7 +5,7 @@ Policy in one place:
 - chunks go to whichever worker is free (fast GPUs simply take more), lowest index first, and
   never further than ``max_in_flight`` chunks ahead of the assembler;
 - a chunk that fails is retried, preferably on a device that has not failed it, up to
-  ``max_retries`` times; a device failing ``device_max_failures`` times is dropped (a dead worker
+  ``max_retries`` times; a device failing ``device_max_failures`` times in one job is dropped (a dead worker
   below that count is restarted); the run goes on while any device is left;
 - when the run cannot finish, chunks still running elsewhere are awaited and journaled before
   ``RunFailed`` is raised, so a re-run loses nothing that was finished.
@@ -109,6 +109,7 @@ class _Scheduler:
         self.fatal: str | None = None
         self.progress_at: dict[int, float] = {}  # slot number -> when it last got or finished a chunk
         self.timed_out: set[int] = set()
+        self.device_failures: dict[int, int] = {}
 
     # -- handing out ------------------------------------------------------------------------
 
@@ -221,15 +222,17 @@ class _Scheduler:
             self._requeue(chunk)
 
     def _device_failed(self, slot: WorkerSlot, *, restart: bool) -> None:
+        # Counted per job: failures while one bad input ran do not follow a healthy GPU to the next.
         slot.failures += 1
-        if slot.failures >= self.options.device_max_failures:
+        count = self.device_failures[slot.slot] = self.device_failures.get(slot.slot, 0) + 1
+        if count >= self.options.device_max_failures:
             held = [chunk for job, chunk in slot.assigned if job == self.job_id]
             self.pool.retire(slot)
             for chunk in held:
                 self._requeue(chunk)
             self.result.dropped_devices.append(slot.device.label)
             self.progress.emit("dropped", device=slot.device.label,
-                               message=f"{slot.device.label} dropped after {slot.failures} failures")
+                               message=f"{slot.device.label} dropped after {count} failures")
         elif restart:
             self.pool.spawn(slot)
 
