@@ -14,11 +14,14 @@ Policy in one place:
 from __future__ import annotations
 
 import pickle
+import shutil
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+import numpy as np
 
 from seedvr_cli.errors import UsageError
 from seedvr_cli.parallel.assembler import Assembler, BackgroundAssembler, FrameSink
@@ -110,6 +113,7 @@ class _Scheduler:
         self.progress_at: dict[int, float] = {}  # slot number -> when it last got or finished a chunk
         self.timed_out: set[int] = set()
         self.device_failures: dict[int, int] = {}
+        self.space_checked = False
 
     # -- handing out ------------------------------------------------------------------------
 
@@ -175,6 +179,9 @@ class _Scheduler:
             if self.assembler is not None:
                 self.assembler.add(event.chunk)
             self.progress.emit("chunk", device=label, chunk=event.chunk)
+            if not self.space_checked:
+                self.space_checked = True
+                self._check_space(event)
         elif event.kind == "failed":
             if event.job_id != self.job_id:
                 return
@@ -202,6 +209,21 @@ class _Scheduler:
             for chunk in ours[1:]:
                 self._requeue(chunk)
             self._device_failed(slot, restart=True)
+
+    def _check_space(self, event: WorkerEvent) -> None:
+        """Warn early when the work directory's disk cannot hold what this run will spill."""
+        frame_bytes = int(np.prod(event.shape[1:])) * np.dtype(event.dtype).itemsize
+        if self.options.resume:  # every chunk stays until the output is complete
+            running = {c for slot in self.pool.live_slots for job, c in slot.assigned if job == self.job_id}
+            frames = sum(self.tasks[k].out_frames for k in set(self.pending) | running)
+        else:
+            in_flight = self.options.max_in_flight or 2 * len(self.pool.live_slots) + 2
+            frames = in_flight * max(t.out_frames for t in self.tasks)
+        need, free = frames * frame_bytes, shutil.disk_usage(self.journal.root).free
+        if need > free:
+            hint = "free some space or use --no-resume (keeps only chunks in flight)" if self.options.resume else "free some space"
+            self.progress.emit("warning", message=f"{self.journal.root} needs about {need / 2**30:.1f} GiB for "
+                                                  f"finished chunks but {free / 2**30:.1f} GiB are free; {hint}")
 
     def _record_failure(self, slot: WorkerSlot, chunk: int | None, kind: str, detail: str) -> None:
         frames = (self.tasks[chunk].out_start, self.tasks[chunk].out_stop) if chunk is not None else None

@@ -9,7 +9,7 @@ from typing import Any, Literal
 
 from seedvr_cli.errors import UserError
 
-ProgressKind = Literal["start", "ready", "chunk", "write", "failure", "dropped", "finished"]
+ProgressKind = Literal["start", "ready", "chunk", "write", "failure", "dropped", "warning", "finished"]
 
 
 @dataclass(frozen=True)
