@@ -7,6 +7,8 @@ import sys
 import time
 from typing import TextIO
 
+from rich.markup import escape
+
 from seedvr_cli.cli.app import console, console_err
 from seedvr_cli.media.discovery import Job
 from seedvr_cli.parallel.progress import ProgressEvent
@@ -40,10 +42,16 @@ class TextReporter:
         self._last_line = 0.0
 
     def message(self, text: str) -> None:
-        console_err.print(text, highlight=False, soft_wrap=True)
+        self._say(escape(text))
+
+    @staticmethod
+    def _say(markup: str) -> None:
+        """Print Rich markup; whatever comes from paths or errors must be ``escape``d first
+        (a file named ``clip [x264].mkv`` would otherwise lose its ``[x264]``, or crash on ``[/]``)."""
+        console_err.print(markup, highlight=False, soft_wrap=True)
 
     def job_started(self, index: int, total: int, job: Job, plan: InputPlan) -> None:
-        console_err.print(f"[bold][{index + 1}/{total}][/] {describe_plan(job, plan)}", highlight=False, soft_wrap=True)
+        self._say(f"[bold]\\[{index + 1}/{total}][/] {escape(describe_plan(job, plan))}")
         if self.interactive:
             from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
@@ -52,11 +60,11 @@ class TextReporter:
                 TextColumn("{task.fields[fps]}"), TimeRemainingColumn(), console=console_err, transient=True,
             )
             self._progress.start()
-            self._task = self._progress.add_task(job.input[-40:], total=plan.frames, fps="")
+            self._task = self._progress.add_task(escape(job.input[-40:]), total=plan.frames, fps="")
 
     def progress(self, event: ProgressEvent) -> None:
         if event.kind in ("failure", "dropped"):
-            self.message(f"[yellow]warning:[/] {event.message}")
+            self._say(f"[yellow]warning:[/] {escape(event.message)}")
         elif event.kind == "start" and event.message:
             self.message(f"  {event.message}")  # e.g. how many chunks an earlier run left to resume from
         if self._progress is not None:
@@ -75,9 +83,9 @@ class TextReporter:
         if outcome.status == "done":
             fps = outcome.frames / outcome.seconds if outcome.seconds else 0.0
             text = outcome.message or f"wrote {outcome.job.output}"
-            self.message(f"[green]done[/] {text} ({outcome.frames} frames in {outcome.seconds:.1f} s, {fps:.2f} fps)")
+            self._say(f"[green]done[/] {escape(text)} ({outcome.frames} frames in {outcome.seconds:.1f} s, {fps:.2f} fps)")
         elif outcome.status == "failed":
-            self.message(f"[bold red]failed[/] {outcome.job.input}: {outcome.message}")
+            self._say(f"[bold red]failed[/] {escape(_failure(outcome))}")
         elif outcome.status == "skipped":
             self.message(f"skipped {outcome.job.input}: {outcome.message}")
         for note in outcome.notes:
@@ -85,15 +93,24 @@ class TextReporter:
 
     def summary(self, summary: RunSummary) -> None:
         done = [o for o in summary.outcomes if o.status == "done"]
-        line = (f"{len(done)} done, {len(summary.failed)} failed, "
-                f"{sum(o.status == 'skipped' for o in summary.outcomes)} skipped; "
-                f"{summary.frames} frames in {summary.seconds:.1f} s"
-                f" ({summary.frames / summary.seconds if summary.seconds else 0:.2f} fps overall)")
+        planned = sum(o.status == "planned" for o in summary.outcomes)
+        line = f"{planned} planned (dry run), " if planned else ""
+        line += (f"{len(done)} done, {len(summary.failed)} failed, "
+                 f"{sum(o.status == 'skipped' for o in summary.outcomes)} skipped; "
+                 f"{summary.frames} frames in {summary.seconds:.1f} s"
+                 f" ({summary.frames / summary.seconds if summary.seconds else 0:.2f} fps overall)")
         if summary.peak_vram_gib:
             line += "; peak VRAM " + ", ".join(f"{d} {g:.1f} GiB" for d, g in sorted(summary.peak_vram_gib.items()))
-        console_err.print(f"[bold]summary:[/] {line}", highlight=False, soft_wrap=True)
+        self._say(f"[bold]summary:[/] {escape(line)}")
         for outcome in summary.failed:
-            console_err.print(f"  failed: {outcome.job.input}: {outcome.message}", highlight=False, soft_wrap=True)
+            self.message(f"  failed: {_failure(outcome)}")
+
+
+def _failure(outcome: JobOutcome) -> str:
+    """``input: reason``, without naming the input twice (most errors start with the file they are about)."""
+    if outcome.message.startswith(outcome.job.input):
+        return outcome.message
+    return f"{outcome.job.input}: {outcome.message}"
 
 
 class JsonReporter:
