@@ -385,3 +385,19 @@ def test_long_error_stays_one_line(tmp_path, capsys):
     code, _, err = _run(capsys, str(clip), "--batch-size", "20", "--dry-run")
     assert code == 2
     assert len(err.strip().splitlines()) == 1, err
+
+
+@pytest.mark.xfail(strict=True, reason="a folder read with --sequence gets the default output FOLDER_upscaled (no "
+                                       "suffix, media/outputs.py), which media/writer.py open_writer then treats as "
+                                       "a video file: 'unknown video type (none)'")
+def test_folder_sequence_default_output(tmp_path, capsys, checkpoints):
+    frames = tmp_path / "frames"
+    frames.mkdir()
+    for number in range(1, 4):
+        make_image(frames / f"f{number:03d}.png", width=64, height=48)
+    code, _, err = _run(capsys, str(frames), "--sequence", "--fps", "24", *_models(checkpoints),
+                        "--resolution", "64", "--batch-size", "5")
+    assert code == 0, err
+    written = sorted((tmp_path / "frames_upscaled").iterdir())
+    assert [p.name for p in written] == ["f001.png", "f002.png", "f003.png"]
+    assert read_image(written[0], deep=False, alpha=False).shape[:2] == plan_frame_size(48, 64, resolution=64, even=False).true
