@@ -79,7 +79,8 @@ def _no_leftovers(folder: Path, expected: set[str]) -> None:
 def test_video_with_audio_keeps_frames_rate_duration_and_audio(tmp_path, capsys, checkpoints):
     (tmp_path / "in").mkdir()
     # Brackets as in many downloaded names: Rich must not take "[x264]" for markup and drop it.
-    clip = make_video(tmp_path / "in" / "clip [x264].mp4", frames=17, width=64, height=48, fps=Fraction(24000, 1001), audio="aac")
+    clip = make_video(tmp_path / "in" / "clip [x264].mp4", frames=17, width=64, height=48,
+                      fps=Fraction(24000, 1001), audio="aac")
     out_dir = tmp_path / "out"
     out_dir.mkdir()
     output = out_dir / "clip_up.mp4"
@@ -400,4 +401,5 @@ def test_folder_sequence_default_output(tmp_path, capsys, checkpoints):
     assert code == 0, err
     written = sorted((tmp_path / "frames_upscaled").iterdir())
     assert [p.name for p in written] == ["f001.png", "f002.png", "f003.png"]
-    assert read_image(written[0], deep=False, alpha=False).shape[:2] == plan_frame_size(48, 64, resolution=64, even=False).true
+    planned = plan_frame_size(48, 64, resolution=64, even=False).true
+    assert read_image(written[0], deep=False, alpha=False).shape[:2] == planned

@@ -83,7 +83,8 @@ class TextReporter:
         if outcome.status == "done":
             fps = outcome.frames / outcome.seconds if outcome.seconds else 0.0
             text = outcome.message or f"wrote {outcome.job.output}"
-            self._say(f"[green]done[/] {escape(text)} ({outcome.frames} frames in {outcome.seconds:.1f} s, {fps:.2f} fps)")
+            self._say(f"[green]done[/] {escape(text)} "
+                      f"({outcome.frames} frames in {outcome.seconds:.1f} s, {fps:.2f} fps)")
         elif outcome.status == "failed":
             self._say(f"[bold red]failed[/] {escape(_failure(outcome))}")
         elif outcome.status == "skipped":
