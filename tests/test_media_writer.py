@@ -227,3 +227,20 @@ def test_settings_defaults_and_validation(tmp_path):
         OutputSettings(codec="ffv1", crf=10).encoding_for(tmp_path / "a.mkv", deep=False, alpha=False)
     with pytest.raises(UsageError, match="--pix-fmt"):
         OutputSettings(codec="h264", pix_fmt="rgb48le").encoding_for(tmp_path / "a.mp4", deep=False, alpha=False)
+
+
+def test_audio_is_interleaved_while_writing_mkv(tmp_path):
+    # Regression: with FFV1 in Matroska the audio was only muxed at close, so the muxer kept every
+    # video packet in memory (main-process RSS grew with the length of the video).
+    source = make_video(tmp_path / "src.mp4", frames=48, width=64, height=48, audio="aac")
+    with open_reader(source) as reader:
+        writer = open_writer(tmp_path / "out.mkv", OutputSettings(codec="ffv1"), width=64, height=48, source=reader)
+        frames = reader.read(0, 48)
+        for start in range(0, 48, 8):
+            writer.write(frames[start:start + 8])
+        pending = writer._passthrough._pending  # the first source audio packet not muxed yet
+        writer.close()
+    # 48 frames at 25 fps end at 1.92 s: the audio must already be muxed about that far (the bug
+    # left it at the start, so the muxer had to hold all the video).
+    assert pending is None or float(pending.pts * pending.time_base) > 1.5
+    assert len(_packets(tmp_path / "out.mkv", "audio")) == len(_packets(source, "audio"))

@@ -224,9 +224,13 @@ class VideoWriter(FrameWriter):
             duration = self._durations.pop(packet.pts, None)
             if duration:
                 packet.duration = duration
+            # Read the time before muxing: mux() rescales the packet to the stream's time base
+            # (1/1000 in Matroska), and a time read afterwards in ours kept the audio back until
+            # close, so the muxer held every video packet in memory.
+            stamp = packet.dts if packet.dts is not None else packet.pts
+            if stamp is not None:
+                latest = float(stamp * self.time_base)
             self._container.mux(packet)
-            if packet.dts is not None:
-                latest = float(packet.dts * self.time_base)
         if latest is not None and self._passthrough is not None:
             self._passthrough.pump(latest)
 
