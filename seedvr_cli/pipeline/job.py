@@ -310,7 +310,11 @@ def _run_one(index: int, total: int, job: Job, spec: JobSpec, pool, reporter: Re
                     import shutil
 
                     shutil.rmtree(stale, ignore_errors=True)
-            output.parent.mkdir(parents=True, exist_ok=True)
+            try:
+                output.parent.mkdir(parents=True, exist_ok=True)
+            except OSError as err:
+                raise UserError(f"{output.parent}: cannot create the output folder ({err.strerror}); "
+                                "choose another -o") from None
             workdir = workdir_for(output, key)
             chunks = None
             if spec.run.shard is not None:
@@ -336,12 +340,20 @@ def _run_one(index: int, total: int, job: Job, spec: JobSpec, pool, reporter: Re
             notes.append(f"recovered: {failure.summary()}")
         if chunks is not None:
             message = f"shard {spec.run.shard}: {len(chunks)} chunks done in {result.workdir}; join with `seedvr assemble`"
-            return _finish(reporter, JobOutcome(job, "done", plan.frames, time.monotonic() - started, message, notes))
+            # The output frames this part covers (chunk ranges are on the timeline, prepended frames first).
+            covered = (max(0, max(tasks[k].out_stop for k in chunks) - max(min(tasks[k].out_start for k in chunks),
+                                                                        temporal.prepend)) if chunks else 0)
+            return _finish(reporter, JobOutcome(job, "done", covered, time.monotonic() - started, message, notes))
         return _finish(reporter, JobOutcome(job, "done", plan.frames, time.monotonic() - started, "", notes))
     except (UserError, RunFailed) as err:
         if writer is not None:
             writer.abort()
         return _finish(reporter, JobOutcome(job, "failed", 0, time.monotonic() - started, str(err)))
+    except OSError as err:
+        # A full disk or a vanished folder fails this file, in one line; the others of a folder go on.
+        if writer is not None:
+            writer.abort()
+        return _finish(reporter, JobOutcome(job, "failed", 0, time.monotonic() - started, f"{job.output}: {err}"))
     except KeyboardInterrupt:
         if writer is not None:
             writer.abort()
