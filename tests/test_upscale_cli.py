@@ -358,6 +358,7 @@ def test_dry_run_prints_the_plan_without_loading_models(tmp_path, capsys):
         (["clip.mp4", "--devices", "cuda:7"], None, ["cuda:7"]),
         (["junk.mp4"], 1, ["junk.mp4"]),
         (["clip.mp4", "--model", "{vae}"], 1, ["is a SeedVR2 VAE checkpoint, not a DIT", "--vae"]),
+        (["clip.mp4", "-o", "junk.mp4/out.mp4"], 1, ["junk.mp4: cannot create the output folder"]),
     ],
 )
 def test_bad_input_is_one_line_with_the_right_exit_code(tmp_path, capsys, monkeypatch, checkpoints, args, code, words):
@@ -372,9 +373,9 @@ def test_bad_input_is_one_line_with_the_right_exit_code(tmp_path, capsys, monkey
     text = " ".join(err.split())  # Rich wraps long lines at the console width (see the test below)
     for word in words:
         assert word in text
-    if args[0] == "junk.mp4":
-        # A single failing input: the summary names it and nothing is written.
-        assert "failed: junk.mp4" in text and not list(tmp_path.glob("junk_upscaled*"))
+    if any("junk.mp4" in arg for arg in args):
+        # A single input that fails as a file, not as a request: the summary names it, nothing is written.
+        assert f"failed: {args[0]}" in text and not list(tmp_path.glob("*_upscaled*"))
     else:
         assert err.startswith("error: ") and err.count("error:") == 1, err
 
