@@ -404,3 +404,14 @@ def test_folder_sequence_default_output(tmp_path, capsys, checkpoints):
     assert [p.name for p in written] == ["f001.png", "f002.png", "f003.png"]
     planned = plan_frame_size(48, 64, resolution=64, even=False).true
     assert read_image(written[0], deep=False, alpha=False).shape[:2] == planned
+
+
+def test_ctrl_c_exits_130_and_says_how_to_resume(tmp_path, capsys, monkeypatch):
+    def interrupted(spec, reporter):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr("seedvr_cli.pipeline.job.run_upscale", interrupted)
+    clip = make_video(tmp_path / "clip.mp4", frames=2)
+    code, _, err = _run(capsys, str(clip), "--devices", "cpu")
+    assert code == 130
+    assert "interrupted" in err and "run the same command again to resume" in " ".join(err.split())

@@ -15,6 +15,7 @@ _OUTPUT = "Output"
 _RUN = "Devices and runs"
 
 EXIT_PARTIAL = 3
+EXIT_INTERRUPTED = 130
 
 
 @app.command(no_args_is_help=True)
@@ -164,7 +165,13 @@ def upscale(
     from seedvr_cli.pipeline.job import run_upscale
 
     reporter = make_reporter(log_format)
-    summary = run_upscale(spec, reporter)
+    try:
+        summary = run_upscale(spec, reporter)
+    except KeyboardInterrupt:
+        # Typer turns an uncaught Ctrl-C into a bare exit 130; say what was kept, in the chosen log format.
+        kept = "; finished chunks are kept beside the output: run the same command again to resume" if resume else ""
+        reporter.message(f"interrupted{kept}")
+        raise typer.Exit(EXIT_INTERRUPTED) from None
     reporter.summary(summary)
     if summary.failed:
         raise typer.Exit(EXIT_PARTIAL if len(summary.failed) < len(summary.outcomes) else 1)
