@@ -14,6 +14,7 @@ from seedvr_cli.cli.app import app, console_err
 from seedvr_cli.errors import UserError
 
 # Importing the command modules registers their commands on ``app``.
+from seedvr_cli.cli import assemble as _assemble  # noqa: F401,E402
 from seedvr_cli.cli import info as _info  # noqa: F401,E402
 from seedvr_cli.cli import models as _models  # noqa: F401,E402
 from seedvr_cli.cli import probe as _probe  # noqa: F401,E402

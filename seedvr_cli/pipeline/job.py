@@ -331,7 +331,9 @@ def _run_one(index: int, total: int, job: Job, spec: JobSpec, pool, reporter: Re
                                  keep_workdir=chunks is not None)
             sink = _DropLeadingFrames(writer, temporal.prepend) if writer is not None else None
             meta = {"input": job.input, "output": job.output, "prepend": temporal.prepend,
-                    "width": size.true[1], "height": size.true[0]}
+                    "width": size.true[1], "height": size.true[0], "sequence": spec.sequence, "fps": spec.fps,
+                    "first_frame": plan.first_frame, "frames": plan.frames, "deep": deep_output,
+                    "alpha": plan.alpha, "output_settings": _output_settings_meta(spec.output_settings)}
             result = run_job(pool, source=source, tasks=tasks, workdir=workdir, key=key, sink=sink,
                              context=context, meta=meta, options=options,
                              progress=_output_frames_only(reporter.progress, temporal.prepend))
@@ -373,6 +375,50 @@ def _output_frames_only(progress, prepend: int):
                          frames_total=max(0, event.frames_total - prepend)))
 
     return report
+
+
+def _output_settings_meta(settings) -> dict:
+    """The output flags, stored in the work directory so that ``seedvr assemble`` encodes the same way."""
+    from dataclasses import asdict
+
+    return asdict(settings)
+
+
+def assemble_parts(workdirs: list[Path], output: str | None, *, overwrite: bool, keep: bool, progress=None):
+    """Join render-farm parts (work directories of one job) into the output the job would have made."""
+    from seedvr_cli.media.reader import open_reader
+    from seedvr_cli.media.settings import OutputSettings
+    from seedvr_cli.media.writer import open_writer
+    from seedvr_cli.parallel.engine import assemble
+    from seedvr_cli.parallel.journal import Journal
+
+    meta = Journal.load(workdirs[0]).meta
+    settings_meta = dict(meta.get("output_settings") or {})
+    settings_meta["overwrite"] = overwrite
+    settings_meta["skip_existing"] = False
+    settings = OutputSettings(**settings_meta)
+    target = output or meta["output"]
+    reader = None
+    source_path = Path(meta["input"])
+    if source_path.exists() or meta.get("sequence") or "%" in meta["input"]:
+        try:
+            reader = open_reader(meta["input"], sequence=bool(meta.get("sequence")), fps=meta.get("fps"))
+        except UserError:
+            reader = None
+    whole = reader is not None and meta.get("first_frame", 0) == 0 and meta.get("frames") == reader.num_frames
+    writer = open_writer(target, settings, width=meta["width"], height=meta["height"],
+                         source=reader if whole else None, fps=reader.fps if reader is not None else meta.get("fps"),
+                         deep=bool(meta.get("deep")), alpha=bool(meta.get("alpha")))
+    try:
+        result = assemble(workdirs, _DropLeadingFrames(writer, int(meta.get("prepend", 0))), keep_workdir=keep,
+                          progress=progress)
+    finally:
+        if reader is not None:
+            reader.close()
+    notes = list(getattr(writer, "notes", []) or [])
+    if reader is None:
+        notes.append(f"{meta['input']} not found: written at the recorded frame rate without its audio")
+    return target, result, notes
 
 
 def _finish(reporter: Reporter, outcome: JobOutcome) -> JobOutcome:
