@@ -412,6 +412,9 @@ def assemble_parts(workdirs: list[Path], output: str | None, *, overwrite: bool,
     try:
         result = assemble(workdirs, _DropLeadingFrames(writer, int(meta.get("prepend", 0))), keep_workdir=keep,
                           progress=progress)
+    except BaseException:
+        writer.abort()
+        raise
     finally:
         if reader is not None:
             reader.close()
