@@ -229,13 +229,13 @@ def test_deep_video_stays_deep(worker_count_runs):
 
 @pytest.fixture(scope="module")
 def folder_run(tmp_path_factory, checkpoints):
-    """Two good images (RGBA 8-bit, RGB 16-bit) and one corrupt file, run with JSON logs."""
+    """Two good images (RGBA 8-bit, RGB 16-bit) with a corrupt file between them, run with JSON logs."""
     root = tmp_path_factory.mktemp("folder")
     inputs, outputs = root / "in", root / "out"
     inputs.mkdir()
     rgba = make_image(inputs / "a_rgba.png", width=64, height=48, alpha=True)
-    deep = make_image(inputs / "b_deep.png", width=48, height=64, deep=True)
-    (inputs / "c_broken.png").write_bytes(b"\x89PNG\r\n\x1a\n" + b"\x00" * 64)
+    deep = make_image(inputs / "c_deep.png", width=48, height=64, deep=True)
+    (inputs / "b_broken.png").write_bytes(b"\x89PNG\r\n\x1a\n" + b"\x00" * 64)
     args = [str(inputs), "-o", str(outputs), *_models(checkpoints), "--resolution", "80", "--batch-size", "5",
             "--log-format", "json"]
     return root, args, {"rgba": rgba, "deep": deep}
@@ -266,12 +266,15 @@ def test_folder_with_a_corrupt_file_writes_the_good_ones_and_exits_3(folder_run,
     root, _, _ = folder_run
     code, out, _ = folder_result
     assert code == 3
-    assert sorted(p.name for p in (root / "out").iterdir()) == ["a_rgba_upscaled.png", "b_deep_upscaled.png"]
+    assert sorted(p.name for p in (root / "out").iterdir()) == ["a_rgba_upscaled.png", "c_deep_upscaled.png"]
     events = _json_lines(out)
     [summary] = [e for e in events if e["event"] == "summary"]
     assert (summary["done"], summary["failed"], summary["skipped"]) == (2, 1, 0)
     [failed] = [e for e in events if e["event"] == "job_finished" and e["status"] == "failed"]
-    assert failed["input"].endswith("c_broken.png") and failed["message"]
+    assert failed["input"].endswith("b_broken.png") and failed["message"]
+    # The broken file sits between the good ones: the run goes on with the same workers after it.
+    finished = [Path(e["input"]).name for e in events if e["event"] == "job_finished"]
+    assert finished == ["a_rgba.png", "b_broken.png", "c_deep.png"]
     assert any(e["event"] == "progress" for e in events)
 
 
@@ -289,7 +292,7 @@ def test_rgba_image_keeps_alpha_at_planned_size(folder_run, folder_result):
 def test_sixteen_bit_png_gives_sixteen_bit_png(folder_run, folder_result):
     root, _, _ = folder_run
     assert folder_result[0] == 3
-    output = root / "out" / "b_deep_upscaled.png"
+    output = root / "out" / "c_deep_upscaled.png"
     with av.open(str(output)) as container:
         frame = next(container.decode(video=0))
     assert frame.format.name in ("rgb48be", "rgb48le", "rgba64be", "rgba64le")
