@@ -8,7 +8,8 @@
 # loading  host RAM while loading a real-size 7B fp16 file, VRAM of a 7B GGUF Q4_K (scripts/bench_loading.py)
 # e2e      real-size 3B fp16 (synthesized): in-process per-phase benchmark and the CLI on a 66-frame
 #          640x360 clip to 1080p and 720p (scripts/bench.py, scripts/watch_run.py)
-# multi    the CLI on a 240-frame clip to 1080p on GPU 0 and on GPUs 0,1; outputs compared
+# multi    the CLI on a clip of $MULTI_FRAMES (240) frames to 1080p on GPU 0 and on GPUs 0,1; outputs compared
+# info     seedvr info (versions, devices, free VRAM)
 #
 # Missing pure-Python packages can be given as wheels in .whl/ (installed to /tmp/site).
 # Logs go to $OUT (default /tmp/seedvr-gpu); synthesized checkpoints and clips to $WORK.
@@ -62,7 +63,7 @@ for stage in "$@"; do
             $PY scripts/watch_run.py --json "$OUT/multi_$tag.json" -- $SEEDVR upscale "$WORK/clip_multi.mp4" \
                 -o "$WORK/multi_$tag.mkv" --overwrite --codec ffv1 --model "$WORK/seedvr2_ema_3b_fp16.safetensors" \
                 --vae "$WORK/ema_vae_fp16.safetensors" --resolution 1080 --batch-size 21 --devices "$devs" \
-                --log-format json 2>&1 | grep -v '"event": "progress"' | tee "$OUT/multi_$tag.log"
+                --log-format json 2>&1 | grep -v -E '"kind": "(chunk|write)"' | tee "$OUT/multi_$tag.log"
         done
         $PY - "$WORK/multi_0.mkv" "$WORK/multi_0_1.mkv" <<'PYEOF' 2>&1 | tee "$OUT/multi_compare.log"
 import hashlib, sys
@@ -78,7 +79,9 @@ for path in sys.argv[1:]:
 print("IDENTICAL" if digests[0] == digests[1] else "DIFFERENT")
 PYEOF
         ;;
+    info)
+        $SEEDVR info 2>&1 | tee "$OUT/info.log" ;;
     *)
-        echo "unknown stage $stage (tests smoke loading e2e multi)"; exit 2 ;;
+        echo "unknown stage $stage (tests smoke loading e2e multi info)"; exit 2 ;;
     esac
 done
