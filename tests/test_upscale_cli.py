@@ -120,6 +120,28 @@ def test_shared_clip_upscales_whole(tmp_path, capsys, checkpoints):
     _no_leftovers(tmp_path, {"eyes.mp4"})
 
 
+def test_frame_range_to_png_sequence(tmp_path, capsys, checkpoints):
+    """--frames picks the right input frames; a video written as images keeps its odd planned width."""
+    import cv2
+
+    clip = make_video(tmp_path / "clip.mp4", frames=12, width=64, height=48)
+    code, _, err = _run(capsys, str(clip), "-o", str(tmp_path / "frames" / "%04d.png"), *_models(checkpoints),
+                        "--resolution", "64", "--batch-size", "5", "--frames", "3:10")
+    assert code == 0, err
+    written = sorted((tmp_path / "frames").iterdir())
+    assert len(written) == 7
+    planned = plan_frame_size(48, 64, resolution=64, even=False).true
+    assert planned[1] % 2 == 1
+    source = _video_facts(clip)["frames"]
+    for number, path in enumerate(written):
+        image = read_image(path, deep=False, alpha=False)
+        assert image.shape == (*planned, 3)
+        # Colour correction carries the input's low frequencies: each output is closest to its own input frame.
+        small = cv2.resize(image, (64, 48), interpolation=cv2.INTER_AREA).astype(np.float32)
+        distances = [np.abs(small - frame).mean() for frame in source]
+        assert int(np.argmin(distances)) == 3 + number
+
+
 @pytest.fixture(scope="module")
 def worker_count_runs(tmp_path_factory, checkpoints):
     """The same lossless 16-bit FFV1 job with one and with two CPU workers."""
