@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from seedvr_cli.errors import UsageError
-from seedvr_cli.parallel.devices import DeviceSpec, list_devices, parse_devices, worker_environment
+from seedvr_cli.parallel.devices import DeviceSpec, list_devices, parse_devices, thread_environment, worker_environment
 
 
 def labels(spec: str, cuda_count: int) -> list[str]:
@@ -74,3 +74,12 @@ def test_list_devices_rows_are_printable():
     assert rows[-1][0] == "cpu"
     assert len(rows) == torch.cuda.device_count() + 1
     assert all(len(row) == 3 and all(isinstance(cell, str) and cell for cell in row) for row in rows)
+
+
+def test_workers_share_the_cores_unless_the_user_chose(monkeypatch):
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    monkeypatch.setattr("os.cpu_count", lambda: 32)
+    assert thread_environment(2) == {"OMP_NUM_THREADS": "16"}
+    assert thread_environment(64) == {"OMP_NUM_THREADS": "1"}
+    monkeypatch.setenv("OMP_NUM_THREADS", "3")
+    assert thread_environment(2) == {}

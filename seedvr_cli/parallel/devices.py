@@ -126,6 +126,17 @@ def worker_environment(device: DeviceSpec) -> dict[str, str]:
     return {"CUDA_VISIBLE_DEVICES": entries[device.index]}
 
 
+def thread_environment(workers: int) -> dict[str, str]:
+    """CPU threads per worker: the cores shared out, unless the user chose with ``OMP_NUM_THREADS``.
+
+    Every worker's torch would otherwise start one thread per core, and N workers would fight over
+    the cores in their CPU-side steps (colour conversion, copies, decoding).
+    """
+    if "OMP_NUM_THREADS" in os.environ:
+        return {}
+    return {"OMP_NUM_THREADS": str(max(1, (os.cpu_count() or 1) // max(1, workers)))}
+
+
 def list_devices() -> list[tuple[str, str, str]]:
     """Printable rows ``(device, name, details)`` for ``--list-devices``: every visible GPU and the CPU."""
     import torch

@@ -17,7 +17,7 @@ from multiprocessing.connection import Connection, wait
 from pathlib import Path
 from typing import Any, Literal
 
-from seedvr_cli.parallel.devices import DeviceSpec, worker_environment
+from seedvr_cli.parallel.devices import DeviceSpec, thread_environment, worker_environment
 from seedvr_cli.parallel.tasks import ChunkTask
 from seedvr_cli.parallel.worker import ProcessorFactory, worker_main
 
@@ -114,7 +114,8 @@ class WorkerPool:
         parent_end, child_end = self._ctx.Pipe(duplex=True)
         process = self._ctx.Process(
             target=worker_main,
-            args=(child_end, slot.device, self._factory_blob, worker_environment(slot.device)),
+            args=(child_end, slot.device, self._factory_blob,
+                  {**worker_environment(slot.device), **thread_environment(len(self.devices))}),
             name=f"seedvr-worker-{slot.device.label}",
             # Not daemonic: a processor may need child processes of its own (e.g. compile workers).
             daemon=False,

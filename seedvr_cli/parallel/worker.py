@@ -23,6 +23,7 @@ import os
 import pickle
 import queue
 import signal
+import sys
 import threading
 import time
 import traceback
@@ -221,8 +222,10 @@ class _Stages:
 
 
 def worker_main(conn, device: DeviceSpec, factory_blob: bytes, env: dict[str, str]) -> None:
-    # Before anything can initialise CUDA: this worker sees only its own GPU.
+    # Before anything can initialise CUDA: this worker sees only its own GPU (and its share of cores).
     os.environ.update(env)
+    if "torch" in sys.modules and "OMP_NUM_THREADS" in env:
+        sys.modules["torch"].set_num_threads(int(env["OMP_NUM_THREADS"]))
     # Ctrl-C reaches the whole process group; the parent decides what stops, and when.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
 
