@@ -251,15 +251,16 @@ def test_deep_video_stays_deep(worker_count_runs):
 
 @pytest.fixture(scope="module")
 def folder_run(tmp_path_factory, checkpoints):
-    """Two good images (RGBA 8-bit, RGB 16-bit) with a corrupt file between them, run with JSON logs."""
+    """Two good images (RGBA 8-bit, RGB 16-bit) with a corrupt file between them, on two workers, JSON logs."""
     root = tmp_path_factory.mktemp("folder")
     inputs, outputs = root / "in", root / "out"
     inputs.mkdir()
     rgba = make_image(inputs / "a_rgba.png", width=64, height=48, alpha=True)
     deep = make_image(inputs / "c_deep.png", width=48, height=64, deep=True)
     (inputs / "b_broken.png").write_bytes(b"\x89PNG\r\n\x1a\n" + b"\x00" * 64)
-    args = [str(inputs), "-o", str(outputs), *_models(checkpoints), "--resolution", "80", "--batch-size", "5",
-            "--log-format", "json"]
+    # Two workers for one-frame inputs: fewer frames than devices, and a pool that serves every file.
+    args = [str(inputs), "-o", str(outputs), *_models(checkpoints), "--devices", "cpu,cpu", "--resolution", "80",
+            "--batch-size", "5", "--log-format", "json"]
     return root, args, {"rgba": rgba, "deep": deep}
 
 
