@@ -184,7 +184,7 @@ def test_a_slow_device_takes_fewer_chunks(tmp_path):
     # An equal split would give the slow worker half; the queue gives it what it can do meanwhile
     # (a bit more than its speed alone would: the fast one may run only max_in_flight chunks ahead).
     print(f"chunks done: cpu:0 {by_device.count('cpu:0')}, cpu:1 (12x slower) {by_device.count('cpu:1')}")
-    assert by_device.count("cpu:1") <= len(tasks) // 3
+    assert by_device.count("cpu:0") >= 2 * by_device.count("cpu:1")
     np.testing.assert_array_equal(out, run_serially(source, tasks, FakeProcessorFactory()))
 
 
