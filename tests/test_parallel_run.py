@@ -210,3 +210,14 @@ def test_a_disk_too_small_for_the_spill_files_is_announced(two_workers, tmp_path
     warnings = [e.message for e in events if e.kind == "warning"]
     assert result.complete and len(warnings) == 1
     assert "GiB for finished chunks but 0.0 GiB are free; free some space or use --no-resume" in warnings[0]
+
+
+def test_when_every_chunk_is_journaled_no_worker_is_started(two_workers, tmp_path):
+    source, tasks = clip(50)
+    run_job(two_workers, source=source, tasks=tasks, workdir=tmp_path / "w", key="job", sink=None,
+            options=RunOptions(durable=False, chunks=range(len(tasks))))  # e.g. killed while encoding
+    unusable = WorkerPool(parse_devices("cpu"), FakeProcessorFactory(fail_startup=True))
+    result, out = run(unusable, source, tasks, tmp_path / "w")
+    assert result.chunks_resumed == len(tasks) and result.chunks_processed == 0
+    assert not any(slot.process for slot in unusable.slots)
+    np.testing.assert_array_equal(out, run_serially(source, tasks, FakeProcessorFactory()))
