@@ -244,3 +244,21 @@ def test_audio_is_interleaved_while_writing_mkv(tmp_path):
     # left it at the start, so the muxer had to hold all the video).
     assert pending is None or float(pending.pts * pending.time_base) > 1.5
     assert len(_packets(tmp_path / "out.mkv", "audio")) == len(_packets(source, "audio"))
+
+
+def test_partial_files_of_dead_runs_are_removed(tmp_path):
+    # A run killed mid-write leaves its hidden partial output; the next writer of that output
+    # (the resumed run) removes it, but never one whose writing process is still alive.
+    import os
+    import subprocess
+    import sys
+
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    orphan = tmp_path / f".out.partial-{int(dead.stdout)}-0123abcd.mkv"
+    orphan.write_bytes(b"left by a killed run")
+    alive = tmp_path / f".out.partial-{os.getppid()}-89abcdef.mkv"
+    alive.write_bytes(b"another live run")
+    writer = open_writer(tmp_path / "out.mkv", OutputSettings(codec="ffv1"), width=64, height=48)
+    writer.abort()
+    assert not orphan.exists()
+    assert alive.exists()

@@ -231,8 +231,6 @@ def test_killed_run_resumes_to_identical_output(worker_count_runs, killed_and_re
     assert not list(run["output"].parent.glob(".resumed.mkv.seedvr-*"))  # journal removed on success
 
 
-@pytest.mark.xfail(strict=True, reason="media/writer.py: the killed run's hidden .resumed.partial-XXXX.mkv stays "
-                                       "beside the output forever; nothing removes stale partial files")
 def test_resumed_run_leaves_no_partial_file(killed_and_resumed):
     folder = killed_and_resumed["output"].parent
     assert killed_and_resumed["code"] == 0
@@ -406,8 +404,6 @@ def test_bad_input_is_one_line_with_the_right_exit_code(tmp_path, capsys, monkey
         assert err.startswith("error: ") and err.count("error:") == 1, err
 
 
-@pytest.mark.xfail(strict=True, reason="seedvr_cli/cli/__init__.py main() prints errors without soft_wrap=True, "
-                                       "so Rich breaks a long error into several lines at 80 columns in logs")
 def test_long_error_stays_one_line(tmp_path, capsys):
     clip = make_video(tmp_path / "clip.mp4", frames=5, width=64, height=48)
     code, _, err = _run(capsys, str(clip), "--batch-size", "20", "--dry-run")
@@ -415,9 +411,6 @@ def test_long_error_stays_one_line(tmp_path, capsys):
     assert len(err.strip().splitlines()) == 1, err
 
 
-@pytest.mark.xfail(strict=True, reason="a folder read with --sequence gets the default output FOLDER_upscaled (no "
-                                       "suffix, media/outputs.py), which media/writer.py open_writer then treats as "
-                                       "a video file: 'unknown video type (none)'")
 def test_folder_sequence_default_output(tmp_path, capsys, checkpoints):
     frames = tmp_path / "frames"
     frames.mkdir()

@@ -34,7 +34,10 @@ def main(argv: list[str] | None = None) -> None:
         # standalone_mode=False: Typer returns a command's exit code instead of raising it.
         code = app(args=argv, standalone_mode=False)
     except UserError as err:
-        console_err.print(f"[bold red]error:[/] {err}", highlight=False)
+        # soft_wrap: one line whatever the width, so logs and scripts can grep it.
+        from rich.markup import escape
+
+        console_err.print(f"[bold red]error:[/] {escape(str(err))}", highlight=False, soft_wrap=True)
         sys.exit(err.exit_code)
     except KeyboardInterrupt:
         console_err.print("[yellow]interrupted[/]")

@@ -15,6 +15,7 @@ streams (see ``passthrough``), so the output lasts exactly as long as the input.
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import uuid
 from abc import ABC, abstractmethod
@@ -33,9 +34,41 @@ _X265_MIN_SIDE = 64
 
 
 def temporary_sibling(path: Path, *, keep_suffix: bool = True) -> Path:
-    """A hidden name in the same folder, so the final rename never crosses file systems."""
-    tag = uuid.uuid4().hex[:8]
-    return path.with_name(f".{path.stem}.partial-{tag}{path.suffix if keep_suffix else ''}")
+    """A hidden name in the same folder, so the final rename never crosses file systems.
+
+    The name carries the writing process's id; partial files of the same output left by a process
+    that no longer exists (a killed run that is now being resumed) are removed here.
+    """
+    suffix = path.suffix if keep_suffix else ""
+    _remove_orphaned_partials(path, suffix)
+    tag = f"{os.getpid()}-{uuid.uuid4().hex[:8]}"
+    return path.with_name(f".{path.stem}.partial-{tag}{suffix}")
+
+
+def _remove_orphaned_partials(path: Path, suffix: str) -> None:
+    pattern = re.compile(rf"^\.{re.escape(path.stem)}\.partial-(\d+)-[0-9a-f]{{8}}{re.escape(suffix)}$")
+    if not path.parent.is_dir():
+        return
+    for candidate in path.parent.iterdir():
+        match = pattern.match(candidate.name)
+        if match is None or _process_alive(int(match.group(1))):
+            continue
+        if candidate.is_dir():
+            shutil.rmtree(candidate, ignore_errors=True)
+        else:
+            candidate.unlink(missing_ok=True)
+
+
+def _process_alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # someone else's live process
+    return True
 
 
 def refuse_existing(path: Path, settings: OutputSettings) -> None:
@@ -379,6 +412,12 @@ def open_writer(
         if source is not None and getattr(source, "files", None):
             names = [Path(f).stem + suffix for f in source.files]
         return ImageSequenceWriter(path, names, DEFAULT_SEQUENCE_PATTERN + suffix, settings)
+    source_files = list(getattr(source, "files", None) or []) if source is not None else []
+    if not path.suffix and source_files:
+        # A folder for a sequence read from a folder: the same file names and image type.
+        suffix = Path(source_files[0]).suffix.lower()
+        return ImageSequenceWriter(path, [Path(f).name for f in source_files], DEFAULT_SEQUENCE_PATTERN + suffix,
+                                   settings)
     if source is not None and source.info.kind == "video":
         info = source.info
         return VideoWriter(

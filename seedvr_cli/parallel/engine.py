@@ -134,9 +134,13 @@ class _Scheduler:
         if self.fatal is not None:
             return
         limit = self._window_limit()
-        # Idle workers first; a second (queued) chunk only when every worker already has one.
+        # Idle workers first; a second (queued) chunk only when every worker already has one, and
+        # only while plenty is left: the last chunks go to whichever worker is free first.
+        live = self.pool.live_slots
         for depth in range(1, max(1, self.options.prefetch) + 1):
-            for slot in self.pool.live_slots:
+            for slot in live:
+                if depth > 1 and len(self.pending) <= len(live):
+                    return
                 if slot.ready and len(slot.assigned) < depth:
                     self._give(slot, limit)
 

@@ -21,6 +21,7 @@ import numpy as np
 from seedvr_cli.config import JobSpec
 from seedvr_cli.errors import UserError
 from seedvr_cli.media.discovery import Job, discover_jobs
+from seedvr_cli.media.settings import VIDEO_CONTAINERS
 from seedvr_cli.parallel.progress import ProgressEvent, RunFailed
 from seedvr_cli.pipeline.temporal import TemporalPlan
 
@@ -162,7 +163,7 @@ def plan_input(job: Job, spec: JobSpec, reader):
         if first >= reader.num_frames:
             raise UserError(f"{job.input}: --frames starts at {first} but the input has {reader.num_frames} frames")
     frames = stop - first
-    video_output = job.kind != "image" and not spec.output_settings.is_image_codec() and "%" not in job.output
+    video_output = Path(job.output).suffix.lower() in VIDEO_CONTAINERS and not spec.output_settings.is_image_codec()
     size = plan_frame_size(reader.height, reader.width, resolution=process.resolution,
                            max_resolution=process.max_resolution, scale=process.scale, even=video_output)
     batch_size = process.batch_size
