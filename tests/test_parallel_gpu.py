@@ -66,7 +66,7 @@ class _Sampler:
     """Peak RSS of this process and peak used memory of each GPU (NVML), sampled every 50 ms."""
 
     def __init__(self, gpus: int) -> None:
-        import pynvml
+        pynvml = pytest.importorskip("pynvml", reason="GPU memory is read through NVML (nvidia-ml-py)")
 
         pynvml.nvmlInit()
         self._nvml = pynvml
