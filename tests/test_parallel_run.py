@@ -149,8 +149,11 @@ def test_a_chunk_failing_everywhere_stops_the_run_keeping_finished_work(tmp_path
 def test_workers_that_cannot_start_fail_the_run_clearly(tmp_path):
     source, tasks = clip(20)
     with WorkerPool(parse_devices("cpu,cpu"), FakeProcessorFactory(fail_startup=True)) as pool:
-        with pytest.raises(RunFailed, match="every device failed.*injected failure while loading"):
+        with pytest.raises(RunFailed, match="every device failed.*injected failure while loading") as failed:
             run(pool, source, tasks, tmp_path / "w")
+    # Nothing finished, so nothing to resume: no empty work directory and no "re-run to resume" hint.
+    assert failed.value.result.workdir is None and not (tmp_path / "w").exists()
+    assert "resume" not in str(failed.value)
 
 
 def test_shards_assembled_equal_the_full_run(two_workers, tmp_path):

@@ -63,7 +63,7 @@ class TextReporter:
             self._task = self._progress.add_task(escape(job.input[-40:]), total=plan.frames, fps="")
 
     def progress(self, event: ProgressEvent) -> None:
-        if event.kind in ("failure", "dropped"):
+        if event.kind in ("failure", "dropped", "warning"):
             self._say(f"[yellow]warning:[/] {escape(event.message)}")
         elif event.kind == "start" and event.message:
             self.message(f"  {event.message}")  # e.g. how many chunks an earlier run left to resume from

@@ -366,8 +366,10 @@ def run_job(
             result.frames_written = assembler.frames_written
         if sink is not None:
             sink.abort()
-        if not options.resume:
-            journal.remove()  # nothing is meant to be resumed from a --no-resume run
+        if not options.resume or (options.chunks is None and not journal.done()):
+            # Nothing to resume: a --no-resume run, or one that failed before any chunk finished
+            # (e.g. no device could load the model); an empty work directory would only mislead.
+            journal.remove()
             result.workdir = None
         result.elapsed_s = time.monotonic() - started
         if isinstance(exc, RunFailed):

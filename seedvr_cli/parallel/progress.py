@@ -93,7 +93,12 @@ class RunFailed(UserError):
     """
 
     def __init__(self, reason: str, result: RunResult) -> None:
-        hint = f"; finished chunks are kept in {result.workdir}, re-run the same command to resume" if result.workdir else ""
-        super().__init__(reason + hint)
+        super().__init__(reason)
         self.reason = reason
         self.result = result
+
+    def __str__(self) -> str:
+        # Built when shown: the work directory may be removed after the exception is made.
+        workdir = self.result.workdir
+        hint = f"; finished chunks are kept in {workdir}, re-run the same command to resume" if workdir else ""
+        return self.reason + hint
