@@ -20,12 +20,16 @@ EXIT_INTERRUPTED = 130
 
 @app.command(no_args_is_help=True)
 def upscale(
+    ctx: typer.Context,
     inputs: Annotated[list[str], typer.Argument(
         help="Videos, images, folders (searched recursively), globs such as 'clips/*.mp4', or image "
              "sequence patterns such as 'frames/%06d.png'.", show_default=False)],
     output: Annotated[Optional[str], typer.Option(
         "-o", "--output", help="Output file (one input only) or folder (mirrors input folders). "
                                "Default: {stem}_upscaled.{ext} next to each input.", show_default=False)] = None,
+    profile: Annotated[Optional[str], typer.Option(
+        help="Named settings from configs/presets: default, quality (7B, longer crossfaded windows), sharp. "
+             "Flags given on the command line win.", show_default=False)] = None,
     # Model
     model: Annotated[str, typer.Option(
         help="DiT checkpoint: a registry name (see `seedvr models list`) or a file (.safetensors, .gguf, .pth). "
@@ -139,6 +143,14 @@ def upscale(
     if list_devices:
         _print_devices()
         return
+    if profile is not None:
+        values = _apply_profile(ctx, profile, locals())
+        model, vae, dtype = values["model"], values["vae"], values["dtype"]
+        resolution, max_resolution, scale = values["resolution"], values["max_resolution"], values["scale"]
+        batch_size, temporal_overlap = values["batch_size"], values["temporal_overlap"]
+        prepend_frames, color_correction = values["prepend_frames"], values["color_correction"]
+        input_noise_scale, latent_noise_scale = values["input_noise_scale"], values["latent_noise_scale"]
+        seed, codec, crf = values["seed"], values["codec"], values["crf"]
     output_settings = OutputSettings(
         codec=codec, crf=crf, preset=preset, pix_fmt=pix_fmt,
         encoder_options=OutputSettings.parse_encoder_options(encoder_option or []),
@@ -175,6 +187,20 @@ def upscale(
     reporter.summary(summary)
     if summary.failed:
         raise typer.Exit(EXIT_PARTIAL if len(summary.failed) < len(summary.outcomes) else 1)
+
+
+def _apply_profile(ctx: typer.Context, name: str, given: dict) -> dict:
+    """Flag values with the profile's settings filled in wherever the flag was not given explicitly."""
+    from click.core import ParameterSource
+
+    from seedvr_cli.presets import load_preset
+
+    values = dict(given)
+    for key, value in load_preset(name).settings.items():
+        source = ctx.get_parameter_source(key)
+        if source is None or source.name == ParameterSource.DEFAULT.name:
+            values[key] = value
+    return values
 
 
 def _validate_early(spec) -> None:
