@@ -25,6 +25,18 @@ def shared() -> Path:
     return shared_path()
 
 
+@pytest.fixture
+def one_torch_thread():
+    """One intra-op thread for tests of tiny tensors: on a busy 2-core machine, thread hand-offs
+    made each small op ~500x slower than the op itself."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 def pytest_collection_modifyitems(config, items):
     import torch
 

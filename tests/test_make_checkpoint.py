@@ -16,13 +16,7 @@ from seedvr_cli.weights.readers import open_checkpoint
 from seedvr_cli.weights.synthesize import gguf_plan, model_entries, write_checkpoint
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    # Tiny tensors: on a busy 2-core machine, intra-op threads make each op ~500x slower.
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.mark.parametrize(("variant", "manifest"), [("3b", "seedvr2_3b_dit.json"), ("7b", "seedvr2_7b_dit.json"),

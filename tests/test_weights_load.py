@@ -55,13 +55,7 @@ def _suffix(fmt: str) -> str:
     return ".pth" if fmt == "fp32-pth" else ".gguf" if fmt.startswith("gguf") else ".safetensors"
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    # Tiny tensors: on a busy 2-core machine, intra-op threads make each op ~500x slower.
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")
