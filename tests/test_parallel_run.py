@@ -114,10 +114,12 @@ def test_a_failing_device_is_dropped_and_the_rest_finish(tmp_path):
     source, tasks = clip(100)
     with WorkerPool(parse_devices("cpu,cpu"), factory) as pool:
         result, out = run(pool, source, tasks, tmp_path / "w")
-        assert [s.device.label for s in pool.live_slots] == ["cpu:0"]
+        # Skipped for this input only: its worker is alive and would serve the next input.
+        assert [s.device.label for s in pool.live_slots] == ["cpu:0", "cpu:1"]
     np.testing.assert_array_equal(out, run_serially(source, tasks, FakeProcessorFactory()))
     assert result.dropped_devices == ["cpu:1"]
-    assert [f.device for f in result.failures] == ["cpu:1", "cpu:1"]
+    # Two failures skip it; a chunk it had already queued may fail there once more before it stops.
+    assert {f.device for f in result.failures} == {"cpu:1"} and 2 <= len(result.failures) <= 3
 
 
 def test_a_chunk_failing_everywhere_stops_the_run_keeping_finished_work(tmp_path):
@@ -127,8 +129,9 @@ def test_a_chunk_failing_everywhere_stops_the_run_keeping_finished_work(tmp_path
     with WorkerPool(parse_devices("cpu,cpu"), failing) as pool:
         with pytest.raises(RunFailed) as info:
             run_job(pool, source=source, tasks=tasks, workdir=tmp_path / "w", key="job", sink=sink,
-                    options=RunOptions(durable=False, device_max_failures=3))
-        # The next file of a folder still runs on the same workers.
+                    options=RunOptions(durable=False))
+        # The next file of a folder still runs on both workers, although each failed this input's
+        # bad chunk as often as the default limit allows (the devices were skipped for it only).
         short_source, short_tasks = clip(30)
         result, out = run(pool, short_source, short_tasks, tmp_path / "next")
         assert result.complete and len(pool.live_slots) == 2

@@ -113,14 +113,20 @@ class _Scheduler:
         self.progress_at: dict[int, float] = {}  # slot number -> when it last got or finished a chunk
         self.timed_out: set[int] = set()
         self.device_failures: dict[int, int] = {}
+        # Slots that keep raising on this input: skipped for the rest of it, not for the next input.
+        self.excluded: set[int] = set()
         self.space_checked = False
+
+    @property
+    def usable(self) -> list[WorkerSlot]:
+        return [s for s in self.pool.live_slots if s.slot not in self.excluded]
 
     # -- handing out ------------------------------------------------------------------------
 
     def _window_limit(self) -> int:
         if self.assembler is None:
             return len(self.tasks)
-        in_flight = self.options.max_in_flight or 2 * len(self.pool.live_slots) + 2
+        in_flight = self.options.max_in_flight or 2 * len(self.usable) + 2
         return self.assembler.next_chunk + max(1, in_flight)
 
     def _allowed(self, chunk: int, slot: WorkerSlot) -> bool:
@@ -128,7 +134,7 @@ class _Scheduler:
         if slot.device.label not in failed:
             return True
         # Retry on the same device only when every live device has already failed this chunk.
-        return all(s.device.label in failed for s in self.pool.live_slots)
+        return all(s.device.label in failed for s in self.usable)
 
     def dispatch(self) -> None:
         if self.fatal is not None:
@@ -136,7 +142,7 @@ class _Scheduler:
         limit = self._window_limit()
         # Idle workers first; a second (queued) chunk only when every worker already has one, and
         # only while plenty is left: the last chunks go to whichever worker is free first.
-        live = self.pool.live_slots
+        live = self.usable
         for depth in range(1, max(1, self.options.prefetch) + 1):
             for slot in live:
                 if depth > 1 and len(self.pending) <= len(live):
@@ -249,16 +255,25 @@ class _Scheduler:
 
     def _device_failed(self, slot: WorkerSlot, *, restart: bool) -> None:
         # Counted per job: failures while one bad input ran do not follow a healthy GPU to the next.
+        if slot.slot in self.excluded:
+            return  # a chunk it had queued before it was skipped; that chunk is already requeued
         slot.failures += 1
         count = self.device_failures[slot.slot] = self.device_failures.get(slot.slot, 0) + 1
         if count >= self.options.device_max_failures:
-            held = [chunk for job, chunk in slot.assigned if job == self.job_id]
-            self.pool.retire(slot)
-            for chunk in held:
-                self._requeue(chunk)
+            if restart:
+                held = [chunk for job, chunk in slot.assigned if job == self.job_id]
+                self.pool.retire(slot)  # a worker that keeps dying: the device is gone for the run
+                for chunk in held:
+                    self._requeue(chunk)
+                message = f"{slot.device.label} dropped after {count} failures"
+            else:
+                # Exceptions may come from this input alone (a corrupt frame): the worker is alive,
+                # so skip it for this input only and let it serve the next ones. Chunks it already
+                # has queued finish there or come back through their own failure.
+                self.excluded.add(slot.slot)
+                message = f"{slot.device.label} skipped for this input after {count} failures"
             self.result.dropped_devices.append(slot.device.label)
-            self.progress.emit("dropped", device=slot.device.label,
-                               message=f"{slot.device.label} dropped after {count} failures")
+            self.progress.emit("dropped", device=slot.device.label, message=message)
         elif restart:
             self.pool.spawn(slot)
 
@@ -279,7 +294,7 @@ class _Scheduler:
         while True:
             if self.assembler is not None and self.assembler.error is not None:
                 self.fatal = self.fatal or f"writing the output failed: {self.assembler.error}"
-            if self.fatal is None and self.pending and not self.pool.live_slots:
+            if self.fatal is None and self.pending and not self.usable:
                 last = self.result.failures[-1].summary() if self.result.failures else "no worker left"
                 self.fatal = f"every device failed ({last})"
             if self.fatal is not None and not self.busy:
