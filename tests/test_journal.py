@@ -131,3 +131,13 @@ def test_spill_round_trip_reads_frame_ranges(tmp_path):
     np.testing.assert_array_equal(reader.read(1, 4), frames[1:4])
     reader.close()
     assert not list(tmp_path.glob(".*tmp")), "no temporary file is left behind"
+
+
+def test_stale_workdirs_of_names_with_glob_characters(tmp_path):
+    from seedvr_cli.parallel.journal import stale_workdirs
+
+    output = tmp_path / "clip [final].mp4"
+    kept = tmp_path / ".clip [final].mp4.seedvr-0123456789abcdef"
+    kept.mkdir()
+    (tmp_path / ".clip f.mp4.seedvr-0123456789abcdef").mkdir()  # what '[final]' would match as a class
+    assert stale_workdirs(output) == [kept]

@@ -137,3 +137,22 @@ def test_missing_file_and_plain_tensor_file(tmp_path):
     torch.save(torch.zeros(3, 4), path)
     with pytest.raises(CheckpointError, match="not a dict of tensors"):
         inspect_checkpoint(path)
+
+
+@pytest.mark.parametrize("entry", [{"dtype": "F16"}, {"dtype": "F16", "shape": "2x2"}, ["not", "a", "dict"]])
+def test_safetensors_header_with_a_broken_entry_is_a_clear_error(tmp_path, entry):
+    header = json.dumps({"blocks.0.weight": entry}).encode()
+    path = tmp_path / "broken.safetensors"
+    path.write_bytes(len(header).to_bytes(8, "little") + header)
+    with pytest.raises(CheckpointError, match="broken.safetensors: cannot read this safetensors file"):
+        inspect_checkpoint(path)
+
+
+def test_gguf_quant_types_we_cannot_dequantize_are_refused_up_front(tmp_path):
+    from seedvr_cli.weights.detect import _check_quant_types
+
+    infos = {"a.weight": TensorInfo("a.weight", (64, 256), None, "Q4_K"),
+             "b.weight": TensorInfo("b.weight", (64, 256), None, "IQ2_XXS")}
+    with pytest.raises(CheckpointError, match=r"m.gguf: GGUF quant type\(s\) IQ2_XXS are not supported"):
+        _check_quant_types(tmp_path / "m.gguf", infos)
+    _check_quant_types(tmp_path / "m.gguf", {"a.weight": infos["a.weight"]})  # supported types pass

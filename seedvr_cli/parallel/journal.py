@@ -12,6 +12,7 @@ machines journal into the same directory without ever writing the same file.
 
 from __future__ import annotations
 
+import glob
 import hashlib
 import json
 import os
@@ -83,7 +84,7 @@ def workdir_for(output: Path, key: str) -> Path:
 def stale_workdirs(output: Path) -> list[Path]:
     """Every work directory of ``output``, whatever its key (what ``--restart`` discards)."""
     output = Path(output)
-    return sorted(p for p in output.parent.glob(f".{output.name}.seedvr-*") if p.is_dir())
+    return sorted(p for p in output.parent.glob(f".{glob.escape(output.name)}.seedvr-*") if p.is_dir())
 
 
 @dataclass(frozen=True)

@@ -89,6 +89,7 @@ def classify(path: Path, infos: dict[str, TensorInfo], metadata: dict | None = N
         variant = "vae" if width == _VAE_WIDTH else "tiny-vae"
 
     fmt, fp16_blocks = _storage_format(infos)
+    _check_quant_types(path, infos)
     if fmt.startswith("gguf-") and (named := _gguf_file_type((metadata or {}).get("general.file_type"))):
         fmt = named  # small test models fall back to 32-blocks nearly everywhere; the file says what it is
     storage = Counter(info.kind for info in infos.values())
@@ -98,6 +99,17 @@ def classify(path: Path, infos: dict[str, TensorInfo], metadata: dict | None = N
         num_params=num_params, file_size=path.stat().st_size if path.exists() else 0, width=width,
         num_blocks=len(blocks), storage=dict(storage), fp16_blocks=fp16_blocks, metadata=dict(metadata or {}),
     )  # fmt: skip
+
+
+def _check_quant_types(path: Path, infos: dict[str, TensorInfo]) -> None:
+    """GGUF quant types we cannot dequantize fail here, in one line, not at the first forward."""
+    from seedvr_cli.weights.gguf_quant import DEQUANTIZERS
+
+    known = {t.name for t in DEQUANTIZERS}
+    unknown = sorted({info.qtype for info in infos.values() if info.qtype is not None and info.qtype not in known})
+    if unknown:
+        raise CheckpointError(f"{path}: GGUF quant type(s) {', '.join(unknown)} are not supported "
+                              f"(supported: {', '.join(sorted(known))}); use a Q8_0, Q4_K_M or fp16 file")
 
 
 def _looks_like_old_vae(names: set[str]) -> bool:

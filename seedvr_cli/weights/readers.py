@@ -149,10 +149,14 @@ class SafetensorsReader(CheckpointReader):
         self._entries = header
         infos = []
         for name, entry in header.items():
-            dtype = SAFETENSORS_DTYPES.get(entry.get("dtype", ""))
+            dtype = SAFETENSORS_DTYPES.get(entry.get("dtype", "")) if isinstance(entry, dict) else None
             if dtype is None:
-                raise self._corrupt(f"tensor {name!r} has unknown dtype {entry.get('dtype')!r}")
-            infos.append(TensorInfo(name, tuple(entry["shape"]), dtype))
+                raise self._corrupt(f"tensor {name!r} has no known dtype ({entry!r:.80})")
+            try:
+                shape = tuple(int(d) for d in entry["shape"])
+            except (KeyError, TypeError, ValueError):
+                raise self._corrupt(f"tensor {name!r} has no valid shape") from None
+            infos.append(TensorInfo(name, shape, dtype))
         self._set_names(infos)
         with path.open("rb") as f:
             # Copy-on-write: pages come from the file, and a caller writing into a loaded weight gets
