@@ -236,3 +236,6 @@ def test_existing_paths_pass_through_and_missing_paths_fail(tmp_path):
     assert dl.resolve_model_file(path) == path
     with pytest.raises(CheckpointError, match="no such file"):
         dl.resolve_model_file(tmp_path / "absent.safetensors")
+    # A mistyped folder in front of a registered name is that missing file, not a reason to download.
+    with pytest.raises(CheckpointError, match="no such file"):
+        dl.resolve_model_file(tmp_path / "typo" / "seedvr2_ema_3b_fp16.safetensors", download=False)

@@ -215,7 +215,9 @@ def resolve_model_file(name_or_path: str | Path, *, model_dir: str | Path | None
     path = Path(text).expanduser()
     if path.is_file():
         return path
-    entry = find_model(path.name) if path.name else None
+    # A path with a folder in it means that file: a typo there must not silently fetch the registry's copy.
+    has_folder = os.sep in text or (os.altsep is not None and os.altsep in text)
+    entry = find_model(path.name) if path.name and not has_folder else None
     if entry is None:
         if os.sep in text or path.suffix:
             folder = model_dir_or_env(model_dir)
