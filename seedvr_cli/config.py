@@ -8,8 +8,6 @@
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
-
 from seedvr_cli.errors import UsageError
 from seedvr_cli.media.settings import OutputSettings
 
@@ -54,6 +52,14 @@ class ProcessSettings:
             raise UsageError("--resolution and --scale both set the output size; pass only one")
         if self.max_resolution < 0:
             raise UsageError(f"--max-resolution {self.max_resolution}: must be >= 0 (0 means no cap)")
+        if self.temporal_overlap < 0:
+            raise UsageError(f"--temporal-overlap {self.temporal_overlap}: must be >= 0")
+        if self.prepend_frames < 0:
+            raise UsageError(f"--prepend-frames {self.prepend_frames}: must be >= 0")
+        for flag, value in (("--input-noise-scale", self.input_noise_scale),
+                            ("--latent-noise-scale", self.latent_noise_scale)):
+            if not 0.0 <= value <= 1.0:
+                raise UsageError(f"{flag} {value}: must be between 0 and 1")
 
 
 @dataclass(frozen=True)
@@ -77,6 +83,10 @@ class RunSettings:
             raise UsageError(f"--chunk-windows {self.windows_per_chunk}: must be at least 1")
         if self.max_retries < 0:
             raise UsageError(f"--max-retries {self.max_retries}: must be >= 0")
+        if self.shard is not None and (self.restart or not self.resume):
+            # Shards may share one work directory: wiping it would destroy the other shards' parts.
+            raise UsageError("--shard keeps its part for `seedvr assemble`: it cannot be combined with "
+                             "--restart or --no-resume; remove a stale part's work directory by hand instead")
 
 
 @dataclass(frozen=True)
@@ -91,6 +101,10 @@ class JobSpec:
     process: ProcessSettings = field(default_factory=ProcessSettings)
     run: RunSettings = field(default_factory=RunSettings)
     output_settings: OutputSettings = field(default_factory=OutputSettings)
+
+    def __post_init__(self) -> None:
+        if self.fps is not None and self.fps <= 0:
+            raise UsageError(f"--fps {self.fps}: must be a positive frame rate, e.g. 24 or 29.97")
 
     def pixel_settings(self) -> dict:
         """The settings that change pixels: part of the resume key of every input."""
@@ -113,11 +127,3 @@ def parse_frame_range(text: str | None) -> tuple[int, int | None] | None:
         raise UsageError(f"--frames {text}: write START:END with 0 <= START < END (END exclusive), e.g. 0:100 or 250:")
     return start, stop
 
-
-def existing_file(path: str | None, flag: str) -> Path | None:
-    if path is None:
-        return None
-    p = Path(path).expanduser()
-    if not p.is_file():
-        raise UsageError(f"{flag} {path}: no such file")
-    return p

@@ -96,6 +96,15 @@ def test_output_never_replaces_an_input(tmp_path):
     a, b = _touch(tmp_path / "v" / "a.avi"), _touch(tmp_path / "v" / "a.mkv")
     with pytest.raises(UsageError, match="both be written"):
         discover_jobs([a, b])
+    # A sequence written into the folder it is read from could overwrite its own input frames.
+    for number in range(3):
+        _touch(tmp_path / "seq" / f"{number:04d}.png")
+    pattern = str(tmp_path / "seq" / "%04d.png")
+    with pytest.raises(UsageError, match="replace the input"):
+        discover_jobs([pattern], pattern, OutputSettings(overwrite=True))
+    with pytest.raises(UsageError, match="replace the input"):
+        discover_jobs([tmp_path / "seq"], tmp_path / "seq" / "up_%04d.png", OutputSettings(overwrite=True), sequence=True)
+    assert discover_jobs([pattern], tmp_path / "out" / "%04d.png")[0].output == str(tmp_path / "out" / "%04d.png")
 
 
 def test_missing_and_unknown_inputs(tmp_path):

@@ -114,7 +114,8 @@ def upscale(
         "--devices", "--device", help="Where to run: auto (all GPUs, else CPU), all, 0,1, 0-3, cuda:1, cpu, "
                                       "cpu,cpu. One worker per device.", rich_help_panel=_RUN)] = "auto",
     list_devices: Annotated[bool, typer.Option(
-        "--list-devices", help="List the visible devices and exit.", rich_help_panel=_RUN)] = False,
+        "--list-devices", help="List the visible devices and exit.", rich_help_panel=_RUN,
+        is_eager=True, callback=lambda value: _print_devices() if value else None)] = False,
     chunk_windows: Annotated[int, typer.Option(
         help="Temporal windows per unit of work handed to a worker.", rich_help_panel=_RUN)] = 1,
     max_in_flight: Annotated[Optional[int], typer.Option(
@@ -140,9 +141,6 @@ def upscale(
     from seedvr_cli.config import JobSpec, ModelSettings, ProcessSettings, RunSettings, parse_frame_range
     from seedvr_cli.media.settings import OutputSettings
 
-    if list_devices:
-        _print_devices()
-        return
     if profile is not None:
         values = _apply_profile(ctx, profile, locals())
         model, vae, dtype = values["model"], values["vae"], values["dtype"]
@@ -229,6 +227,7 @@ def _validate_early(spec) -> None:
 
 
 def _print_devices() -> None:
+    """``--list-devices``: runs before INPUT is required, then exits."""
     from rich.table import Table
 
     from seedvr_cli.cli.app import console
@@ -238,3 +237,4 @@ def _print_devices() -> None:
     for row in rows():
         table.add_row(*row)
     console.print(table)
+    raise typer.Exit()

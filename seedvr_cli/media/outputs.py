@@ -85,8 +85,21 @@ def output_exists(output: str) -> bool:
 
 
 def check_not_input(input_path: str, output: str) -> None:
-    if _same_place(input_path, output):
+    if _same_place(input_path, output) or _writes_into_sequence(input_path, output):
         raise UsageError(f"{input_path}: the output would replace the input; choose another --suffix or -o")
+
+
+def _writes_into_sequence(input_path: str, output: str) -> bool:
+    """An image-sequence output in the folder an image-sequence input is read from: its frames could
+    overwrite input frames (``frames/%04d.png`` both ways, or the folder itself)."""
+    def folder(text: str) -> Path:
+        return Path(text).parent if is_sequence_pattern(text) else Path(text)
+
+    if not (is_sequence_pattern(input_path) or Path(input_path).is_dir()):
+        return False
+    if not (is_sequence_pattern(output) or not Path(output).suffix):
+        return False
+    return _same_place(str(folder(input_path)), str(folder(output)))
 
 
 def _same_place(a: str, b: str) -> bool:

@@ -221,7 +221,7 @@ def run_upscale(spec: JobSpec, reporter: Reporter) -> RunSummary:
                     reporter.job_finished(outcome)
                     outcomes.append(outcome)
                     continue
-                outcomes.append(_run_one(index, len(jobs), job, spec, pool, reporter))
+                outcomes.append(_run_one(index, len(jobs), job, spec, pool, reporter, _model_identity(factory)))
         peaks, phases = _read_stats(stats_dir)
     return RunSummary(outcomes, time.monotonic() - started, peaks, phases)
 
@@ -255,6 +255,14 @@ def _check_kind(path: Path, kind: str) -> None:
                               f"pass it with {flag}")
 
 
+def _model_identity(factory) -> dict[str, str]:
+    """Name and size of each model file: part of the resume key, so that another checkpoint under
+    the same name (or a registry name now pointing elsewhere) never mixes with finished chunks."""
+    files = factory.factory.files
+    return {role: f"{path.name}:{path.stat().st_size}" for role, path in
+            (("dit", files.dit), ("vae", files.vae), ("text", files.text_embedding))}
+
+
 def _with_stats(factory, stats_dir: str):
     from seedvr_cli.pipeline.processor import StatsRecordingFactory
 
@@ -276,7 +284,8 @@ def _read_stats(stats_dir: str) -> tuple[dict[str, float], dict[str, float]]:
     return peaks, phases
 
 
-def _run_one(index: int, total: int, job: Job, spec: JobSpec, pool, reporter: Reporter) -> JobOutcome:
+def _run_one(index: int, total: int, job: Job, spec: JobSpec, pool, reporter: Reporter,
+             model_identity: dict[str, str]) -> JobOutcome:
     from seedvr_cli.media.reader import open_reader
     from seedvr_cli.media.writer import open_writer
     from seedvr_cli.parallel.engine import RunOptions, run_job
@@ -291,7 +300,7 @@ def _run_one(index: int, total: int, job: Job, spec: JobSpec, pool, reporter: Re
         with open_reader(job.input, sequence=spec.sequence, fps=spec.fps) as reader:
             plan, size, temporal, tasks = plan_input(job, spec, reader)
             reporter.job_started(index, total, job, plan)
-            deep_output = plan.deep or bool(spec.output_settings.ten_bit)
+            deep_output = plan.deep or _deep_output_asked(spec.output_settings)
             import torch
 
             settings = ChunkSettings(
@@ -304,8 +313,9 @@ def _run_one(index: int, total: int, job: Job, spec: JobSpec, pool, reporter: Re
             output = Path(job.output)
             input_path = Path(job.input)
             fingerprint_path = input_path if input_path.exists() else input_path.parent
-            key = job_key(fingerprint_input(fingerprint_path), {**spec.pixel_settings(), "first": plan.first_frame,
-                                                                "frames": plan.frames}, tasks)
+            key = job_key(fingerprint_input(fingerprint_path),
+                          {**spec.pixel_settings(), "first": plan.first_frame, "frames": plan.frames,
+                           "deep_output": deep_output, "model_files": model_identity}, tasks)
             if spec.run.restart:
                 for stale in stale_workdirs(output):
                     import shutil
@@ -331,8 +341,9 @@ def _run_one(index: int, total: int, job: Job, spec: JobSpec, pool, reporter: Re
                                  max_in_flight=spec.run.max_in_flight, chunks=chunks,
                                  keep_workdir=chunks is not None)
             sink = _DropLeadingFrames(writer, temporal.prepend) if writer is not None else None
-            meta = {"input": job.input, "output": job.output, "prepend": temporal.prepend,
-                    "width": size.true[1], "height": size.true[0], "sequence": spec.sequence, "fps": spec.fps,
+            meta = {"input": str(Path(job.input).absolute()), "output": str(Path(job.output).absolute()),
+                    "prepend": temporal.prepend, "width": size.true[1], "height": size.true[0],
+                    "sequence": spec.sequence, "fps": str(reader.fps),
                     "first_frame": plan.first_frame, "frames": plan.frames, "deep": deep_output,
                     "alpha": plan.alpha, "output_settings": _output_settings_meta(spec.output_settings)}
             result = run_job(pool, source=source, tasks=tasks, workdir=workdir, key=key, sink=sink,
@@ -357,7 +368,9 @@ def _run_one(index: int, total: int, job: Job, spec: JobSpec, pool, reporter: Re
         if writer is not None:
             writer.abort()
         return _finish(reporter, JobOutcome(job, "failed", 0, time.monotonic() - started, f"{job.output}: {err}"))
-    except KeyboardInterrupt:
+    except BaseException:
+        # Ctrl-C, or anything unforeseen between opening the writer and the engine taking it over:
+        # never leave a partial output behind.
         if writer is not None:
             writer.abort()
         raise
@@ -423,6 +436,17 @@ def assemble_parts(workdirs: list[Path], output: str | None, *, overwrite: bool,
     if reader is None:
         notes.append(f"{meta['input']} not found: written at the recorded frame rate without its audio")
     return target, result, notes
+
+
+def _deep_output_asked(settings) -> bool:
+    """``--10bit``, or a pixel format deeper than 8 bits: the chunks must then carry 16-bit values."""
+    if settings.ten_bit:
+        return True
+    if settings.pix_fmt:
+        from seedvr_cli.media.pixels import pixel_format_facts
+
+        return pixel_format_facts(settings.pix_fmt).bit_depth > 8
+    return False
 
 
 def _finish(reporter: Reporter, outcome: JobOutcome) -> JobOutcome:
