@@ -42,9 +42,13 @@ def blend(parts: Sequence[tuple[np.ndarray, np.ndarray]]) -> np.ndarray:
     first, _ = parts[0]
     if len(parts) == 1 and bool(np.all(parts[0][1] == 1.0)):
         return first
+    # One accumulator and one scratch buffer: a 64 MiB uint8 batch costs 2 x 256 MiB of float32,
+    # not a fresh pair of temporaries per part.
     acc = np.zeros(first.shape, dtype=np.float32)
+    term = np.empty_like(acc)
     for frames, weights in parts:
-        acc += frames.astype(np.float32) * weights.astype(np.float32)[:, None, None, None]
+        np.multiply(frames, weights.astype(np.float32)[:, None, None, None], out=term, dtype=np.float32)
+        acc += term
     np.rint(acc, out=acc)
     np.clip(acc, 0, np.iinfo(first.dtype).max, out=acc)
     return acc.astype(first.dtype)

@@ -196,9 +196,12 @@ class WorkerPool:
         events: list[WorkerEvent] = []
         touched = {id(by_handle[h]): by_handle[h] for h in ready}
         for slot in touched.values():
-            events.extend(self._drain(slot))
             process = slot.process
-            if process is not None and not process.is_alive():
+            # Whether it was dead *before* draining: then everything it sent is already in the pipe.
+            # Checked after, a "done" sent just before dying could be left unread and its chunk redone.
+            dead = process is not None and not process.is_alive()
+            events.extend(self._drain(slot))
+            if dead:
                 process.join()
                 held, was_ready, running = list(slot.assigned), slot.ready, slot.running
                 detail = describe_exit(process.exitcode)
