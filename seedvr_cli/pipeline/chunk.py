@@ -24,6 +24,8 @@ from typing import Protocol
 
 import torch
 
+from seedvr_cli.models.vae import decoder_input_from_latent, latent_from_mean
+from seedvr_cli.models.vae_config import vae_config
 from seedvr_cli.pipeline.alpha import upscale_alpha
 from seedvr_cli.pipeline.color import COLOR_METHODS, DEFAULT_COLOR_METHOD, color_correct
 from seedvr_cli.pipeline.condition import (
@@ -41,7 +43,8 @@ from seedvr_cli.pipeline.quantize import INTEGER_OUTPUTS, quantize, signed_to_un
 from seedvr_cli.pipeline.sampler import NUM_TRAIN_TIMESTEPS
 from seedvr_cli.pipeline.temporal import Window
 
-VAE_SCALING_FACTOR = 0.9152
+# The published VAE's latent scale (a pipeline constant in the reference, not a VAE weight).
+VAE_SCALING_FACTOR = vae_config("vae").scaling_factor
 
 
 class LatentCodec(Protocol):
@@ -102,12 +105,12 @@ class ChunkNoise:
 def encode_clip(vae: LatentCodec, clip: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
     """Step 2: clip ``[3, T, H, W]`` -> scaled channels-last latent ``[T', h, w, 16]`` (float32, the mean)."""
     mean, _ = vae.encode(clip.unsqueeze(0).to(dtype))
-    return mean[0].to(torch.float32).permute(1, 2, 3, 0) * VAE_SCALING_FACTOR
+    return latent_from_mean(mean.to(torch.float32), VAE_SCALING_FACTOR)
 
 
 def decode_latent(vae: LatentCodec, latent: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
     """Step 5: scaled channels-last latent -> decoded clip ``[3, T, H, W]`` float32 (unclamped)."""
-    z = (latent / VAE_SCALING_FACTOR).permute(3, 0, 1, 2).unsqueeze(0)
+    z = decoder_input_from_latent(latent, VAE_SCALING_FACTOR)
     decoded = vae.decode(z.to(dtype))[0].to(torch.float32)
     return decoded if decoded.dim() == 4 else decoded.unsqueeze(1)
 
