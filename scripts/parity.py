@@ -29,9 +29,16 @@ def main(argv: list[str] | None = None) -> int:
         if not fixture_dir.is_dir():
             print(f"error: {fixture_dir} is not a directory", file=sys.stderr)
             return 2
-        kind = detect_kind(fixture_dir)
-        print(f"== {fixture_dir} ({kind})")
-        for result in kind_module(kind).run(fixture_dir):
+        try:
+            kind = detect_kind(fixture_dir)
+            print(f"== {fixture_dir} ({kind})")
+            results = kind_module(kind).run(fixture_dir)
+        except (ValueError, KeyError, OSError) as err:
+            # A fixture directory we cannot read is a failed check, reported in one line.
+            print(f"error: {fixture_dir}: {type(err).__name__}: {err}", file=sys.stderr)
+            failed += 1
+            continue
+        for result in results:
             status = "ok  " if result.passed else "FAIL"
             note = f"  {result.note}" if result.note else ""
             print(
@@ -39,7 +46,7 @@ def main(argv: list[str] | None = None) -> int:
                 f"max_rel {result.max_rel:.3e}  tol {result.tolerance:.1e}{note}"
             )
             failed += not result.passed
-    print(f"{failed} output(s) over tolerance" if failed else "all outputs within tolerance")
+    print(f"{failed} output(s) over tolerance or unreadable" if failed else "all outputs within tolerance")
     return 1 if failed else 0
 
 
