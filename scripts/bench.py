@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import resource
 import sys
 import time
@@ -39,7 +40,8 @@ def main() -> int:
     parser.add_argument("--dtype", default="auto")
     parser.add_argument("--device", default="cuda:0")
     parser.add_argument("--json", action="store_true", help="also print the result as one JSON line")
-    parser.add_argument("--no-cudnn-benchmark", action="store_true", help="let cuDNN use its heuristics (no autotuning)")
+    parser.add_argument("--cudnn-benchmark", action="store_true",
+                        help="let cuDNN autotune its algorithms (workers do not: see docs/benchmarks.md)")
     args = parser.parse_args()
 
     from seedvr_cli.parallel.devices import DeviceSpec
@@ -47,18 +49,21 @@ def main() -> int:
     from seedvr_cli.pipeline.plan import plan_frame_size
     from seedvr_cli.pipeline.processor import ModelFiles, SeedVRProcessorFactory
     from seedvr_cli.pipeline.temporal import plan_windows
-    from seedvr_cli.weights.detect import inspect_checkpoint
     from seedvr_cli.weights.text_embedding import find_text_embedding
 
     device = torch.device(args.device)
+    if device.type == "cuda" and device.index:
+        # The processor is built as inside a worker, which sees only its own GPU as cuda:0.
+        os.environ["CUDA_VISIBLE_DEVICES"] = str(device.index)
+        device = torch.device("cuda:0")
     text = Path(args.text_embedding) if args.text_embedding else find_text_embedding(args.model, download=False)
     load_started = time.perf_counter()
     spec = DeviceSpec("cuda", device.index or 0) if device.type == "cuda" else DeviceSpec("cpu", 0)
     processor = SeedVRProcessorFactory(ModelFiles(Path(args.model), Path(args.vae), text), dtype=args.dtype)(spec)
     load_s = time.perf_counter() - load_started
-    if args.no_cudnn_benchmark:
-        torch.backends.cudnn.benchmark = False
-    info = inspect_checkpoint(args.model)
+    if args.cudnn_benchmark:
+        torch.backends.cudnn.benchmark = True
+    info = processor.dit.checkpoint_info
 
     if args.input:
         from seedvr_cli.media.reader import open_reader
