@@ -141,3 +141,15 @@ def test_stale_workdirs_of_names_with_glob_characters(tmp_path):
     kept.mkdir()
     (tmp_path / ".clip f.mp4.seedvr-0123456789abcdef").mkdir()  # what '[final]' would match as a class
     assert stale_workdirs(output) == [kept]
+
+
+def test_folder_fingerprint_ignores_hidden_files(tmp_path):
+    from seedvr_cli.parallel.journal import fingerprint_input
+
+    (tmp_path / "0001.png").write_bytes(b"frame")
+    before = fingerprint_input(tmp_path)
+    (tmp_path / ".0001_upscaled.partial-1-0123abcd.png").write_bytes(b"partial output")
+    (tmp_path / ".DS_Store").write_bytes(b"finder")
+    assert fingerprint_input(tmp_path) == before
+    (tmp_path / "0002.png").write_bytes(b"frame")
+    assert fingerprint_input(tmp_path) != before

@@ -49,7 +49,8 @@ def fingerprint_input(path: Path) -> str:
     path = Path(path)
     digest = hashlib.sha256()
     if path.is_dir():
-        files = sorted(p for p in path.iterdir() if p.is_file())
+        # Hidden files (partial outputs, .DS_Store) come and go without changing the input.
+        files = sorted(p for p in path.iterdir() if p.is_file() and not p.name.startswith("."))
         for file in files:
             stat = file.stat()
             digest.update(f"{file.name}\0{stat.st_size}\0{stat.st_mtime_ns}\n".encode())
