@@ -29,3 +29,19 @@ def test_list_devices_needs_no_input(capsys):
         main(["upscale", "--list-devices"])
     assert exit_info.value.code == 0
     assert "cpu" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(("output", "alpha"), [("out.png", True), ("out.jpg", False), ("out.mov", True),
+                                               ("out.mp4", False)])
+def test_alpha_is_only_upscaled_where_the_output_keeps_it(tmp_path, capsys, output, alpha):
+    import json
+
+    from media_factory import make_image
+
+    image = tmp_path / "rgba.png"
+    make_image(image, width=64, height=64, alpha=True)
+    with pytest.raises(SystemExit) as exit_info:
+        main(["upscale", str(image), "-o", str(tmp_path / output), "--dry-run", "--log-format", "json"])
+    assert exit_info.value.code == 0
+    events = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert next(e for e in events if e["event"] == "job_started")["plan"]["alpha"] is alpha

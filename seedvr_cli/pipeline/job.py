@@ -175,10 +175,18 @@ def plan_input(job: Job, spec: JobSpec, reader):
     plan = InputPlan(
         frames=frames, first_frame=first, input_size=(reader.height, reader.width), output_size=size.true,
         model_size=size.padded, fps=str(reader.fps), windows=len(temporal.windows), chunks=len(tasks),
-        deep=bool(reader.deep), alpha=bool(reader.has_alpha),
+        deep=bool(reader.deep), alpha=bool(reader.has_alpha) and _output_keeps_alpha(job, spec, bool(reader.deep)),
         estimated_vram_gib=_estimate_vram_gib(size.padded, len(temporal.windows), batch_size),
     )
     return plan, size, temporal, tasks
+
+
+def _output_keeps_alpha(job: Job, spec: JobSpec, deep: bool) -> bool:
+    """Whether the output format stores alpha: if not, the alpha upscaling is skipped altogether."""
+    suffix = Path(job.output).suffix.lower()
+    if suffix in VIDEO_CONTAINERS and not spec.output_settings.is_image_codec():
+        return spec.output_settings.encoding_for(job.output, deep=deep, alpha=True).keeps_alpha
+    return suffix not in (".jpg", ".jpeg", ".bmp")
 
 
 def _with_input_range(task, temporal: TemporalPlan):
@@ -308,14 +316,14 @@ def _run_one(index: int, total: int, job: Job, spec: JobSpec, pool, reporter: Re
                 input_noise_scale=spec.process.input_noise_scale, latent_noise_scale=spec.process.latent_noise_scale,
                 seed=spec.process.seed, output_dtype=torch.uint16 if deep_output else torch.uint8,
             )
-            context = InputContext(temporal, settings)
+            context = InputContext(temporal, settings, alpha=plan.alpha)
             source = InputSource(job.input, spec.sequence, spec.fps, plan.first_frame, reader.index)
             output = Path(job.output)
             input_path = Path(job.input)
             fingerprint_path = input_path if input_path.exists() else input_path.parent
             key = job_key(fingerprint_input(fingerprint_path),
                           {**spec.pixel_settings(), "first": plan.first_frame, "frames": plan.frames,
-                           "deep_output": deep_output, "model_files": model_identity}, tasks)
+                           "deep_output": deep_output, "alpha": plan.alpha, "model_files": model_identity}, tasks)
             if spec.run.restart:
                 for stale in stale_workdirs(output):
                     import shutil

@@ -30,6 +30,7 @@ class InputContext:
 
     plan: TemporalPlan
     settings: ChunkSettings
+    alpha: bool = True  # False: the output cannot store alpha, so an RGBA input's alpha is not upscaled
 
 
 @dataclass(frozen=True)
@@ -82,6 +83,8 @@ class SeedVRProcessor:
         plan = context.plan
         settings = replace(context.settings, dtype=self.dtype)
         frames = torch.as_tensor(np.asarray(frames)) if not isinstance(frames, torch.Tensor) else frames
+        if not context.alpha and frames.shape[-1] == 4:
+            frames = frames[..., :3]
         outputs: dict[int, torch.Tensor] = {}
         for window in task.windows:
             local = torch.tensor([i - task.read_start for i in plan.window_input_frames(window)])
