@@ -140,6 +140,12 @@ class VideoReader(FrameReader):
             index = constant_rate_index(self.info.frame_count, self.info.fps)
         self.index = index
 
+    @property
+    def exact_index(self) -> FrameIndex | None:
+        """The index to hand to another reader of this file: ``None`` when it is a stand-in built
+        without timestamps (a reader given it would wrongly seek by pts)."""
+        return self.index if self._by_pts else None
+
     def close(self) -> None:
         if self._container is not None:
             self._container.close()
@@ -237,16 +243,18 @@ def open_reader(
     sequence: bool = False,
     fps: Fraction | float | None = None,
     index: FrameIndex | None = None,
+    info: MediaInfo | None = None,
 ) -> FrameReader:
     """A reader for a video file, a single image, or an image sequence.
 
     Sequences are a directory with ``sequence=True`` or a printf pattern (``frames/%06d.png``);
     their files are taken in natural order at ``fps`` frames per second (25 when not given).
-    ``index`` reuses a ``FrameIndex`` built by another reader of the same video file.
+    ``index`` and ``info`` reuse what another reader of the same file found (``reader.exact_index``,
+    ``reader.info``), so that workers opening the file again neither scan nor probe it.
     """
     from seedvr_cli.media import images
 
-    info = probe(path_or_pattern, sequence=sequence, fps=fps)
+    info = info or probe(path_or_pattern, sequence=sequence, fps=fps)
     if info.kind == "sequence":
         return images.ImageSequenceReader(info)
     if info.kind == "image":

@@ -92,13 +92,16 @@ class InputSource:
     sequence: bool
     fps: float | None
     first_frame: int
-    index: object = None  # media.frameindex.FrameIndex of the parent's reader: saves a re-scan
+    # What the parent's reader found (media.frameindex.FrameIndex, media.probe.MediaInfo): workers
+    # reuse them instead of scanning and probing the file once more each.
+    index: object = None
+    info: object = None
 
     def open(self) -> _OffsetReader:
         from seedvr_cli.media.reader import open_reader
 
-        return _OffsetReader(open_reader(self.path, sequence=self.sequence, fps=self.fps, index=self.index),
-                             self.first_frame)
+        reader = open_reader(self.path, sequence=self.sequence, fps=self.fps, index=self.index, info=self.info)
+        return _OffsetReader(reader, self.first_frame)
 
 
 class _OffsetReader:
@@ -317,7 +320,8 @@ def _run_one(index: int, total: int, job: Job, spec: JobSpec, pool, reporter: Re
                 seed=spec.process.seed, output_dtype=torch.uint16 if deep_output else torch.uint8,
             )
             context = InputContext(temporal, settings, alpha=plan.alpha)
-            source = InputSource(job.input, spec.sequence, spec.fps, plan.first_frame, reader.index)
+            source = InputSource(job.input, spec.sequence, spec.fps, plan.first_frame,
+                                 getattr(reader, "exact_index", None), reader.info)
             output = Path(job.output)
             input_path = Path(job.input)
             fingerprint_path = input_path if input_path.exists() else input_path.parent
