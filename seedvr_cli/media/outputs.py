@@ -6,7 +6,7 @@ from pathlib import Path
 
 from seedvr_cli.errors import UsageError, UserError
 from seedvr_cli.media.images import IMAGE_SUFFIXES, is_sequence_pattern
-from seedvr_cli.media.settings import IMAGE_CODECS, VIDEO_CODECS, VIDEO_CONTAINERS, OutputSettings
+from seedvr_cli.media.settings import IMAGE_CODECS, IMAGE_OUTPUT_SUFFIXES, VIDEO_CODECS, VIDEO_CONTAINERS, OutputSettings
 
 # A container every codec we write fits in, for inputs whose own container we cannot write.
 FALLBACK_VIDEO_SUFFIX = ".mkv"
@@ -56,6 +56,8 @@ def default_output(input_path: str | Path, kind: str, settings: OutputSettings, 
     stem = path.stem + settings.suffix
     if kind == "image":
         suffix = IMAGE_CODECS[settings.codec] if settings.codec in IMAGE_CODECS else path.suffix
+        if suffix.lower() not in IMAGE_OUTPUT_SUFFIXES:
+            suffix = ".tif"  # a type we read but cannot write (EXR): 16-bit TIFF keeps the depth
         return str(parent / (stem + suffix))
     if settings.codec in IMAGE_CODECS:
         return str(parent / stem / f"%06d{IMAGE_CODECS[settings.codec]}")
