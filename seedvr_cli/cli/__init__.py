@@ -10,7 +10,7 @@ import sys
 
 import typer
 
-from seedvr_cli.cli.app import app, console_err
+from seedvr_cli.cli.app import EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE, app, console_err
 from seedvr_cli.errors import UserError
 
 # Importing the command modules registers their commands on ``app``.
@@ -20,11 +20,6 @@ from seedvr_cli.cli import models as _models  # noqa: F401,E402
 from seedvr_cli.cli import probe as _probe  # noqa: F401,E402
 from seedvr_cli.cli import upscale as _upscale  # noqa: F401,E402
 
-EXIT_OK = 0
-EXIT_FAILURE = 1
-EXIT_USAGE = 2
-EXIT_PARTIAL = 3
-EXIT_INTERRUPTED = 130
 
 
 def main(argv: list[str] | None = None) -> None:

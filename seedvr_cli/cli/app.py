@@ -5,6 +5,10 @@ from __future__ import annotations
 import typer
 from rich.console import Console
 
+# Exit codes of every command (README): success, failure, usage error, some files of a batch
+# failed, interrupted.
+EXIT_OK, EXIT_FAILURE, EXIT_USAGE, EXIT_PARTIAL, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
+
 app = typer.Typer(
     name="seedvr",
     help="Upscale and restore videos and images with the SeedVR2 one-step diffusion models.",

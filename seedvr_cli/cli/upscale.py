@@ -6,7 +6,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from seedvr_cli.cli.app import app
+from seedvr_cli.cli.app import EXIT_FAILURE, EXIT_INTERRUPTED, EXIT_PARTIAL, app
 
 _MODEL = "Model"
 _SIZE = "Size and time"
@@ -14,8 +14,6 @@ _QUALITY = "Quality"
 _OUTPUT = "Output"
 _RUN = "Devices and runs"
 
-EXIT_PARTIAL = 3
-EXIT_INTERRUPTED = 130
 
 
 @app.command(no_args_is_help=True)
@@ -141,29 +139,22 @@ def upscale(
     from seedvr_cli.config import JobSpec, ModelSettings, ProcessSettings, RunSettings, parse_frame_range
     from seedvr_cli.media.settings import OutputSettings
 
+    # Every flag by name, with a profile's values filled in where the flag was not given.
+    flags = dict(locals())
     if profile is not None:
-        values = _apply_profile(ctx, profile, locals())
-        model, vae, dtype = values["model"], values["vae"], values["dtype"]
-        resolution, max_resolution, scale = values["resolution"], values["max_resolution"], values["scale"]
-        batch_size, temporal_overlap = values["batch_size"], values["temporal_overlap"]
-        prepend_frames, color_correction = values["prepend_frames"], values["color_correction"]
-        input_noise_scale, latent_noise_scale = values["input_noise_scale"], values["latent_noise_scale"]
-        seed, codec, crf = values["seed"], values["codec"], values["crf"]
+        flags.update(_profile_values(ctx, profile))
     output_settings = OutputSettings(
-        codec=codec, crf=crf, preset=preset, pix_fmt=pix_fmt,
+        codec=flags["codec"], crf=flags["crf"], preset=preset, pix_fmt=pix_fmt,
         encoder_options=OutputSettings.parse_encoder_options(encoder_option or []),
         ten_bit=True if ten_bit else None, keep_audio=not no_audio, keep_subtitles=not no_audio,
         overwrite=overwrite, skip_existing=skip_existing, suffix=suffix,
     )
     spec = JobSpec(
         inputs=tuple(inputs), output=output, sequence=sequence, fps=fps,
-        model=ModelSettings(model=model, vae=vae, text_embedding=text_embedding, model_dir=model_dir, dtype=dtype,
-                            download=not no_download),
+        model=ModelSettings(model=flags["model"], vae=flags["vae"], text_embedding=text_embedding, model_dir=model_dir,
+                            dtype=flags["dtype"], download=not no_download),
         process=ProcessSettings(
-            resolution=resolution, max_resolution=max_resolution, scale=scale, batch_size=batch_size,
-            temporal_overlap=temporal_overlap, prepend_frames=prepend_frames, color_correction=color_correction,
-            input_noise_scale=input_noise_scale, latent_noise_scale=latent_noise_scale, seed=seed,
-            frames=parse_frame_range(frames),
+            **{key: flags[key] for key in _PROCESS_FLAGS}, frames=parse_frame_range(frames),
         ),
         run=RunSettings(devices=devices, windows_per_chunk=chunk_windows, max_in_flight=max_in_flight,
                         resume=resume, restart=restart, max_retries=max_retries, shard=shard, dry_run=dry_run,
@@ -184,16 +175,21 @@ def upscale(
         raise typer.Exit(EXIT_INTERRUPTED) from None
     reporter.summary(summary)
     if summary.failed:
-        raise typer.Exit(EXIT_PARTIAL if len(summary.failed) < len(summary.outcomes) else 1)
+        raise typer.Exit(EXIT_PARTIAL if len(summary.failed) < len(summary.outcomes) else EXIT_FAILURE)
 
 
-def _apply_profile(ctx: typer.Context, name: str, given: dict) -> dict:
-    """Flag values with the profile's settings filled in wherever the flag was not given explicitly."""
+# Flags that map one to one onto ProcessSettings fields.
+_PROCESS_FLAGS = ("resolution", "max_resolution", "scale", "batch_size", "temporal_overlap", "prepend_frames",
+                  "color_correction", "input_noise_scale", "latent_noise_scale", "seed")
+
+
+def _profile_values(ctx: typer.Context, name: str) -> dict:
+    """The profile's settings for every flag that was not given explicitly on the command line."""
     from click.core import ParameterSource
 
     from seedvr_cli.presets import load_preset
 
-    values = dict(given)
+    values = {}
     for key, value in load_preset(name).settings.items():
         source = ctx.get_parameter_source(key)
         if source is None or source.name == ParameterSource.DEFAULT.name:
