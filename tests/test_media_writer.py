@@ -262,3 +262,14 @@ def test_partial_files_of_dead_runs_are_removed(tmp_path):
     writer.abort()
     assert not orphan.exists()
     assert alive.exists()
+
+
+def test_overwriting_a_sequence_leaves_no_frames_of_a_longer_earlier_run(tmp_path):
+    folder = tmp_path / "frames"
+    frames = np.zeros((5, 8, 8, 3), dtype=np.uint8)
+    with open_writer(folder / "%04d.png", OutputSettings(), width=8, height=8) as writer:
+        writer.write(frames)
+    (folder / "notes.txt").write_text("the user's own file")
+    with open_writer(folder / "%04d.png", OutputSettings(overwrite=True), width=8, height=8) as writer:
+        writer.write(frames[:3])
+    assert sorted(p.name for p in folder.iterdir()) == ["0001.png", "0002.png", "0003.png", "notes.txt"]

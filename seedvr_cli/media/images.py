@@ -22,6 +22,11 @@ def is_image_path(path: str | Path) -> bool:
     return Path(path).suffix.lower() in IMAGE_SUFFIXES
 
 
+def printf_regex(pattern: str) -> re.Pattern:
+    """The file names a printf frame pattern produces (``%06d.png`` -> six or more digits + ``.png``)."""
+    return re.compile(_PRINTF.sub(lambda m: r"\d{%d,}" % int(m.group(2) or 1), re.escape(pattern)))
+
+
 def is_sequence_pattern(text: str) -> bool:
     """True for a printf-style frame pattern such as ``frames/%06d.png``."""
     return bool(_PRINTF.search(Path(text).name))

@@ -341,7 +341,20 @@ class ImageSequenceWriter(FrameWriter):
         for name in self._written:
             os.replace(self._temp / name, self.path / name)
         shutil.rmtree(self._temp, ignore_errors=True)
+        if self._overwrite and self._names is None:
+            self._remove_stale_frames()
         return self.path
+
+    def _remove_stale_frames(self) -> None:
+        """With --overwrite, frames of an earlier, longer run under the same pattern would trail the
+        new ones and read as part of the sequence: remove exactly those (nothing else is touched)."""
+        from seedvr_cli.media.images import printf_regex
+
+        regex = printf_regex(self._pattern)
+        written = set(self._written)
+        for candidate in self.path.iterdir():
+            if candidate.is_file() and candidate.name not in written and regex.fullmatch(candidate.name):
+                candidate.unlink()
 
     def abort(self) -> None:
         shutil.rmtree(self._temp, ignore_errors=True)
