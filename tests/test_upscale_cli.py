@@ -434,3 +434,14 @@ def test_ctrl_c_exits_130_and_says_how_to_resume(tmp_path, capsys, monkeypatch):
     code, _, err = _run(capsys, str(clip), "--devices", "cpu")
     assert code == 130
     assert "interrupted" in err and "run the same command again to resume" in " ".join(err.split())
+
+
+def test_frames_of_a_folder_sequence_keep_their_file_names(tmp_path, capsys, checkpoints):
+    frames = tmp_path / "shots"
+    frames.mkdir()
+    for number in range(1, 6):
+        make_image(frames / f"s{number:03d}.png", width=64, height=48)
+    code, _, err = _run(capsys, str(frames), "--sequence", "--frames", "1:4", *_models(checkpoints),
+                        "--resolution", "48", "--batch-size", "5")
+    assert code == 0, err
+    assert sorted(p.name for p in (tmp_path / "shots_upscaled").iterdir()) == ["s002.png", "s003.png", "s004.png"]

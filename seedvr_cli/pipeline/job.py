@@ -347,8 +347,8 @@ def _run_one(index: int, total: int, job: Job, spec: JobSpec, pool, reporter: Re
                 # A sub-range has no matching audio or timestamps in the source: it gets plain CFR timing.
                 whole = plan.first_frame == 0 and plan.frames == reader.num_frames
                 writer = open_writer(job.output, spec.output_settings, width=size.true[1], height=size.true[0],
-                                     source=reader if whole else None, fps=reader.fps, deep=deep_output,
-                                     alpha=plan.alpha)
+                                     source=reader if whole else _frame_subset(reader, plan), fps=reader.fps,
+                                     deep=deep_output, alpha=plan.alpha)
             options = RunOptions(resume=spec.run.resume, restart=spec.run.restart, max_retries=spec.run.max_retries,
                                  max_in_flight=spec.run.max_in_flight, chunks=chunks,
                                  keep_workdir=chunks is not None)
@@ -448,6 +448,27 @@ def assemble_parts(workdirs: list[Path], output: str | None, *, overwrite: bool,
     if reader is None:
         notes.append(f"{meta['input']} not found: written at the recorded frame rate without its audio")
     return target, result, notes
+
+
+@dataclass(frozen=True)
+class _FileSubset:
+    """What a writer needs of an image-sequence source cut by --frames: the files of those frames
+    (their names become the output's), the rate, the depth and the alpha."""
+
+    files: tuple
+    fps: object
+    deep: bool
+    has_alpha: bool
+
+
+def _frame_subset(reader, plan: InputPlan):
+    """A sequence's frames keep their own file names under --frames; a video's have no such names
+    (and no matching audio), so the writer gets no source and plain timing."""
+    files = getattr(reader, "files", None)
+    if not files:
+        return None
+    chosen = tuple(files[plan.first_frame:plan.first_frame + plan.frames])
+    return _FileSubset(chosen, reader.fps, bool(reader.deep), bool(reader.has_alpha))
 
 
 def _deep_output_asked(settings) -> bool:
