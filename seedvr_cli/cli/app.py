@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import sys
+
 import typer
 from rich.console import Console
 
@@ -18,9 +20,11 @@ app = typer.Typer(
     context_settings={"help_option_names": ["-h", "--help"]},
 )
 
-# Results go to stdout; progress, warnings and errors to stderr, so output stays pipeable.
-console = Console()
-console_err = Console(stderr=True)
+# Results go to stdout; progress, warnings and errors to stderr, so output stays pipeable. Piped
+# into a file or a farm's log there is no terminal width: tables get room instead of 80 columns.
+_LOG_WIDTH = 160
+console = Console(width=None if sys.stdout.isatty() else _LOG_WIDTH)
+console_err = Console(stderr=True, width=None if sys.stderr.isatty() else _LOG_WIDTH)
 
 
 def version_callback(value: bool) -> None:

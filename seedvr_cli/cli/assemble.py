@@ -26,6 +26,6 @@ def assemble(
 
     target, result, notes = assemble_parts(list(workdirs), output, overwrite=overwrite, keep=keep)
     console_err.print(f"[green]done[/] wrote {target} ({result.frames_written} frames from {result.chunks_total} chunks, "
-                      f"{result.elapsed_s:.1f} s)", highlight=False)
+                      f"{result.elapsed_s:.1f} s)", highlight=False, soft_wrap=True)
     for note in notes:
-        console_err.print(f"  note: {note}", highlight=False)
+        console_err.print(f"  note: {note}", highlight=False, soft_wrap=True)

@@ -89,11 +89,11 @@ def download_models(
         if local is not None:
             verify_file(local, entry)
             console_err.print(f"{entry.name}: already present at {local}", highlight=False)
-            console.print(str(local), highlight=False)
+            console.print(str(local), highlight=False, soft_wrap=True)
             continue
         console_err.print(f"{entry.name}: downloading from {entry.repo} ({entry.size_label})", highlight=False)
         path = download(entry, model_dir=model_dir, local_dir=to, force=force)
-        console.print(str(path), highlight=False)
+        console.print(str(path), highlight=False, soft_wrap=True)
 
 
 @models_app.command("verify")
@@ -128,7 +128,7 @@ def verify_models(
             console_err.print(f"[bold red]FAILED[/] {err}", highlight=False)
             continue
         status = "sha256 ok" if ok else "no published sha256"
-        console.print(f"[green]OK[/] {entry.name} ({status}): {what} at {local}", highlight=False)
+        console.print(f"[green]OK[/] {entry.name} ({status}): {what} at {local}", highlight=False, soft_wrap=True)
     if checked == 0 and not names:
         console_err.print("no registered files found locally; see `seedvr models list`", highlight=False)
     if failed:
@@ -141,4 +141,4 @@ def inspect_models(files: Annotated[list[Path], typer.Argument(help="Checkpoint 
     from seedvr_cli.weights.detect import inspect_checkpoint
 
     for path in files:
-        console.print(f"{path}: {inspect_checkpoint(path).describe()}", highlight=False)
+        console.print(f"{path}: {inspect_checkpoint(path).describe()}", highlight=False, soft_wrap=True)

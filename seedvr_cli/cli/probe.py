@@ -63,8 +63,10 @@ def probe(
             console.print(render_media_info(info))
     if as_json:
         console.print_json(json.dumps(results))
+    from rich.markup import escape
+
     for err in failures[:-1]:
-        console_err.print(f"[bold red]error:[/] {err}", highlight=False)
+        console_err.print(f"[bold red]error:[/] {escape(str(err))}", highlight=False, soft_wrap=True)
     if failures:
         # The entry point prints the last one the same way and exits with its code (1).
         raise failures[-1]
