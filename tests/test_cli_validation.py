@@ -45,3 +45,13 @@ def test_alpha_is_only_upscaled_where_the_output_keeps_it(tmp_path, capsys, outp
     assert exit_info.value.code == 0
     events = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
     assert next(e for e in events if e["event"] == "job_started")["plan"]["alpha"] is alpha
+
+
+def test_json_log_reports_an_early_error_on_stdout(tmp_path, capsys):
+    import json
+
+    with pytest.raises(SystemExit) as exit_info:
+        main(["upscale", str(tmp_path / "missing.mp4"), "--log-format", "json"])
+    assert exit_info.value.code == 1
+    event = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert event["event"] == "error" and "missing.mp4" in event["message"] and event["exit_code"] == 1

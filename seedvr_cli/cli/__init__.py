@@ -32,6 +32,11 @@ def main(argv: list[str] | None = None) -> None:
         # soft_wrap: one line whatever the width, so logs and scripts can grep it.
         from rich.markup import escape
 
+        if _json_log_requested(argv):
+            # Render farms parse stdout: a run that fails before it starts still says so in JSON.
+            import json
+
+            print(json.dumps({"event": "error", "message": str(err), "exit_code": err.exit_code}), flush=True)
         console_err.print(f"[bold red]error:[/] {escape(str(err))}", highlight=False, soft_wrap=True)
         sys.exit(err.exit_code)
     except KeyboardInterrupt:
@@ -49,6 +54,11 @@ def main(argv: list[str] | None = None) -> None:
         err.show()
         sys.exit(err.exit_code)
     sys.exit(code if isinstance(code, int) else EXIT_OK)
+
+
+def _json_log_requested(argv: list[str] | None) -> bool:
+    args = list(sys.argv[1:] if argv is None else argv)
+    return "--log-format=json" in args or any(a == "--log-format" and b == "json" for a, b in zip(args, args[1:]))
 
 
 def _click_exception_types() -> tuple[tuple[type, ...], tuple[type, ...]]:
