@@ -411,11 +411,15 @@ def test_long_error_stays_one_line(tmp_path, capsys):
     assert len(err.strip().splitlines()) == 1, err
 
 
+def _sequence_folder(folder: Path, names: list[str]) -> Path:
+    folder.mkdir()
+    for name in names:
+        make_image(folder / name, width=64, height=48)
+    return folder
+
+
 def test_folder_sequence_default_output(tmp_path, capsys, checkpoints):
-    frames = tmp_path / "frames"
-    frames.mkdir()
-    for number in range(1, 4):
-        make_image(frames / f"f{number:03d}.png", width=64, height=48)
+    frames = _sequence_folder(tmp_path / "frames", [f"f{number:03d}.png" for number in range(1, 4)])
     code, _, err = _run(capsys, str(frames), "--sequence", "--fps", "24", *_models(checkpoints),
                         "--resolution", "64", "--batch-size", "5")
     assert code == 0, err
@@ -437,10 +441,7 @@ def test_ctrl_c_exits_130_and_says_how_to_resume(tmp_path, capsys, monkeypatch):
 
 
 def test_frames_of_a_folder_sequence_keep_their_file_names(tmp_path, capsys, checkpoints):
-    frames = tmp_path / "shots"
-    frames.mkdir()
-    for number in range(1, 6):
-        make_image(frames / f"s{number:03d}.png", width=64, height=48)
+    frames = _sequence_folder(tmp_path / "shots", [f"s{number:03d}.png" for number in range(1, 6)])
     code, _, err = _run(capsys, str(frames), "--sequence", "--frames", "1:4", *_models(checkpoints),
                         "--resolution", "48", "--batch-size", "5")
     assert code == 0, err
