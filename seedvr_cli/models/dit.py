@@ -23,7 +23,7 @@ Attention backend: ``NaDiT(config, attention_backend="sdpa")``, the ``model.atte
 attribute, or ``forward(..., attention_backend=name)``; names are the keys of
 ``attention.ATTENTION_BACKENDS`` ("sdpa" default, "reference" per-window oracle).
 
-Dtypes: the model computes in its parameters' dtype; RMSNorm statistics, the timestep sinusoid,
+Dtypes: the model computes in ``model.compute_dtype`` (default: its parameters' dtype); RMSNorm statistics, the timestep sinusoid,
 RoPE angles and rotation, and the text mean over windows are float32 whatever that dtype.
 """
 
@@ -214,8 +214,8 @@ class TimeEmbedding(nn.Module):
         self.proj_hid = nn.Linear(config.width, config.width)
         self.proj_out = nn.Linear(config.width, config.emb_dim)
 
-    def forward(self, timestep: Tensor) -> Tensor:
-        x = timestep_sinusoid(timestep, self.sinusoid_dim).to(self.proj_in.weight.dtype)
+    def forward(self, timestep: Tensor, dtype: torch.dtype) -> Tensor:
+        x = timestep_sinusoid(timestep, self.sinusoid_dim).to(dtype)
         return self.proj_out(F.silu(self.proj_hid(F.silu(self.proj_in(x)))))
 
 
@@ -306,6 +306,9 @@ class NaDiT(nn.Module):
         self.config = config
         self.attention_backend = attention_backend
         self.block_runner: BlockRunner = run_blocks
+        # Activations' dtype. None: that of the (plain) weights. Loaders of compressed files (fp8,
+        # GGUF), whose weights are upcast at use, set it to the dtype to compute in.
+        self.compute_dtype: torch.dtype | None = None
         self.vid_in = PatchIn(config)
         self.txt_in = nn.Linear(config.txt_in_dim, config.width)
         self.emb_in = TimeEmbedding(config)
@@ -328,12 +331,12 @@ class NaDiT(nn.Module):
         attention_backend: str | None = None,
     ) -> Tensor:
         latent_grids, txt_lens = self._check_inputs(vid, txt, vid_shape, txt_shape, timestep)
-        dtype = self.vid_in.proj.weight.dtype
+        dtype = self.compute_dtype or self.vid_in.proj.weight.dtype
         grids = self.token_grids(latent_grids)
 
         x = self.vid_in(vid.to(dtype), latent_grids)
         t = self.txt_in(txt.to(dtype))
-        emb = self.emb_in(timestep.reshape(-1))
+        emb = self.emb_in(timestep.reshape(-1), dtype)
         ctx = self.context(emb, grids, txt_lens, x.device, attention_backend)
         x, _ = (block_runner or self.block_runner)(self.blocks, x, t, ctx)
         return self.head(x, ctx, latent_grids)

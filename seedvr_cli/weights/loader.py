@@ -27,10 +27,6 @@ from seedvr_cli.weights.readers import CheckpointReader, GGUFTensor, open_checkp
 
 FP8_DTYPES = (torch.float8_e4m3fn, torch.float8_e5m2)
 
-# Linear layers whose weight dtype the DiT reads as its compute dtype (NaDiT.forward, TimeEmbedding):
-# always stored plainly in the compute dtype. Both are small (132 and 256 inputs).
-_DIT_DTYPE_ANCHORS = frozenset({"vid_in.proj", "emb_in.proj_in"})
-
 __all__ = ["CheckpointInfo", "inspect_checkpoint", "load_dit", "load_vae", "load_into"]
 
 
@@ -44,8 +40,8 @@ def load_dit(path: str | Path, *, device: torch.device | str = "cpu", compute_dt
         info = _identify(reader, "dit")
         with torch.device("meta"):
             model = NaDiT(dit_config(info.variant), attention_backend=attention_backend)
-        load_into(model, reader, device=device, dtype=compute_dtype, keep_fp8=keep_fp8, keep_gguf=keep_gguf,
-                  plain=_DIT_DTYPE_ANCHORS)  # fmt: skip
+        load_into(model, reader, device=device, dtype=compute_dtype, keep_fp8=keep_fp8, keep_gguf=keep_gguf)
+    model.compute_dtype = compute_dtype
     model.checkpoint_info = info
     return model.eval()
 
@@ -77,7 +73,7 @@ def _identify(reader: CheckpointReader, kind: str) -> CheckpointInfo:
 
 
 def load_into(model: nn.Module, reader: CheckpointReader, *, device: torch.device | str, dtype: torch.dtype,
-              keep_fp8: bool, keep_gguf: bool, plain: frozenset[str] = frozenset(),
+              keep_fp8: bool, keep_gguf: bool,
               renames: dict[str, str] | None = None) -> nn.Module:
     """Fill a meta-device ``model`` from ``reader``; raises CheckpointError naming missing,
     unexpected and mis-shaped tensors."""
@@ -96,7 +92,7 @@ def load_into(model: nn.Module, reader: CheckpointReader, *, device: torch.devic
     for name, source in renames.items():
         tensor = reader.get(source)
         owner, _, leaf = name.rpartition(".")
-        linear_weight = leaf == "weight" and owner in linears and owner not in plain
+        linear_weight = leaf == "weight" and owner in linears
         state[name] = _place(model, tensor, owner if linear_weight else None, linears, device, dtype,
                              keep_fp8=keep_fp8, keep_gguf=keep_gguf)  # fmt: skip
         if device.type != "cpu":
