@@ -74,10 +74,6 @@ class Passthrough:
         self._pending = None
         self._done = not self._routes
 
-    @property
-    def has_streams(self) -> bool:
-        return bool(self._routes)
-
     def pump(self, video_seconds: float | None) -> None:
         """Mux source packets up to ``video_seconds`` (plus a small lead); ``None`` muxes the rest."""
         limit = None if video_seconds is None else video_seconds + _LEAD_SECONDS

@@ -102,10 +102,6 @@ def _axial_angles(positions: list[Tensor], freqs: Tensor) -> Tensor:
     return grid.reshape(nt * nh * nw, 3 * width)
 
 
-def cos_sin(angles: Tensor) -> tuple[Tensor, Tensor]:
-    return angles.cos(), angles.sin()
-
-
 def apply_rope(x: Tensor, cos: Tensor, sin: Tensor) -> Tensor:
     """Rotate interleaved pairs of the first ``cos.shape[-1]`` dims of ``x`` (float32 maths).
 

@@ -36,7 +36,7 @@ from seedvr_cli.parallel.progress import (
     last_line,
 )
 from seedvr_cli.parallel.spill import SpillReader
-from seedvr_cli.parallel.tasks import ChunkTask, owned_frames, validate_tasks
+from seedvr_cli.parallel.tasks import ChunkTask, owned_frames, total_frames, validate_tasks
 from seedvr_cli.parallel.worker import FrameSource
 
 _POLL_S = 0.2
@@ -345,7 +345,7 @@ def run_job(
     scope = sorted(set(options.chunks)) if options.chunks is not None else list(range(len(tasks)))
     done = journal.done() if options.resume else {}
     resumed = [k for k in scope if k in done]
-    result = RunResult(frames_total=tasks[-1].out_stop if tasks else 0, chunks_total=len(scope),
+    result = RunResult(frames_total=total_frames(tasks), chunks_total=len(scope),
                        chunks_resumed=len(resumed), workdir=journal.root)
     tracker = _Progress(tasks, scope, progress)
     for k in resumed:

@@ -25,7 +25,7 @@ from typing import Any
 
 from seedvr_cli.errors import UsageError
 from seedvr_cli.parallel.spill import read_spill_header, spill_name
-from seedvr_cli.parallel.tasks import ChunkTask, plan_digest
+from seedvr_cli.parallel.tasks import ChunkTask, plan_digest, total_frames
 
 MANIFEST = "manifest.json"
 FORMAT_VERSION = 1
@@ -156,7 +156,7 @@ class Journal:
         manifest = {
             "version": FORMAT_VERSION,
             "key": key,
-            "frames": tasks[-1].out_stop if tasks else 0,
+            "frames": total_frames(tasks),
             "chunks": _chunk_spans(tasks),
             "meta": dict(meta or {}),
             "created": time.time(),
@@ -185,10 +185,6 @@ class Journal:
     @property
     def meta(self) -> dict[str, Any]:
         return self.manifest["meta"]
-
-    @property
-    def chunk_count(self) -> int:
-        return len(self.manifest["chunks"])
 
     def tasks(self) -> list[ChunkTask]:
         return tasks_from_spans(self.manifest["chunks"])

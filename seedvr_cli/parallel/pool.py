@@ -38,7 +38,6 @@ class WorkerSlot:
     job_sent: int | None = None
     assigned: list[tuple[int, int]] = field(default_factory=list)
     running: tuple[int, int] | None = None  # the chunk its processor is working on
-    spawned_at: float = 0.0
     init_error: str = ""
 
     @property
@@ -124,7 +123,6 @@ class WorkerPool:
         child_end.close()  # so that the parent sees EOF when the child goes away
         slot.process, slot.conn = process, parent_end
         slot.ready, slot.job_sent, slot.assigned, slot.init_error, slot.running = False, None, [], "", None
-        slot.spawned_at = time.monotonic()
 
     def retire(self, slot: WorkerSlot) -> None:
         """Stop ``slot``'s worker for good (its device is dropped for the rest of the pool's life)."""

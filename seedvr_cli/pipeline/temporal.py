@@ -178,12 +178,6 @@ class TemporalPlan:
         final_until = self.windows[windows_done].start  # later windows only touch frames from here on
         return range(max(0, min(self.num_frames, final_until - self.prepend)))
 
-    def output_frames_of(self, window: Window) -> range:
-        """Output frame indices that ``window`` contributes to (possibly with weight)."""
-        first = max(window.start, self.prepend) - self.prepend
-        last = window.stop - self.prepend
-        return range(first, max(first, last))
-
 
 def plan_windows(
     num_frames: int,
