@@ -121,12 +121,16 @@ class _Scheduler:
     def usable(self) -> list[WorkerSlot]:
         return [s for s in self.pool.live_slots if s.slot not in self.excluded]
 
+    def _in_flight(self) -> int:
+        """Chunks handed out or finished but not yet written (RunOptions.max_in_flight)."""
+        return self.options.max_in_flight or 2 * len(self.usable) + 2
+
     # -- handing out ------------------------------------------------------------------------
 
     def _window_limit(self) -> int:
         if self.assembler is None:
             return len(self.tasks)
-        in_flight = self.options.max_in_flight or 2 * len(self.usable) + 2
+        in_flight = self._in_flight()
         return self.assembler.next_chunk + max(1, in_flight)
 
     def _allowed(self, chunk: int, slot: WorkerSlot) -> bool:
@@ -227,7 +231,7 @@ class _Scheduler:
             running = {c for slot in self.pool.live_slots for job, c in slot.assigned if job == self.job_id}
             frames = sum(self.tasks[k].out_frames for k in set(self.pending) | running)
         else:
-            in_flight = self.options.max_in_flight or 2 * len(self.pool.live_slots) + 2
+            in_flight = self._in_flight()
             frames = in_flight * max(t.out_frames for t in self.tasks)
         need, free = frames * frame_bytes, shutil.disk_usage(self.journal.root).free
         if need > free:
