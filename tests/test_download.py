@@ -50,22 +50,21 @@ class FakeHub:
                     self.send_header(k, v)
                 self.end_headers()
 
+            def _not_found(self):
+                self.send_response(404)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
             def do_HEAD(self):
                 key, data = self._lookup()
                 if data is None:
-                    self.send_response(404)
-                    self.send_header("Content-Length", "0")
-                    self.end_headers()
-                    return
+                    return self._not_found()
                 self._headers(data, 200, len(data))
 
             def do_GET(self):
                 key, data = self._lookup()
                 if data is None:
-                    self.send_response(404)
-                    self.send_header("Content-Length", "0")
-                    self.end_headers()
-                    return
+                    return self._not_found()
                 wanted = self.headers.get("Range")
                 hub.ranges.append(wanted)
                 start = int(re.match(r"bytes=(\d+)-", wanted).group(1)) if wanted else 0
