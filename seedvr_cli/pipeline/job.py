@@ -10,9 +10,10 @@ that fails is reported and the others go on.
 from __future__ import annotations
 
 import json
+import shutil
 import tempfile
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Protocol
 
@@ -194,8 +195,6 @@ def _output_keeps_alpha(job: Job, spec: JobSpec, deep: bool) -> bool:
 
 def _with_input_range(task, temporal: TemporalPlan):
     """Chunks are planned on the timeline (prepended frames first); workers read input frames."""
-    from dataclasses import replace
-
     used = [i for window in task.windows for i in temporal.window_input_frames(window)]
     return replace(task, read_start=min(used), read_stop=max(used) + 1)
 
@@ -330,8 +329,6 @@ def _run_one(index: int, total: int, job: Job, spec: JobSpec, pool, reporter: Re
                            "deep_output": deep_output, "alpha": plan.alpha, "model_files": model_identity}, tasks)
             if spec.run.restart:
                 for stale in stale_workdirs(output):
-                    import shutil
-
                     shutil.rmtree(stale, ignore_errors=True)
             try:
                 output.parent.mkdir(parents=True, exist_ok=True)
@@ -393,8 +390,6 @@ def _output_frames_only(progress, prepend: int):
     ``--prepend-frames`` context), as in the plan and the summary."""
     if not prepend:
         return progress
-    from dataclasses import replace
-
     def report(event: ProgressEvent) -> None:
         progress(replace(event, frames_done=max(0, event.frames_done - prepend),
                          frames_written=max(0, event.frames_written - prepend),
