@@ -127,7 +127,10 @@ class RotaryFrequencies(nn.Module):
     def __init__(self, spec: RopeSpec) -> None:
         super().__init__()
         self.spec = spec
-        self.register_buffer("freqs", spec.frequencies(), persistent=True)
+        # On the CPU even when the model is built on the meta device: arithmetic on meta tensors
+        # goes through torch's Python decompositions, whose first use imports torch._dynamo
+        # (seconds of every worker's start-up).
+        self.register_buffer("freqs", spec.frequencies("cpu"), persistent=True)
 
     def _load_from_state_dict(
         self, state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys, error_msgs
