@@ -182,7 +182,8 @@ class _Scheduler:
     def handle(self, event: WorkerEvent) -> None:
         slot, label = event.slot, event.slot.device.label
         if event.kind == "ready":
-            self.progress.emit("ready", device=label, message=f"{label} ready")
+            self.progress.emit("ready", device=label, message=f"{label} ready after {event.seconds:.1f} s "
+                                                             f"(models {event.build_seconds:.1f} s)")
         elif event.kind == "done":
             if event.job_id != self.job_id:
                 return  # a chunk of an earlier, abandoned job

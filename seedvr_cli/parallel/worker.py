@@ -6,7 +6,7 @@ break its own pipe, never a queue the other workers share):
     parent -> worker   ("job", job_id, source, context, spill_dir, durable)   start a new input
                        ("task", job_id, ChunkTask)                              process one chunk
                        ("stop",)
-    worker -> parent   ("ready",) | ("init_failed", traceback)
+    worker -> parent   ("ready", build_seconds) | ("init_failed", traceback)
                        ("started", job_id, chunk)                               processing begins
                        ("done", job_id, chunk, shape, dtype, seconds)           spill file is complete
                        ("failed", job_id, chunk, traceback)
@@ -224,14 +224,18 @@ class _Stages:
 def worker_main(conn, device: DeviceSpec, factory_blob: bytes, env: dict[str, str]) -> None:
     # Before anything can initialise CUDA: this worker sees only its own GPU (and its share of cores).
     os.environ.update(env)
-    if "torch" in sys.modules and "OMP_NUM_THREADS" in env:
-        sys.modules["torch"].set_num_threads(int(env["OMP_NUM_THREADS"]))
+    threads = env.get("OMP_NUM_THREADS", "")
+    if "torch" in sys.modules and threads.isdigit() and int(threads) > 0:
+        # Forked from the fork server, torch is imported already: the variable alone comes too late.
+        sys.modules["torch"].set_num_threads(int(threads))
     # Ctrl-C reaches the whole process group; the parent decides what stops, and when.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
 
     try:
         factory = pickle.loads(factory_blob)
+        building = time.perf_counter()
         processor = factory(device)
+        build_seconds = time.perf_counter() - building
     except BaseException:
         try:
             conn.send(("init_failed", traceback.format_exc()))
@@ -239,7 +243,7 @@ def worker_main(conn, device: DeviceSpec, factory_blob: bytes, env: dict[str, st
             pass
         return
     stages = _Stages(conn, processor)
-    stages.send(("ready",))
+    stages.send(("ready", build_seconds))
     threads = [
         threading.Thread(target=stages.receive, name="receive", daemon=True),
         threading.Thread(target=stages.decode, name="decode", daemon=True),
