@@ -136,6 +136,11 @@ def upscale(
                                             rich_help_panel=_RUN)] = "text",
 ) -> None:
     """Upscale and restore videos and images with SeedVR2."""
+    if not dry_run:
+        from seedvr_cli.parallel.launcher import start_worker_server
+
+        # First, so that the workers' imports run while this process parses, probes and resolves.
+        start_worker_server()
     from seedvr_cli.config import JobSpec, ModelSettings, ProcessSettings, RunSettings, parse_frame_range
     from seedvr_cli.media.settings import OutputSettings
 

@@ -8,7 +8,7 @@ models each worker loaded serve every file of a folder.
 from __future__ import annotations
 
 import atexit
-import multiprocessing
+import os
 import pickle
 import signal
 import time
@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from seedvr_cli.parallel.devices import DeviceSpec, thread_environment, worker_environment
+from seedvr_cli.parallel.launcher import worker_context
 from seedvr_cli.parallel.tasks import ChunkTask
 from seedvr_cli.parallel.worker import ProcessorFactory, worker_main
 
@@ -39,6 +40,7 @@ class WorkerSlot:
     assigned: list[tuple[int, int]] = field(default_factory=list)
     running: tuple[int, int] | None = None  # the chunk its processor is working on
     init_error: str = ""
+    spawned_at: float = 0.0  # time.monotonic() when its process was started
 
     @property
     def alive(self) -> bool:
@@ -54,7 +56,8 @@ class WorkerEvent:
     detail: str = ""
     shape: tuple[int, ...] | None = None
     dtype: str | None = None
-    seconds: float = 0.0
+    seconds: float = 0.0  # "done": the chunk's time in the worker; "ready": from spawn to ready
+    build_seconds: float = 0.0  # "ready": the part of it spent building the processor (loading models)
     held: list[tuple[int, int]] = field(default_factory=list)  # for "died": what it was holding
     was_ready: bool = False  # for "died": whether its processor had been built
     running: tuple[int, int] | None = None  # for "died": the chunk being processed, if known
@@ -86,8 +89,7 @@ class WorkerPool:
             self._factory_blob = pickle.dumps(factory)
         except Exception as exc:
             raise TypeError(f"the processor factory must be picklable to reach spawned workers: {exc}") from exc
-        # Spawn, never fork: CUDA cannot be used in a forked child and torch state must not leak.
-        self._ctx = multiprocessing.get_context("spawn")
+        self._ctx = worker_context()
         self.slots = [WorkerSlot(i, d) for i, d in enumerate(self.devices)]
         self._started = False
         self._next_job = 0
@@ -113,12 +115,15 @@ class WorkerPool:
         parent_end, child_end = self._ctx.Pipe(duplex=True)
         process = self._ctx.Process(
             target=worker_main,
+            # The whole environment as it is now: a fork server's children inherit the one it had
+            # when it started.
             args=(child_end, slot.device, self._factory_blob,
-                  {**worker_environment(slot.device), **thread_environment(len(self.devices))}),
+                  {**os.environ, **worker_environment(slot.device), **thread_environment(len(self.devices))}),
             name=f"seedvr-worker-{slot.device.label}",
             # Not daemonic: a processor may need child processes of its own (e.g. compile workers).
             daemon=False,
         )
+        slot.spawned_at = time.monotonic()
         process.start()
         child_end.close()  # so that the parent sees EOF when the child goes away
         slot.process, slot.conn = process, parent_end
@@ -135,29 +140,41 @@ class WorkerPool:
             slot.process.kill()
 
     def _stop(self, slot: WorkerSlot, *, graceful: bool, timeout: float = 5.0) -> None:
-        process, conn = slot.process, slot.conn
-        slot.process, slot.conn, slot.ready, slot.assigned, slot.running = None, None, False, [], None
-        if process is None:
-            return
-        if graceful and conn is not None:
-            try:
-                conn.send(("stop",))
-            except OSError:
-                pass
-            process.join(timeout)
-        if process.is_alive():
-            process.terminate()
-            process.join(timeout)
-        if process.is_alive():
-            process.kill()
-            process.join()
-        if conn is not None:
-            conn.close()
+        self._stop_all([(slot, graceful)], timeout)
+
+    @staticmethod
+    def _stop_all(slots: list[tuple[WorkerSlot, bool]], timeout: float) -> None:
+        """Ask every ``(slot, graceful)`` worker to stop at once, then wait for them together (each
+        takes about a second to tear down its CUDA context); stragglers are terminated, then killed."""
+        stopping = []
+        for slot, graceful in slots:
+            process, conn = slot.process, slot.conn
+            slot.process, slot.conn, slot.ready, slot.assigned, slot.running = None, None, False, [], None
+            if process is None:
+                continue
+            if graceful and conn is not None:
+                try:
+                    conn.send(("stop",))
+                except OSError:
+                    graceful = False
+            stopping.append((process, conn, graceful))
+        deadline = time.monotonic() + timeout
+        for process, _, graceful in stopping:
+            if graceful:
+                process.join(max(0.0, deadline - time.monotonic()))
+        for process, conn, _ in stopping:
+            if process.is_alive():
+                process.terminate()
+                process.join(timeout)
+            if process.is_alive():
+                process.kill()
+                process.join()
+            if conn is not None:
+                conn.close()
 
     def close(self, *, graceful: bool = True) -> None:
         """Stop every worker: ``graceful`` asks idle ones to stop, anything else is terminated."""
-        for slot in self.slots:
-            self._stop(slot, graceful=graceful and not slot.assigned)
+        self._stop_all([(slot, graceful and not slot.assigned) for slot in self.slots], timeout=5.0)
         atexit.unregister(self.close)
 
     @property
@@ -223,7 +240,8 @@ class WorkerPool:
             kind = message[0]
             if kind == "ready":
                 slot.ready = True
-                events.append(WorkerEvent("ready", slot))
+                events.append(WorkerEvent("ready", slot, seconds=time.monotonic() - slot.spawned_at,
+                                          build_seconds=message[1]))
             elif kind == "init_failed":
                 slot.init_error = message[1]
                 events.append(WorkerEvent("init_failed", slot, detail=message[1]))

@@ -1,0 +1,49 @@
+"""How worker processes are started: from a fork server that has already imported torch.
+
+A spawned worker is a fresh interpreter that imports torch and the models before it can touch its
+GPU: seconds per worker (about 3 s on the H200 machine, more on a cold disk), paid on the critical
+path of every run. On Linux the workers are instead forked from multiprocessing's fork server,
+which imports them once (``seedvr_cli.parallel.preload``). ``start_worker_server`` starts it early, so that its imports
+overlap the parent's own start-up (argument parsing, probing the inputs, resolving the models).
+
+Forking is safe here because the server never initialises CUDA (importing torch does not) and
+runs no torch thread pools; every worker still sets its own ``CUDA_VISIBLE_DEVICES`` before its
+first CUDA call. Elsewhere (macOS, Windows) workers are spawned as before.
+
+Only the standard library is imported here, so the CLI can start the server before importing torch.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import sys
+from multiprocessing.context import BaseContext
+
+# The fork server survives only ImportError from a preloaded module; this one catches everything.
+WORKER_PRELOAD = ("seedvr_cli.parallel.preload",)
+
+
+def uses_fork_server() -> bool:
+    return sys.platform.startswith("linux") and "forkserver" in multiprocessing.get_all_start_methods()
+
+
+def worker_context() -> BaseContext:
+    """The multiprocessing context that starts workers (never plain fork: the parent may hold CUDA)."""
+    if uses_fork_server():
+        context = multiprocessing.get_context("forkserver")
+        context.set_forkserver_preload(list(WORKER_PRELOAD))
+        return context
+    return multiprocessing.get_context("spawn")
+
+
+def start_worker_server() -> None:
+    """Start the fork server in the background now (returns at once; no-op where workers are spawned).
+
+    The server lives until this process exits; starting it again is a no-op.
+    """
+    if not uses_fork_server():
+        return
+    from multiprocessing import forkserver
+
+    worker_context()  # the preload list must be set before the server starts
+    forkserver.ensure_running()
