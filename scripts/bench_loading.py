@@ -2,6 +2,7 @@
 """Host RAM and GPU memory of loading checkpoints: real-size 7B fp16 and 7B GGUF Q4_K_M.
 
     python scripts/bench_loading.py                 # GPU machine: synthesizes ~22 GB of files
+    python scripts/bench_loading.py --variant 3b    # the 3B files instead (~9 GB)
     python scripts/bench_loading.py --dir /data/ck  # reuse / keep the files there
     python scripts/bench_loading.py --tiny          # CPU smoke run with the tiny 7B
 
@@ -113,6 +114,7 @@ def run_child(path: Path, device: str, dtype_name: str) -> dict:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--tiny", action="store_true", help="tiny 7B on the CPU (smoke test of this script)")
+    parser.add_argument("--variant", choices=["7b", "3b"], default="7b", help="which real-size DiT (default 7b)")
     parser.add_argument("--dir", type=Path, help="folder for the synthesized files (kept); default: a temp dir")
     parser.add_argument("--device", help="load onto this device (default: cuda, or cpu with --tiny)")
     parser.add_argument("--measure", type=Path, help=argparse.SUPPRESS)
@@ -123,7 +125,7 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps(measure(args.measure, device, args.dtype)))
         return 0
 
-    variant = "tiny-7b" if args.tiny else "7b"
+    variant = "tiny-7b" if args.tiny else args.variant
     if args.dir:
         args.dir.mkdir(parents=True, exist_ok=True)
         folder, cleanup = args.dir, None

@@ -1,14 +1,18 @@
 #!/usr/bin/env bash
 # GPU checks and benchmarks, run on a CUDA machine from the repository root.
 #
-#   bash scripts/gpu_check.sh STAGE...      stages: tests smoke loading e2e multi
+#   bash scripts/gpu_check.sh STAGE...      stages: tests smoke loading e2e multi long info
 #
 # tests    pytest -m gpu (parity on the GPU, bf16 bounds, GPU loading)
 # smoke    real-size 3B / 7B DiT and VAE forward at a 1080p latent size (scripts/gpu_models_smoke.py)
 # loading  host RAM while loading a real-size 7B fp16 file, VRAM of a 7B GGUF Q4_K (scripts/bench_loading.py)
 # e2e      real-size 3B fp16 (synthesized): in-process per-phase benchmark and the CLI on a 66-frame
 #          640x360 clip to 1080p and 720p (scripts/bench.py, scripts/watch_run.py)
-# multi    the CLI on a clip of $MULTI_FRAMES (240) frames to 1080p on GPU 0 and on GPUs 0,1; outputs compared
+# loading3b  the same for the real-size 3B files
+# multi    the CLI on a clip of $MULTI_FRAMES (240) frames to 1080p, batch $MULTI_BATCH (21), on GPU 0 and on
+#          GPUs 0,1; outputs compared
+# long     the CLI on a clip of $LONG_FRAMES (3000) frames to 1080p h264 with audio on $LONG_DEVICES (0,1),
+#          batch $LONG_BATCH (33), sampling the main process's RSS; Ctrl-C after $LONG_LIMIT (540) s if unfinished
 # info     seedvr info (versions, devices, free VRAM)
 #
 # Missing pure-Python packages can be given as wheels in .whl/ (installed to /tmp/site).
@@ -41,6 +45,9 @@ for stage in "$@"; do
     loading)
         $PY scripts/bench_loading.py --dir "$WORK/loading" 2>&1 | tee "$OUT/loading.log"
         rm -rf "$WORK/loading" ;;
+    loading3b)
+        $PY scripts/bench_loading.py --variant 3b --dir "$WORK/loading3b" 2>&1 | tee "$OUT/loading3b.log"
+        rm -rf "$WORK/loading3b" ;;
     e2e)
         synth 3b fp16 "$WORK/seedvr2_ema_3b_fp16.safetensors"
         synth vae fp16 "$WORK/ema_vae_fp16.safetensors"
@@ -55,6 +62,7 @@ for stage in "$@"; do
         done ;;
     multi)
         frames=${MULTI_FRAMES:-240}
+        batch=${MULTI_BATCH:-21}
         synth 3b fp16 "$WORK/seedvr2_ema_3b_fp16.safetensors"
         synth vae fp16 "$WORK/ema_vae_fp16.safetensors"
         $PY scripts/make_clip.py "$WORK/clip_multi.mp4" --frames "$frames" --width 640 --height 360 --audio
@@ -62,7 +70,7 @@ for stage in "$@"; do
             tag=${devs/,/_}
             $PY scripts/watch_run.py --json "$OUT/multi_$tag.json" -- $SEEDVR upscale "$WORK/clip_multi.mp4" \
                 -o "$WORK/multi_$tag.mkv" --overwrite --codec ffv1 --model "$WORK/seedvr2_ema_3b_fp16.safetensors" \
-                --vae "$WORK/ema_vae_fp16.safetensors" --resolution 1080 --batch-size 21 --devices "$devs" \
+                --vae "$WORK/ema_vae_fp16.safetensors" --resolution 1080 --batch-size "$batch" --devices "$devs" \
                 --log-format json 2>&1 | grep -v -E '"kind": "(chunk|write)"' | tee "$OUT/multi_$tag.log"
         done
         $PY - "$WORK/multi_0.mkv" "$WORK/multi_0_1.mkv" <<'PYEOF' 2>&1 | tee "$OUT/multi_compare.log"
@@ -79,9 +87,20 @@ for path in sys.argv[1:]:
 print("IDENTICAL" if digests[0] == digests[1] else "DIFFERENT")
 PYEOF
         ;;
+    long)
+        frames=${LONG_FRAMES:-3000}
+        synth 3b fp16 "$WORK/seedvr2_ema_3b_fp16.safetensors"
+        synth vae fp16 "$WORK/ema_vae_fp16.safetensors"
+        $PY scripts/make_clip.py "$WORK/clip_long.mp4" --frames "$frames" --width 640 --height 360 --audio
+        $PY scripts/watch_run.py --interval 2 --interrupt-after "${LONG_LIMIT:-540}" --json "$OUT/long.json" -- \
+            $SEEDVR upscale "$WORK/clip_long.mp4" -o "$WORK/long.mp4" --overwrite \
+            --model "$WORK/seedvr2_ema_3b_fp16.safetensors" --vae "$WORK/ema_vae_fp16.safetensors" \
+            --resolution 1080 --batch-size "${LONG_BATCH:-33}" --devices "${LONG_DEVICES:-0,1}" --log-format json 2>&1 \
+            | grep -v -E '"kind": "(chunk|write)"' | tee "$OUT/long.log"
+        [ -f "$WORK/long.mp4" ] && $SEEDVR probe "$WORK/long.mp4" 2>&1 | tee -a "$OUT/long.log" ;;
     info)
         $SEEDVR info 2>&1 | tee "$OUT/info.log" ;;
     *)
-        echo "unknown stage $stage (tests smoke loading e2e multi info)"; exit 2 ;;
+        echo "unknown stage $stage (tests smoke loading loading3b e2e multi long info)"; exit 2 ;;
     esac
 done

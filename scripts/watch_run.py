@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Run a command and sample its memory: peak RSS of the main process, of each child, and per-GPU VRAM.
 
-Usage: python scripts/watch_run.py [--interval 0.5] [--json FILE] -- COMMAND [ARGS...]
+Usage: python scripts/watch_run.py [--interval 0.5] [--json FILE] [--interrupt-after S] -- COMMAND [ARGS...]
 
 Prints the command's own output, then one summary line: wall seconds, exit code, peak RSS of the
 main process and of its largest child (workers), and the peak used memory of every GPU as
@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import signal
 import subprocess
 import sys
 import threading
@@ -39,6 +40,9 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--interval", type=float, default=0.5)
     parser.add_argument("--json", help="also write the summary as JSON to this file")
+    parser.add_argument("--interrupt-after", type=float, default=None,
+                        help="send the command SIGINT (Ctrl-C) after this many seconds, so a run that would "
+                             "outlast a time limit still stops cleanly and gets measured")
     parser.add_argument("command", nargs=argparse.REMAINDER)
     args = parser.parse_args()
     command = args.command[1:] if args.command[:1] == ["--"] else args.command
@@ -77,19 +81,28 @@ def main() -> int:
 
     thread = threading.Thread(target=sample, daemon=True)
     thread.start()
-    code = process.wait()
+    interrupted = False
+    try:
+        code = process.wait(timeout=args.interrupt_after)
+    except subprocess.TimeoutExpired:
+        interrupted = True
+        process.send_signal(signal.SIGINT)
+        code = process.wait()
     stop.set()
     thread.join()
     wall = time.monotonic() - started
     # RSS over the run, in ten steps: shows whether the main process grows with the video length.
     step = max(1, len(rss_curve) // 10)
+    settled = [rss for _, rss in rss_curve[len(rss_curve) // 10:]]
     summary = {
-        "command": " ".join(command), "exit_code": code, "wall_s": round(wall, 2),
+        "command": " ".join(command), "exit_code": code, "interrupted": interrupted, "wall_s": round(wall, 2),
         "main_peak_rss_gib": round(peaks["main_rss"] / 2**30, 3),
         "largest_child_peak_rss_gib": round(peaks["child_rss"] / 2**30, 3),
         "gpu_peak_used_gib": [round(m / 1024, 2) for m in peaks["gpu_used_mib"]],
         "gpu_mean_util_pct": [round(sum(u) / len(u), 1) if u else 0.0 for u in peaks["gpu_util"]],
         "main_rss_curve_gib": [(t, round(r / 2**30, 3)) for t, r in rss_curve[::step]],
+        # Largest rise of the main process's RSS after the first tenth of the run (start-up excluded).
+        "main_rss_growth_after_first_tenth_mib": round((max(settled) - settled[0]) / 2**20, 1) if settled else None,
     }
     print("WATCH " + json.dumps(summary), flush=True)
     if args.json:
