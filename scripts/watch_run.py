@@ -5,7 +5,9 @@ Usage: python scripts/watch_run.py [--interval 0.5] [--json FILE] [--interrupt-a
 
 Prints the command's own output, then one summary line: wall seconds, exit code, peak RSS of the
 main process and of its largest child (workers), and the peak used memory of every GPU as
-``nvidia-smi`` reports it (all processes on that GPU), plus the mean GPU utilization while it ran.
+``nvidia-smi`` reports it (all processes on that GPU), plus the mean GPU utilization while it ran,
+and the main process's RSS drift (median of the last quarter of the run minus the second quarter's).
+``--json`` also keeps every RSS sample.
 """
 
 from __future__ import annotations
@@ -93,7 +95,9 @@ def main() -> int:
     wall = time.monotonic() - started
     # RSS over the run, in ten steps: shows whether the main process grows with the video length.
     step = max(1, len(rss_curve) // 10)
-    settled = [rss for _, rss in rss_curve[len(rss_curve) // 10:]]
+    quarter = len(rss_curve) // 4
+    second_quarter = sorted(rss for _, rss in rss_curve[quarter:2 * quarter])
+    last_quarter = sorted(rss for _, rss in rss_curve[-quarter:]) if quarter else []
     summary = {
         "command": " ".join(command), "exit_code": code, "interrupted": interrupted, "wall_s": round(wall, 2),
         "main_peak_rss_gib": round(peaks["main_rss"] / 2**30, 3),
@@ -101,13 +105,15 @@ def main() -> int:
         "gpu_peak_used_gib": [round(m / 1024, 2) for m in peaks["gpu_used_mib"]],
         "gpu_mean_util_pct": [round(sum(u) / len(u), 1) if u else 0.0 for u in peaks["gpu_util"]],
         "main_rss_curve_gib": [(t, round(r / 2**30, 3)) for t, r in rss_curve[::step]],
-        # Largest rise of the main process's RSS after the first tenth of the run (start-up excluded).
-        "main_rss_growth_after_first_tenth_mib": round((max(settled) - settled[0]) / 2**20, 1) if settled else None,
+        # Whether the main process grows with the video: median RSS of the last quarter of the run
+        # minus that of the second quarter (the first is start-up).
+        "main_rss_drift_mib": round((last_quarter[len(last_quarter) // 2] - second_quarter[len(second_quarter) // 2])
+                                    / 2**20, 1) if quarter else None,
     }
     print("WATCH " + json.dumps(summary), flush=True)
     if args.json:
         with open(args.json, "w") as handle:
-            json.dump(summary, handle, indent=1)
+            json.dump({**summary, "main_rss_samples_bytes": rss_curve}, handle)
     return code
 
 
