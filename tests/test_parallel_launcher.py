@@ -63,3 +63,20 @@ def test_workers_see_the_parents_environment_as_it_is_when_they_start(tmp_path, 
 def test_the_start_method_never_plain_fork():
     # A plain fork would copy a parent that may have initialised CUDA.
     assert worker_context().get_start_method() in ("forkserver", "spawn")
+
+
+def test_a_fork_server_that_cannot_start_falls_back_to_spawn(monkeypatch):
+    from multiprocessing import forkserver
+
+    from seedvr_cli.parallel import launcher
+
+    if not launcher.uses_fork_server():
+        pytest.skip("workers are spawned on this platform anyway")
+
+    def refuse():
+        raise OSError("no room for the socket")
+
+    monkeypatch.setattr(forkserver, "ensure_running", refuse)
+    monkeypatch.setattr(launcher, "_server_failed", False)
+    launcher.start_worker_server()
+    assert worker_context().get_start_method() == "spawn"

@@ -23,8 +23,12 @@ from multiprocessing.context import BaseContext
 WORKER_PRELOAD = ("seedvr_cli.parallel.preload",)
 
 
+_server_failed = False  # the fork server could not start here (e.g. no room for its socket): spawn
+
+
 def uses_fork_server() -> bool:
-    return sys.platform.startswith("linux") and "forkserver" in multiprocessing.get_all_start_methods()
+    return (not _server_failed and sys.platform.startswith("linux")
+            and "forkserver" in multiprocessing.get_all_start_methods())
 
 
 def worker_context() -> BaseContext:
@@ -41,9 +45,14 @@ def start_worker_server() -> None:
 
     The server lives until this process exits; starting it again is a no-op.
     """
+    global _server_failed
     if not uses_fork_server():
         return
     from multiprocessing import forkserver
 
     worker_context()  # the preload list must be set before the server starts
-    forkserver.ensure_running()
+    try:
+        forkserver.ensure_running()
+    except OSError:
+        # Its socket lives in the temp folder; where that fails, spawned workers still work.
+        _server_failed = True
