@@ -446,3 +446,17 @@ def test_frames_of_a_folder_sequence_keep_their_file_names(tmp_path, capsys, che
                         "--resolution", "48", "--batch-size", "5")
     assert code == 0, err
     assert sorted(p.name for p in (tmp_path / "shots_upscaled").iterdir()) == ["s002.png", "s003.png", "s004.png"]
+
+
+def test_an_output_another_run_is_working_on_is_refused(tmp_path, capsys, checkpoints):
+    from seedvr_cli.parallel.outputlock import OutputLock
+
+    clip = make_video(tmp_path / "clip.mp4", frames=5, width=32, height=24)
+    output = tmp_path / "clip_up.mp4"
+    with OutputLock(output):
+        code, _, err = _run(capsys, str(clip), "-o", str(output), *_models(checkpoints), "--resolution", "32",
+                            "--batch-size", "5", "--restart")
+    assert code != 0
+    text = " ".join(err.split())
+    assert "clip_up.mp4: another seedvr process" in text and "Traceback" not in err
+    _no_leftovers(tmp_path, {"clip.mp4"})

@@ -300,12 +300,14 @@ def _run_one(index: int, total: int, job: Job, spec: JobSpec, pool, reporter: Re
     from seedvr_cli.media.writer import open_writer
     from seedvr_cli.parallel.engine import RunOptions, run_job
     from seedvr_cli.parallel.journal import fingerprint_input, job_key, stale_workdirs, workdir_for
+    from seedvr_cli.parallel.outputlock import OutputLock
     from seedvr_cli.parallel.tasks import parse_shard, shard_indices
     from seedvr_cli.pipeline.chunk import ChunkSettings
     from seedvr_cli.pipeline.processor import InputContext
 
     started = time.monotonic()
     writer = None
+    lock = None
     try:
         with open_reader(job.input, sequence=spec.sequence, fps=spec.fps) as reader:
             plan, size, temporal, tasks = plan_input(job, spec, reader)
@@ -327,19 +329,22 @@ def _run_one(index: int, total: int, job: Job, spec: JobSpec, pool, reporter: Re
             key = job_key(fingerprint_input(fingerprint_path),
                           {**spec.pixel_settings(), "first": plan.first_frame, "frames": plan.frames,
                            "deep_output": deep_output, "alpha": plan.alpha, "model_files": model_identity}, tasks)
-            if spec.run.restart:
-                for stale in stale_workdirs(output):
-                    shutil.rmtree(stale, ignore_errors=True)
             try:
                 output.parent.mkdir(parents=True, exist_ok=True)
             except OSError as err:
                 raise UserError(f"{output.parent}: cannot create the output folder ({err.strerror}); "
                                 "choose another -o") from None
+            shard = parse_shard(spec.run.shard) if spec.run.shard is not None else None
+            # Before --restart removes anything: a second run of the same output must not touch the first's work.
+            lock = OutputLock(output, shard)
+            lock.acquire()
+            if spec.run.restart:
+                for stale in stale_workdirs(output):
+                    shutil.rmtree(stale, ignore_errors=True)
             workdir = workdir_for(output, key)
             chunks = None
-            if spec.run.shard is not None:
-                shard, count = parse_shard(spec.run.shard)
-                chunks = shard_indices(tasks, shard, count)
+            if shard is not None:
+                chunks = shard_indices(tasks, *shard)
             else:
                 # A sub-range has no matching audio or timestamps in the source: it gets plain CFR timing.
                 whole = plan.first_frame == 0 and plan.frames == reader.num_frames
@@ -383,6 +388,9 @@ def _run_one(index: int, total: int, job: Job, spec: JobSpec, pool, reporter: Re
         if writer is not None:
             writer.abort()
         raise
+    finally:
+        if lock is not None:
+            lock.release()
 
 
 def _output_frames_only(progress, prepend: int):
