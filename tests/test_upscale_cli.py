@@ -1,7 +1,7 @@
 """``seedvr upscale`` end to end on the CPU with tiny synthesized checkpoints, through the real entry point.
 
-Every run that reaches the workers spawns fresh processes that import torch (a few seconds each),
-so runs are few and shared: a module-scoped folder run serves the alpha, 16-bit, partial-failure
+Every run that reaches the workers starts worker processes and loads models, so runs are few and
+shared: a module-scoped folder run serves the alpha, 16-bit, partial-failure
 and JSON-log checks; one pair of runs serves both the 1-vs-2-workers and the 16-bit video checks.
 """
 
