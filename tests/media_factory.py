@@ -49,10 +49,12 @@ def make_video(
     rotation: int = 0,
     audio: str | None = None,
     audio_rate: int = 48000,
+    audio_start_s: float = 0.0,
     subtitles: bool = False,
     options: dict[str, str] | None = None,
 ) -> Path:
     """Write a clip. ``pts_ms`` gives per-frame times in milliseconds (a VFR clip, time base 1/1000).
+    ``audio_start_s``: the audio's first sample comes that late after the first video frame.
 
     libx265 needs frames of at least 64x64 here: smaller ones can corrupt its heap.
     """
@@ -89,14 +91,14 @@ def make_video(
         container.mux(packet)
     if audio_stream is not None:
         seconds = frames / float(fps) if pts_ms is None else (pts_ms[-1] + 40) / 1000
-        _write_tone(container, audio_stream, seconds, audio_rate)
+        _write_tone(container, audio_stream, seconds, audio_rate, round(audio_start_s * audio_rate))
     if subtitle_stream is not None:
         _write_subtitle(container, subtitle_stream)
     container.close()
     return path
 
 
-def _write_tone(container, stream, seconds: float, rate: int) -> None:
+def _write_tone(container, stream, seconds: float, rate: int, first_sample: int = 0) -> None:
     total = int(seconds * rate)
     ctx = stream.codec_context
     block = ctx.frame_size or 1024
@@ -118,7 +120,7 @@ def _write_tone(container, stream, seconds: float, rate: int) -> None:
             data = planes.astype(np.float32)
         frame = av.AudioFrame.from_ndarray(data, format=sample_format, layout="stereo")
         frame.sample_rate = rate
-        frame.pts = start
+        frame.pts = first_sample + start
         frame.time_base = Fraction(1, rate)
         for packet in stream.encode(frame):
             container.mux(packet)

@@ -185,6 +185,44 @@ def test_audio_the_container_cannot_hold_is_reencoded(tmp_path):
     assert any("subtitle" in note and "dropped" in note for note in writer.notes)
 
 
+def _first_times(path) -> dict[str, float]:
+    """Seconds of the first packet of each stream type (AAC's first packet is its priming, before 0)."""
+    firsts: dict[str, float] = {}
+    with av.open(str(path)) as container:
+        for packet in container.demux():
+            if packet.pts is not None and packet.stream.type not in firsts:
+                firsts[packet.stream.type] = float(packet.pts * packet.time_base)
+    return firsts
+
+
+@pytest.mark.parametrize("codec, rate", [("pcm_u8", 8000), ("pcm_s16le", 48000)])
+def test_reencoded_audio_stays_in_sync_with_video_that_starts_late(tmp_path, codec, rate):
+    # Timestamps starting at 1 s (as in cut or broadcast files): the re-encoded audio must start
+    # there too, not at 0 while the video keeps its 1 s.
+    source = make_video(tmp_path / "src.mkv", frames=10, pts_ms=[1000 + 40 * i for i in range(10)],
+                        audio=codec, audio_rate=rate, audio_start_s=1.0)
+    _, writer = _copy_through(source, tmp_path / "out.mp4")
+    assert any(f"({codec}) re-encoded to aac" in note for note in writer.notes)
+    before, after = _first_times(source), _first_times(tmp_path / "out.mp4")
+    assert after["video"] == pytest.approx(before["video"]) == pytest.approx(1.0)
+    priming = 1024 / rate  # the AAC encoder's delay, undone by the player through the MP4 edit list
+    assert after["audio"] == pytest.approx(before["audio"] - priming, abs=1e-3)
+
+
+def test_pcm_is_copied_into_mov_and_mkv_and_reencoded_for_mp4(tmp_path):
+    # FFmpeg's MP4 muxer refuses PCM without a channel layout (as Matroska stores it) at the very end.
+    source = make_video(tmp_path / "src.mkv", frames=6, audio="pcm_s16le", audio_rate=48000)
+    samples = b"".join(data for data, _ in _packets(source, "audio"))
+    for name in ("out.mov", "out.mkv"):
+        _, writer = _copy_through(source, tmp_path / name)
+        # The same samples (MOV packs PCM into packets of its own size).
+        assert b"".join(data for data, _ in _packets(tmp_path / name, "audio")) == samples
+        assert writer.notes == []
+    _, writer = _copy_through(source, tmp_path / "out.mp4")
+    assert [a.codec for a in probe(tmp_path / "out.mp4").audio] == ["aac"]
+    assert any(".mov or .mkv" in note for note in writer.notes)
+
+
 def test_subtitles_copied_into_mkv_and_audio_can_be_dropped(tmp_path):
     source = make_video(tmp_path / "src.mkv", frames=6, audio="aac", subtitles=True)
     _copy_through(source, tmp_path / "subs.mkv")
