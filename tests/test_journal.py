@@ -153,3 +153,27 @@ def test_folder_fingerprint_ignores_hidden_files(tmp_path):
     assert fingerprint_input(tmp_path) == before
     (tmp_path / "0002.png").write_bytes(b"frame")
     assert fingerprint_input(tmp_path) != before
+
+
+def test_half_written_chunks_of_dead_processes_are_removed_on_resume(tmp_path, tasks):
+    import subprocess
+    import sys
+
+    from seedvr_cli.parallel import spill
+
+    journal = Journal.open(tmp_path / "w", key="k", tasks=tasks)
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True,
+                          text=True, check=True)
+    dead_pid = int(dead.stdout)  # exited and reaped: no such process any more
+    orphan = journal.root / f".chunk-000003.npy.{spill._HOST}-{dead_pid}.tmp"
+    alive = journal.root / f".chunk-000004.npy.{spill._HOST}-{os.getpid()}.tmp"
+    elsewhere = journal.root / f".chunk-000005.npy.another-machine-{dead_pid}.tmp"
+    for path in (orphan, alive, elsewhere):
+        path.write_bytes(b"half a chunk")
+    write_spill(journal.spill_path(1), np.zeros((2, 2, 2, 3), np.uint8))
+    assert set(journal.root.glob(".*.tmp")) == {orphan, alive, elsewhere}  # write_spill left none of its own
+
+    Journal.open(tmp_path / "w", key="k", tasks=tasks)  # the resume
+    assert not orphan.exists()
+    assert alive.exists() and elsewhere.exists()  # a live writer, and another shard machine's file
+    assert journal.spill_path(1).exists()

@@ -223,6 +223,7 @@ class _Scheduler:
                 self._record_failure(slot, None, "exit", f"worker {event.detail}")
             for chunk in ours[1:]:
                 self._requeue(chunk)
+            self.journal.remove_orphans()  # a chunk it was writing when it died
             self._device_failed(slot, restart=True)
 
     def _check_space(self, event: WorkerEvent) -> None:

@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from seedvr_cli.errors import UsageError
-from seedvr_cli.parallel.spill import read_spill_header, spill_name
+from seedvr_cli.parallel.spill import read_spill_header, remove_orphan_spills, spill_name
 from seedvr_cli.parallel.tasks import ChunkTask, plan_digest, total_frames
 
 MANIFEST = "manifest.json"
@@ -151,6 +151,7 @@ class Journal:
                     f"{root} belongs to a different job (other input or settings); "
                     "remove it or pass --restart to discard it"
                 )
+            journal.remove_orphans()  # what workers of the interrupted run were writing when it died
             return journal
         root.mkdir(parents=True, exist_ok=True)
         manifest = {
@@ -218,6 +219,10 @@ class Journal:
             if tuple(shape) == record.shape and str(dtype) == record.dtype and shape[0] == expected_frames:
                 done[record.index] = record
         return done
+
+    def remove_orphans(self) -> int:
+        """Delete half-written chunk files left by workers of this machine that died while writing."""
+        return remove_orphan_spills(self.root)
 
     def discard(self, index: int) -> None:
         """Forget chunk ``index`` (record first, so a crash in between leaves it merely undone)."""

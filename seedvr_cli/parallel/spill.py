@@ -9,11 +9,15 @@ toward (or linger in) the parent's resident memory.
 from __future__ import annotations
 
 import os
+import socket
 from pathlib import Path
 
 import numpy as np
 
 _OUTPUT_DTYPES = (np.dtype(np.uint8), np.dtype(np.uint16))
+# Render-farm shards on several machines share a work directory: temporary files name their host,
+# so that each machine only ever judges (and removes) the leftovers of its own processes.
+_HOST = socket.gethostname().replace("/", "_") or "host"
 
 
 def spill_name(index: int) -> str:
@@ -39,7 +43,7 @@ def write_spill(path: Path, frames: np.ndarray, *, durable: bool = True) -> None
     ``durable`` also flushes it to the disk before the rename, so that a journaled chunk survives
     a power cut, not only a crash of the process.
     """
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp = path.with_name(f".{path.name}.{_HOST}-{os.getpid()}.tmp")
     with open(tmp, "wb") as handle:
         np.save(handle, frames, allow_pickle=False)
         if durable:
@@ -84,6 +88,32 @@ class SpillReader:
 
     def close(self) -> None:
         self._handle.close()
+
+
+def remove_orphan_spills(folder: Path) -> int:
+    """Delete half-written spill files whose writer, a process of this machine, is gone (a worker
+    killed mid-write); returns how many. Files of live processes and of other machines stay."""
+    removed = 0
+    for path in Path(folder).glob(".chunk-*.npy.*.tmp"):
+        host, _, pid = path.name[: -len(".tmp")].rpartition(".")[2].rpartition("-")
+        if host != _HOST or not pid.isdigit() or _process_exists(int(pid)):
+            continue
+        try:
+            path.unlink()
+            removed += 1
+        except FileNotFoundError:
+            pass
+    return removed
+
+
+def _process_exists(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # someone else's process: alive
+    return True
 
 
 def read_spill_header(path: Path) -> tuple[tuple[int, ...], np.dtype]:
