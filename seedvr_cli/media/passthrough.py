@@ -2,9 +2,9 @@
 
 Streams are copied packet for packet when the output container can hold their codec; audio that it
 cannot hold is re-encoded (to AAC, else Opus, else FLAC: the first the container takes), starting
-at the source's time, and subtitles that it cannot hold are dropped, each with a note for the user. Packets are pulled
-from the source in step with the video being written, so the output is interleaved and nothing
-is buffered beyond a fraction of a second.
+at the source's time, and subtitles that it cannot hold are dropped, each with a note for the user.
+Packets are pulled from the source in step with the video being written, so the output is
+interleaved and nothing is buffered beyond a fraction of a second.
 """
 
 from __future__ import annotations

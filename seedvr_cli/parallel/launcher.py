@@ -3,8 +3,9 @@
 A spawned worker is a fresh interpreter that imports torch and the models before it can touch its
 GPU: seconds per worker (about 3 s on the H200 machine, more on a cold disk), paid on the critical
 path of every run. On Linux the workers are instead forked from multiprocessing's fork server,
-which imports them once (``seedvr_cli.parallel.preload``). ``start_worker_server`` starts it early, so that its imports
-overlap the parent's own start-up (argument parsing, probing the inputs, resolving the models).
+which imports them once (``seedvr_cli.parallel.preload``). ``start_worker_server`` starts it
+early, so that its imports overlap the parent's own start-up (argument parsing, probing the inputs,
+resolving the models).
 
 Forking is safe here because the server never initialises CUDA (importing torch does not) and
 runs no torch thread pools; every worker still sets its own ``CUDA_VISIBLE_DEVICES`` before its
@@ -21,7 +22,6 @@ from multiprocessing.context import BaseContext
 
 # The fork server survives only ImportError from a preloaded module; this one catches everything.
 WORKER_PRELOAD = ("seedvr_cli.parallel.preload",)
-
 
 _server_failed = False  # the fork server could not start here (e.g. no room for its socket): spawn
 
