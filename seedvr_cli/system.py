@@ -1,7 +1,8 @@
-"""Facts about the running system: library versions and compute devices."""
+"""Facts about the running system: library versions, compute devices, processes."""
 
 from __future__ import annotations
 
+import os
 import platform
 from dataclasses import dataclass, field
 from importlib import metadata
@@ -85,3 +86,16 @@ def render_system_info(info: SystemInfo):
             f"bf16 {'yes' if dev.bf16 else 'no'}",
         )
     return table
+
+
+def process_alive(pid: int) -> bool:
+    """Whether process ``pid`` of this machine still exists (one of another user's counts as alive)."""
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True

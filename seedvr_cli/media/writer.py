@@ -28,6 +28,7 @@ from seedvr_cli.errors import MediaError, UsageError, UserError
 from seedvr_cli.media.images import IMAGE_SUFFIXES, encode_image, is_sequence_pattern
 from seedvr_cli.media.pixels import ColorTags, array_to_frame, pixel_format_facts, reformat, sws_matrix
 from seedvr_cli.media.settings import IMAGE_CODECS, DEFAULT_SEQUENCE_PATTERN, OutputSettings, required_multiple
+from seedvr_cli.system import process_alive
 
 
 _X265_MIN_SIDE = 64
@@ -51,24 +52,12 @@ def _remove_orphaned_partials(path: Path, suffix: str) -> None:
         return
     for candidate in path.parent.iterdir():
         match = pattern.match(candidate.name)
-        if match is None or _process_alive(int(match.group(1))):
+        if match is None or process_alive(int(match.group(1))):
             continue
         if candidate.is_dir():
             shutil.rmtree(candidate, ignore_errors=True)
         else:
             candidate.unlink(missing_ok=True)
-
-
-def _process_alive(pid: int) -> bool:
-    if pid == os.getpid():
-        return True
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True  # someone else's live process
-    return True
 
 
 def refuse_existing(path: Path, settings: OutputSettings) -> None:

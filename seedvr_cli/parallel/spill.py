@@ -14,6 +14,8 @@ from pathlib import Path
 
 import numpy as np
 
+from seedvr_cli.system import process_alive
+
 _OUTPUT_DTYPES = (np.dtype(np.uint8), np.dtype(np.uint16))
 # Render-farm shards on several machines share a work directory: temporary files name their host,
 # so that each machine only ever judges (and removes) the leftovers of its own processes.
@@ -96,7 +98,7 @@ def remove_orphan_spills(folder: Path) -> int:
     removed = 0
     for path in Path(folder).glob(".chunk-*.npy.*.tmp"):
         host, _, pid = path.name[: -len(".tmp")].rpartition(".")[2].rpartition("-")
-        if host != _HOST or not pid.isdigit() or _process_exists(int(pid)):
+        if host != _HOST or not pid.isdigit() or process_alive(int(pid)):
             continue
         try:
             path.unlink()
@@ -104,16 +106,6 @@ def remove_orphan_spills(folder: Path) -> int:
         except FileNotFoundError:
             pass
     return removed
-
-
-def _process_exists(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True  # someone else's process: alive
-    return True
 
 
 def read_spill_header(path: Path) -> tuple[tuple[int, ...], np.dtype]:
