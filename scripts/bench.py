@@ -45,9 +45,10 @@ def main() -> int:
     args = parser.parse_args()
 
     from seedvr_cli.parallel.devices import DeviceSpec
-    from seedvr_cli.pipeline.chunk import ChunkSettings, PhaseTimes, upscale_chunk
+    from seedvr_cli.pipeline.window import WindowSettings, PhaseTimes, upscale_window
     from seedvr_cli.pipeline.plan import plan_frame_size
-    from seedvr_cli.pipeline.processor import ModelFiles, SeedVRProcessorFactory
+    from seedvr_cli.run.models import ModelFiles
+    from seedvr_cli.run.processor import SeedVRProcessorFactory
     from seedvr_cli.pipeline.temporal import plan_windows
     from seedvr_cli.weights.text_embedding import find_text_embedding
 
@@ -77,7 +78,7 @@ def main() -> int:
     count, height, width = frames.shape[:3]
     size = plan_frame_size(height, width, resolution=args.resolution)
     plan = plan_windows(count, batch_size=args.batch_size)
-    settings = ChunkSettings(frame_size=size, dtype=processor.dtype, color=args.color)
+    settings = WindowSettings(frame_size=size, dtype=processor.dtype, color=args.color)
 
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
@@ -86,7 +87,7 @@ def main() -> int:
         times = PhaseTimes()
         window_frames = frames[plan.window_input_frames(window)].to(device)
         started = time.perf_counter()
-        out = upscale_chunk(window_frames, vae=processor.vae, dit=processor.dit, text_embedding=processor.text_embedding,
+        out = upscale_window(window_frames, vae=processor.vae, dit=processor.dit, text_embedding=processor.text_embedding,
                             settings=settings, window=window, times=times)
         out = out.cpu()
         if device.type == "cuda":

@@ -14,6 +14,7 @@ from seedvr_cli.parallel import RunOptions, WorkerPool, parse_devices, plan_chun
 from seedvr_cli.parallel.devices import DeviceSpec
 from seedvr_cli.parallel.fakes import HashSink, SyntheticSource
 from seedvr_cli.parallel.launcher import start_worker_server, uses_fork_server, worker_context
+from seedvr_cli.run.preload import WORKER_MODULES
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -42,7 +43,7 @@ class EnvironmentProbeFactory:
 
 
 def test_workers_see_the_parents_environment_as_it_is_when_they_start(tmp_path, monkeypatch):
-    start_worker_server()  # as `seedvr upscale` does, before anything below is set
+    start_worker_server(preload=WORKER_MODULES)  # as `seedvr upscale` does, before anything below is set
     monkeypatch.setenv("SEEDVR_TEST_MARK", "set after the server started")
     monkeypatch.setenv("OMP_NUM_THREADS", "2")  # the user's choice beats the per-worker share (1 here)
     with WorkerPool(parse_devices("cpu,cpu"), EnvironmentProbeFactory(str(tmp_path))) as pool:

@@ -13,7 +13,6 @@ from seedvr_cli.parallel.devices import DeviceSpec
 from seedvr_cli.parallel.fakes import ArraySink, FakeProcessorFactory, SyntheticSource, fake_windows, run_serially
 from seedvr_cli.parallel.spill import SpillReader, write_spill
 from seedvr_cli.parallel.tasks import (
-    frame_range_indices,
     owned_frames,
     parse_shard,
     plan_chunks,
@@ -68,7 +67,7 @@ def test_windows_that_do_not_advance_are_rejected(windows):
         plan_chunks(windows, windows_per_chunk=1)
 
 
-def test_shards_partition_the_chunks_and_frame_ranges_align():
+def test_shards_partition_the_chunks():
     tasks = plan_chunks(fake_windows(100), windows_per_chunk=2)
     for count in (1, 2, 3, len(tasks), len(tasks) + 3):
         parts = [shard_indices(tasks, i, count) for i in range(count)]
@@ -78,9 +77,6 @@ def test_shards_partition_the_chunks_and_frame_ranges_align():
     for bad in ("4/4", "1", "a/2", "1/0"):
         with pytest.raises(UsageError):
             parse_shard(bad)
-    assert frame_range_indices(tasks, tasks[1].out_start, tasks[2].out_stop) == [1, 2]
-    with pytest.raises(UsageError, match="does not align"):
-        frame_range_indices(tasks, 1, tasks[2].out_stop)
 
 
 def _spill_all(tmp_path, source, tasks, factory):

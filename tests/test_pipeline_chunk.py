@@ -1,4 +1,4 @@
-"""upscale_chunk: per-window parity with the e2e fixture, RGBA windows, precision, independence."""
+"""upscale_window: per-window parity with the e2e fixture, RGBA windows, precision, independence."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import torch
 from conftest import shared_path
 
 from seedvr_cli.pipeline.blend import assemble
-from seedvr_cli.pipeline.chunk import ChunkNoise, ChunkSettings, upscale_chunk
+from seedvr_cli.pipeline.window import WindowNoise, WindowSettings, upscale_window
 from seedvr_cli.pipeline.plan import plan_frame_size
 from seedvr_cli.pipeline.temporal import plan_windows
 
@@ -45,9 +45,9 @@ def e2e():
     return json.loads((directory / "pipeline_e2e.json").read_text()), load_file(directory / "pipeline_e2e.safetensors")
 
 
-def _scenario_settings(info: dict, params: dict, frames: torch.Tensor) -> ChunkSettings:
+def _scenario_settings(info: dict, params: dict, frames: torch.Tensor) -> WindowSettings:
     size = plan_frame_size(frames.shape[1], frames.shape[2], resolution=info["resolution"], max_resolution=info["max_resolution"])
-    return ChunkSettings(
+    return WindowSettings(
         frame_size=size,
         dtype=torch.float32,
         color=params["color_correction"],
@@ -77,9 +77,9 @@ def test_upscale_chunk_matches_e2e_fixture(e2e, fixture_vae, name):
     for window, draw in zip(plan.windows, input_draws):
         latent_shape = (window.latent_frames, *size.latent, 16)
         base, extra = numz_latent_noise(info["seed"], latent_shape)
-        noise = ChunkNoise(x_T=base, augment=extra, input=draw)
+        noise = WindowNoise(x_T=base, augment=extra, input=draw)
         window_frames = frames[plan.window_input_frames(window)]
-        outputs[window.index] = upscale_chunk(
+        outputs[window.index] = upscale_window(
             window_frames, vae=fixture_vae, dit=dit, text_embedding=text, settings=settings, window=window, noise=noise
         )
     output = assemble(plan, outputs)
@@ -116,11 +116,11 @@ def test_rgba_video_with_padded_and_overlapped_windows(random_tiny_vae):
     """numz crashes here (bug h.5): alpha must be trimmed to the same frames as RGB."""
     clip = _rgba_clip(11, 12, 16)
     size = plan_frame_size(12, 16, resolution=16)
-    settings = ChunkSettings(frame_size=size, dtype=torch.float32, color="wavelet")
+    settings = WindowSettings(frame_size=size, dtype=torch.float32, color="wavelet")
     plan = plan_windows(11, batch_size=5, overlap=2, prepend=1)
     assert any(w.padded_length != w.length for w in plan.windows)
     outputs = {
-        w.index: upscale_chunk(clip[plan.window_input_frames(w)], vae=random_tiny_vae, dit=StandInDiT(),
+        w.index: upscale_window(clip[plan.window_input_frames(w)], vae=random_tiny_vae, dit=StandInDiT(),
                                text_embedding=torch.zeros(58, 5120), settings=settings, window=w)
         for w in plan.windows
     }
@@ -138,8 +138,8 @@ def test_uint16_in_uint16_out(random_tiny_vae):
     clip = _rgba_clip(5, 8, 8, torch.uint16)[..., :3]
     size = plan_frame_size(8, 8, resolution=16)
     plan = plan_windows(5, batch_size=5)
-    settings = ChunkSettings(frame_size=size, dtype=torch.float32, output_dtype=torch.uint16)
-    out = upscale_chunk(clip, vae=random_tiny_vae, dit=StandInDiT(), text_embedding=torch.zeros(58, 5120),
+    settings = WindowSettings(frame_size=size, dtype=torch.float32, output_dtype=torch.uint16)
+    out = upscale_window(clip, vae=random_tiny_vae, dit=StandInDiT(), text_embedding=torch.zeros(58, 5120),
                         settings=settings, window=plan.windows[0])
     assert out.dtype == torch.uint16 and out.shape == (5, 16, 16, 3)
     # Genuinely more than 256 levels survive.
@@ -150,11 +150,11 @@ def test_window_result_depends_only_on_its_frames_and_position(random_tiny_vae):
     clip = _rgba_clip(13, 8, 8)[..., :3]
     size = plan_frame_size(8, 8, resolution=16)
     plan = plan_windows(13, batch_size=5, overlap=1)
-    settings = ChunkSettings(frame_size=size, dtype=torch.float32, latent_noise_scale=0.2, input_noise_scale=0.1)
+    settings = WindowSettings(frame_size=size, dtype=torch.float32, latent_noise_scale=0.2, input_noise_scale=0.1)
     dit = StandInDiT(noise_weight=0.5)
 
     def run(window):
-        return upscale_chunk(clip[plan.window_input_frames(window)], vae=random_tiny_vae, dit=dit,
+        return upscale_window(clip[plan.window_input_frames(window)], vae=random_tiny_vae, dit=dit,
                              text_embedding=torch.zeros(58, 5120), settings=settings, window=window)
 
     last = run(plan.windows[-1])
@@ -164,9 +164,9 @@ def test_window_result_depends_only_on_its_frames_and_position(random_tiny_vae):
     assert torch.equal(run(plan.windows[-1]), last)
     # Same frames at another position get other noise.
     moved = plan.windows[0]
-    assert not torch.equal(run(moved), upscale_chunk(clip[plan.window_input_frames(moved)], vae=random_tiny_vae, dit=dit,
+    assert not torch.equal(run(moved), upscale_window(clip[plan.window_input_frames(moved)], vae=random_tiny_vae, dit=dit,
                                                      text_embedding=torch.zeros(58, 5120),
-                                                     settings=ChunkSettings(frame_size=size, dtype=torch.float32, seed=7,
+                                                     settings=WindowSettings(frame_size=size, dtype=torch.float32, seed=7,
                                                                             latent_noise_scale=0.2, input_noise_scale=0.1),
                                                      window=moved))
 
@@ -174,9 +174,9 @@ def test_window_result_depends_only_on_its_frames_and_position(random_tiny_vae):
 def test_wrong_frame_count_is_rejected(random_tiny_vae):
     size = plan_frame_size(8, 8, resolution=16)
     plan = plan_windows(6, batch_size=9)
-    settings = ChunkSettings(frame_size=size, dtype=torch.float32)
+    settings = WindowSettings(frame_size=size, dtype=torch.float32)
     with pytest.raises(ValueError, match="padding included"):
-        upscale_chunk(torch.zeros(6, 8, 8, 3), vae=random_tiny_vae, dit=StandInDiT(), text_embedding=torch.zeros(58, 5120),
+        upscale_window(torch.zeros(6, 8, 8, 3), vae=random_tiny_vae, dit=StandInDiT(), text_embedding=torch.zeros(58, 5120),
                       settings=settings, window=plan.windows[0])
 
 
@@ -190,8 +190,8 @@ def test_with_the_real_tiny_dit(random_tiny_vae):
     clip = _rgba_clip(5, 8, 12)[..., :3]
     size = plan_frame_size(8, 12, resolution=16)
     plan = plan_windows(5, batch_size=5)
-    settings = ChunkSettings(frame_size=size, dtype=torch.float32)
-    out = upscale_chunk(clip, vae=random_tiny_vae, dit=dit, text_embedding=torch.randn(58, config.txt_in_dim),
+    settings = WindowSettings(frame_size=size, dtype=torch.float32)
+    out = upscale_window(clip, vae=random_tiny_vae, dit=dit, text_embedding=torch.randn(58, config.txt_in_dim),
                         settings=settings, window=plan.windows[0])
     assert out.shape == (5, *size.true, 3) and out.dtype == torch.uint8
 
@@ -199,19 +199,19 @@ def test_with_the_real_tiny_dit(random_tiny_vae):
 def test_settings_validation():
     size = plan_frame_size(8, 8, resolution=16)
     with pytest.raises(ValueError):
-        ChunkSettings(frame_size=size, color="sepia")
+        WindowSettings(frame_size=size, color="sepia")
     with pytest.raises(ValueError):
-        ChunkSettings(frame_size=size, output_dtype=torch.int8)
+        WindowSettings(frame_size=size, output_dtype=torch.int8)
 
 
 def test_phase_by_phase_over_windows_equals_per_window(random_tiny_vae):
     """All encodes, then all DiT steps, then all decodes (one model resident) = window by window."""
-    from seedvr_cli.pipeline.chunk import PhaseTimes, decode_window, encode_window, restore_window
+    from seedvr_cli.pipeline.window import PhaseTimes, decode_window, encode_window, restore_window
 
     clip = _rgba_clip(9, 8, 8)
     size = plan_frame_size(8, 8, resolution=16)
     plan = plan_windows(9, batch_size=5, overlap=2)
-    settings = ChunkSettings(frame_size=size, dtype=torch.float32, latent_noise_scale=0.1, color="lab")
+    settings = WindowSettings(frame_size=size, dtype=torch.float32, latent_noise_scale=0.1, color="lab")
     dit, text = StandInDiT(noise_weight=0.3), torch.zeros(58, 5120)
     times = PhaseTimes()
     encoded = [encode_window(clip[plan.window_input_frames(w)], vae=random_tiny_vae, settings=settings, window=w, times=times)
@@ -219,7 +219,7 @@ def test_phase_by_phase_over_windows_equals_per_window(random_tiny_vae):
     restored = [restore_window(e, dit=dit, text_embedding=text, settings=settings, times=times) for e in encoded]
     phased = [decode_window(e, r, vae=random_tiny_vae, settings=settings, times=times) for e, r in zip(encoded, restored)]
     for w, frames in zip(plan.windows, phased):
-        direct = upscale_chunk(clip[plan.window_input_frames(w)], vae=random_tiny_vae, dit=dit, text_embedding=text,
+        direct = upscale_window(clip[plan.window_input_frames(w)], vae=random_tiny_vae, dit=dit, text_embedding=text,
                                settings=settings, window=w)
         assert torch.equal(frames, direct)
     assert set(times.seconds) == {"preprocess", "encode", "dit", "decode", "color"}

@@ -7,7 +7,7 @@ import time
 import pytest
 import torch
 
-from seedvr_cli.pipeline.chunk import ChunkSettings, upscale_chunk
+from seedvr_cli.pipeline.window import WindowSettings, upscale_window
 from seedvr_cli.pipeline.color import COLOR_METHODS, color_correct
 from seedvr_cli.pipeline.condition import window_noise
 from seedvr_cli.pipeline.plan import plan_frame_size
@@ -41,8 +41,8 @@ def test_chunk_on_gpu_matches_cpu():
     window = plan_windows(7, batch_size=9).windows[0]
     results = {}
     for device in ("cpu", "cuda"):
-        settings = ChunkSettings(frame_size=size, dtype=torch.float32, output_dtype=torch.uint16, latent_noise_scale=0.2)
-        results[device] = upscale_chunk(frames.to(device), vae=tiny_vae(device, torch.float32), dit=standin_dit,
+        settings = WindowSettings(frame_size=size, dtype=torch.float32, output_dtype=torch.uint16, latent_noise_scale=0.2)
+        results[device] = upscale_window(frames.to(device), vae=tiny_vae(device, torch.float32), dit=standin_dit,
                                         text_embedding=torch.zeros(58, 5120), settings=settings, window=window).cpu()
     assert results["cuda"].shape == (7, 48, 80, 4) and results["cuda"].dtype == torch.uint16
     diff = (results["cuda"].to(torch.int32) - results["cpu"].to(torch.int32)).abs()
@@ -53,8 +53,8 @@ def test_chunk_on_gpu_matches_cpu():
 def test_bf16_chunk_runs_on_gpu():
     frames = torch.randint(0, 256, (5, 32, 32, 3), dtype=torch.uint8, device="cuda")
     size = plan_frame_size(32, 32, resolution=64)
-    settings = ChunkSettings(frame_size=size, dtype=torch.bfloat16)
-    out = upscale_chunk(frames, vae=tiny_vae("cuda", torch.bfloat16), dit=standin_dit,
+    settings = WindowSettings(frame_size=size, dtype=torch.bfloat16)
+    out = upscale_window(frames, vae=tiny_vae("cuda", torch.bfloat16), dit=standin_dit,
                         text_embedding=torch.zeros(58, 5120), settings=settings, window=plan_windows(5, batch_size=5).windows[0])
     assert out.shape == (5, 64, 64, 3) and out.device.type == "cuda"
 

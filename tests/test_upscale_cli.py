@@ -433,7 +433,7 @@ def test_ctrl_c_exits_130_and_says_how_to_resume(tmp_path, capsys, monkeypatch):
     def interrupted(spec, reporter):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr("seedvr_cli.pipeline.job.run_upscale", interrupted)
+    monkeypatch.setattr("seedvr_cli.run.upscale.run_upscale", interrupted)
     clip = make_video(tmp_path / "clip.mp4", frames=2)
     code, _, err = _run(capsys, str(clip), "--devices", "cpu")
     assert code == 130

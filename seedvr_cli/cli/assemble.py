@@ -22,7 +22,7 @@ def assemble(
     keep: Annotated[bool, typer.Option("--keep", help="Keep the work directories after a successful join.")] = False,
 ) -> None:
     """Blend the finished chunks of every shard into the final video, with audio and timing."""
-    from seedvr_cli.pipeline.job import assemble_parts
+    from seedvr_cli.run.assemble import assemble_parts
 
     target, result, notes = assemble_parts(list(workdirs), output, overwrite=overwrite, keep=keep)
     console_err.print(f"[green]done[/] wrote {target} ({result.frames_written} frames from {result.chunks_total} chunks, "

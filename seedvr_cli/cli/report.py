@@ -12,7 +12,8 @@ from rich.markup import escape
 from seedvr_cli.cli.app import console, console_err
 from seedvr_cli.media.discovery import Job
 from seedvr_cli.parallel.progress import ProgressEvent
-from seedvr_cli.pipeline.job import InputPlan, JobOutcome, RunSummary
+from seedvr_cli.run.outcome import JobOutcome, RunSummary
+from seedvr_cli.run.plan import InputPlan
 
 
 def _eta(seconds: float | None) -> str:

@@ -138,9 +138,10 @@ def upscale(
     """Upscale and restore videos and images with SeedVR2."""
     if not dry_run:
         from seedvr_cli.parallel.launcher import start_worker_server
+        from seedvr_cli.run.preload import WORKER_MODULES
 
         # First, so that the workers' imports run while this process parses, probes and resolves.
-        start_worker_server()
+        start_worker_server(preload=WORKER_MODULES)
     from seedvr_cli.config import JobSpec, ModelSettings, ProcessSettings, RunSettings, parse_frame_range
     from seedvr_cli.media.settings import OutputSettings
 
@@ -168,7 +169,7 @@ def upscale(
     )
     _validate_early(spec)
     from seedvr_cli.cli.report import make_reporter
-    from seedvr_cli.pipeline.job import run_upscale
+    from seedvr_cli.run.upscale import run_upscale
 
     reporter = make_reporter(log_format)
     try:

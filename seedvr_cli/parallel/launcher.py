@@ -3,9 +3,10 @@
 A spawned worker is a fresh interpreter that imports torch and the models before it can touch its
 GPU: seconds per worker (about 3 s on the H200 machine, more on a cold disk), paid on the critical
 path of every run. On Linux the workers are instead forked from multiprocessing's fork server,
-which imports them once (``seedvr_cli.parallel.preload``). ``start_worker_server`` starts it
-early, so that its imports overlap the parent's own start-up (argument parsing, probing the inputs,
-resolving the models).
+which imports them once. Which modules that is, the application says
+(``start_worker_server(preload=...)``): the engine knows no application module. It starts the
+server early, so that the server's imports overlap the parent's own start-up (argument parsing,
+probing the inputs, resolving the models).
 
 Forking is safe here because the server never initialises CUDA (importing torch does not) and
 runs no torch thread pools; every worker still sets its own ``CUDA_VISIBLE_DEVICES`` before its
@@ -17,11 +18,16 @@ Only the standard library is imported here, so the CLI can start the server befo
 from __future__ import annotations
 
 import multiprocessing
+import os
 import sys
+from collections.abc import Sequence
 from multiprocessing.context import BaseContext
 
-# The fork server survives only ImportError from a preloaded module; this one catches everything.
-WORKER_PRELOAD = ("seedvr_cli.parallel.preload",)
+# The fork server survives only ImportError from a preloaded module, so it preloads one module of
+# ours that imports the application's list itself and survives anything.
+_PRELOADER = "seedvr_cli.parallel.preload"
+# How the list reaches that module: the server inherits this process's environment.
+PRELOAD_ENV = "SEEDVR_WORKER_PRELOAD"
 
 _server_failed = False  # the fork server could not start here (e.g. no room for its socket): spawn
 
@@ -35,21 +41,24 @@ def worker_context() -> BaseContext:
     """The multiprocessing context that starts workers (never plain fork: the parent may hold CUDA)."""
     if uses_fork_server():
         context = multiprocessing.get_context("forkserver")
-        context.set_forkserver_preload(list(WORKER_PRELOAD))
+        context.set_forkserver_preload([_PRELOADER])
         return context
     return multiprocessing.get_context("spawn")
 
 
-def start_worker_server() -> None:
+def start_worker_server(preload: Sequence[str] = ()) -> None:
     """Start the fork server in the background now (returns at once; no-op where workers are spawned).
 
-    The server lives until this process exits; starting it again is a no-op.
+    ``preload``: modules every worker needs (torch, the models), imported once by the server. The
+    server lives until this process exits; starting it again is a no-op.
     """
     global _server_failed
     if not uses_fork_server():
         return
     from multiprocessing import forkserver
 
+    if preload:
+        os.environ[PRELOAD_ENV] = ",".join(preload)
     worker_context()  # the preload list must be set before the server starts
     try:
         forkserver.ensure_running()

@@ -177,16 +177,3 @@ def shard_indices(tasks: Sequence[ChunkTask], shard: int, count: int) -> list[in
     """Chunk indices of shard ``shard`` of ``count``: a contiguous block, sizes differing by at most one."""
     n = len(tasks)
     return list(range(shard * n // count, (shard + 1) * n // count))
-
-
-def frame_range_indices(tasks: Sequence[ChunkTask], start: int, stop: int) -> list[int]:
-    """Chunks whose output lies in ``[start, stop)``; both ends must sit on chunk boundaries."""
-    starts = [t.out_start for t in tasks]
-    stops = [t.out_stop for t in tasks]
-    if start not in starts or stop not in stops or start >= stop:
-        raise UsageError(
-            f"--frames {start}:{stop} does not align to chunk boundaries; chunk starts: "
-            f"{', '.join(map(str, starts[:12]))}{' ...' if len(starts) > 12 else ''}; chunk ends: "
-            f"{', '.join(map(str, stops[:12]))}{' ...' if len(stops) > 12 else ''}"
-        )
-    return [t.index for t in tasks if t.out_start >= start and t.out_stop <= stop]

@@ -21,9 +21,9 @@ import torch
 
 from seedvr_cli.parity import CaseResult, compare
 from seedvr_cli.pipeline.blend import blend_frame, blend_weights
-from seedvr_cli.pipeline.chunk import (
-    ChunkNoise,
-    ChunkSettings,
+from seedvr_cli.pipeline.window import (
+    WindowNoise,
+    WindowSettings,
     condition_and_noise,
     crop_frames,
     decode_latent,
@@ -356,7 +356,7 @@ def run_scenario(name: str, scenario: dict, t: dict, vae, text: torch.Tensor, *,
     size = plan_frame_size(
         frames.shape[1], frames.shape[2], resolution=int(info["resolution"]), max_resolution=int(info.get("max_resolution", 0))
     )
-    settings = ChunkSettings(
+    settings = WindowSettings(
         frame_size=size,
         dtype=torch.float32,
         color=method,
@@ -394,7 +394,7 @@ def run_scenario(name: str, scenario: dict, t: dict, vae, text: torch.Tensor, *,
             check(f"{batch}.cond_latent_cl", latent)
             # Phase 2: the one sampling step, with numz's noise draws.
             base, extra = numz_latent_noise(seed, tuple(latent.shape))
-            x_T, condition = condition_and_noise(latent, settings, window.start, ChunkNoise(x_T=base, augment=extra))
+            x_T, condition = condition_and_noise(latent, settings, window.start, WindowNoise(x_T=base, augment=extra))
             restored = restore_latent(dit, x_T, condition, text, torch.float32)
             check(f"{batch}.dit_out_latent_cl", restored)
             # Phase 3: decode.

@@ -1,17 +1,18 @@
-"""One window of frames through the whole model path: ``upscale_chunk``.
+"""One temporal window of frames through the whole model path: ``upscale_window``.
+
+A *window* is what the models see at once: ``--batch-size`` frames (4n+1 after padding).
 
 1. preprocess  2. VAE encode  3. condition + noise  4. one DiT step at t = 1000
 5. VAE decode  6. trim padding, crop to the true size  7. colour correction (+ alpha)
-8. quantize to uint8 / uint16.
+8. quantize to uint8 / uint16, or keep float for blending.
 
-The same steps are available as three phases (``encode_window``, ``restore_window``,
-``decode_window``) so a job can run every window's encode, then every DiT step, then every
-decode, with only one model on the GPU at a time.
+Steps 1-2, 3-4 and 5-8 are also separate functions (``encode_window``, ``restore_window``,
+``decode_window``) so that a caller can free or move one model's memory between them.
 
 The output depends only on the window's frames, its position (noise seed) and the settings, so
 windows can run anywhere in any order. Models are passed in already on their device and in
-``settings.dtype``; memory tricks (tiling, BlockSwap) wrap them from outside and keep the same
-call signatures (:class:`LatentCodec`, :class:`VelocityModel`).
+``settings.dtype``; memory savers (VAE tiling, later BlockSwap) wrap them from outside with the
+same call signatures (:class:`LatentCodec`, :class:`VelocityModel`).
 """
 
 from __future__ import annotations
@@ -48,7 +49,7 @@ VAE_SCALING_FACTOR = vae_config("vae").scaling_factor
 
 
 class LatentCodec(Protocol):
-    """What upscale_chunk needs of the VAE (``models.vae.VideoVAE`` or a tiling wrapper)."""
+    """What upscale_window needs of the VAE (``models.vae.VideoVAE`` or ``memory.tiling.TiledVAE``)."""
 
     def encode(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]: ...  # [B,3,T,H,W] -> mean, logvar
 
@@ -56,7 +57,7 @@ class LatentCodec(Protocol):
 
 
 class VelocityModel(Protocol):
-    """What upscale_chunk needs of the DiT (``models.dit.NaDiT`` or a BlockSwap runner)."""
+    """What upscale_window needs of the DiT (``models.dit.NaDiT`` or a BlockSwap runner)."""
 
     def __call__(
         self, vid: torch.Tensor, txt: torch.Tensor, vid_shape: torch.Tensor, txt_shape: torch.Tensor, timestep: torch.Tensor
@@ -64,7 +65,7 @@ class VelocityModel(Protocol):
 
 
 @dataclass(frozen=True)
-class ChunkSettings:
+class WindowSettings:
     """Everything about one window's computation that is not the frames or the models."""
 
     frame_size: FrameSize
@@ -91,7 +92,7 @@ class ChunkSettings:
 
 
 @dataclass(frozen=True)
-class ChunkNoise:
+class WindowNoise:
     """Explicit noises (parity with numz's global generator); ``None`` fields are drawn per window."""
 
     x_T: torch.Tensor | None = None  # [T', h, w, 16]
@@ -128,10 +129,10 @@ def restore_latent(
 
 
 def condition_and_noise(
-    latent: torch.Tensor, settings: ChunkSettings, window_start: int, noise: ChunkNoise | None = None
+    latent: torch.Tensor, settings: WindowSettings, window_start: int, noise: WindowNoise | None = None
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Step 3: sampling noise ``x_T`` and the 17-channel condition (optionally noised)."""
-    noise = noise or ChunkNoise()
+    noise = noise or WindowNoise()
     x_T = noise.x_T if noise.x_T is not None else window_noise(settings.seed, window_start, latent.shape, latent.device)
     x_T = x_T.to(device=latent.device, dtype=torch.float32)
     if settings.latent_noise_scale > 0:
@@ -199,9 +200,9 @@ def encode_window(
     frames: torch.Tensor,
     *,
     vae: LatentCodec,
-    settings: ChunkSettings,
+    settings: WindowSettings,
     window: Window,
-    noise: ChunkNoise | None = None,
+    noise: WindowNoise | None = None,
     times: PhaseTimes | None = None,
 ) -> EncodedWindow:
     """Steps 1-2. ``frames``: ``[window.padded_length, H0, W0, C]`` (``plan.window_input_frames``),
@@ -235,8 +236,8 @@ def restore_window(
     *,
     dit: VelocityModel,
     text_embedding: torch.Tensor,
-    settings: ChunkSettings,
-    noise: ChunkNoise | None = None,
+    settings: WindowSettings,
+    noise: WindowNoise | None = None,
     times: PhaseTimes | None = None,
 ) -> torch.Tensor:
     """Steps 3-4: condition + noise, one DiT step; returns the restored latent ``[T', h, w, 16]``."""
@@ -252,7 +253,7 @@ def decode_window(
     restored: torch.Tensor,
     *,
     vae: LatentCodec,
-    settings: ChunkSettings,
+    settings: WindowSettings,
     times: PhaseTimes | None = None,
 ) -> torch.Tensor:
     """Steps 5-8: decode, trim/crop, alpha + colour correction, quantize -> ``[t, Ht, Wt, C]``."""
@@ -274,24 +275,22 @@ def decode_window(
 
 
 @torch.inference_mode()
-def upscale_chunk(
+def upscale_window(
     frames: torch.Tensor,
     *,
     vae: LatentCodec,
     dit: VelocityModel,
     text_embedding: torch.Tensor,
-    settings: ChunkSettings,
+    settings: WindowSettings,
     window: Window,
-    noise: ChunkNoise | None = None,
+    noise: WindowNoise | None = None,
     times: PhaseTimes | None = None,
 ) -> torch.Tensor:
     """Upscale one window: ``[window.padded_length, H0, W0, C]`` -> ``[window.length, Ht, Wt, C]``.
 
     1 preprocess, 2 VAE encode (:func:`encode_window`); 3 condition + noise, 4 one DiT step at
     t = 1000 (:func:`restore_window`); 5 decode, 6 trim/crop, 7 alpha + colour correction,
-    8 quantize (:func:`decode_window`). Running the three phases for many windows in turn (all
-    encodes, then all DiT steps, then all decodes, so one model is resident at a time) gives the
-    same frames.
+    8 quantize (:func:`decode_window`).
     """
     encoded = encode_window(frames, vae=vae, settings=settings, window=window, noise=noise, times=times)
     restored = restore_window(encoded, dit=dit, text_embedding=text_embedding, settings=settings, noise=noise, times=times)

@@ -1,4 +1,4 @@
-"""The SeedVR2 chunk processor that runs inside each worker process.
+"""What each worker process does with a chunk: the SeedVR2 models on its device, window by window.
 
 ``SeedVRProcessorFactory`` is the picklable recipe the worker pool sends to every worker: it loads
 the DiT, the VAE and the text embedding once per device and returns a ``SeedVRProcessor`` that is
@@ -9,9 +9,7 @@ input frames and that context, so chunks can run on any worker in any order.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field, replace
-from pathlib import Path
 
 import numpy as np
 import torch
@@ -19,9 +17,12 @@ import torch
 from seedvr_cli.parallel.devices import DeviceSpec
 from seedvr_cli.parallel.tasks import ChunkTask
 from seedvr_cli.pipeline.blend import assemble_timeline
-from seedvr_cli.pipeline.chunk import ChunkSettings, PhaseTimes, upscale_chunk
 from seedvr_cli.pipeline.precision import resolve_compute_dtype
 from seedvr_cli.pipeline.temporal import TemporalPlan
+from seedvr_cli.pipeline.window import PhaseTimes, WindowSettings, upscale_window
+from seedvr_cli.run.models import ModelFiles
+from seedvr_cli.weights.loader import load_dit, load_vae
+from seedvr_cli.weights.text_embedding import load_text_embedding
 
 
 @dataclass(frozen=True)
@@ -29,17 +30,8 @@ class InputContext:
     """Per-input facts a worker needs besides the chunk: the plan and the window settings."""
 
     plan: TemporalPlan
-    settings: ChunkSettings
+    settings: WindowSettings
     alpha: bool = True  # False: the output cannot store alpha, so an RGBA input's alpha is not upscaled
-
-
-@dataclass(frozen=True)
-class ModelFiles:
-    """Local files of the three model assets (already resolved or downloaded by the parent)."""
-
-    dit: Path
-    vae: Path
-    text_embedding: Path
 
 
 @dataclass(frozen=True)
@@ -51,9 +43,6 @@ class SeedVRProcessorFactory:
     attention_backend: str = "sdpa"
 
     def __call__(self, device: DeviceSpec) -> SeedVRProcessor:
-        from seedvr_cli.weights.loader import load_dit, load_vae
-        from seedvr_cli.weights.text_embedding import load_text_embedding
-
         torch_device = torch.device(device.worker_torch_device)
         if torch_device.type == "cuda":
             torch.cuda.set_device(torch_device)
@@ -89,7 +78,7 @@ class SeedVRProcessor:
         for window in task.windows:
             local = torch.tensor([i - task.read_start for i in plan.window_input_frames(window)])
             window_frames = frames.index_select(0, local).to(self.device, non_blocking=True)
-            outputs[window.index] = upscale_chunk(
+            outputs[window.index] = upscale_window(
                 window_frames, vae=self.vae, dit=self.dit, text_embedding=self.text_embedding,
                 settings=settings, window=window, times=self.times,
             ).cpu()
@@ -99,36 +88,3 @@ class SeedVRProcessor:
         del self.dit, self.vae
         if self.device.type == "cuda":
             torch.cuda.empty_cache()
-
-
-@dataclass(frozen=True)
-class StatsRecordingFactory:
-    """Wraps a factory so that each worker records its peak VRAM and phase times in ``stats_dir``.
-
-    Workers are separate processes; a small JSON file per device is how the parent learns these
-    numbers for the run summary.
-    """
-
-    factory: SeedVRProcessorFactory
-    stats_dir: str
-
-    def __call__(self, device: DeviceSpec):
-        return _StatsRecordingProcessor(self.factory(device), Path(self.stats_dir) / f"{device.label.replace(':', '')}.json",
-                                        device.label)
-
-
-class _StatsRecordingProcessor:
-    def __init__(self, inner: SeedVRProcessor, path: Path, label: str) -> None:
-        self.inner, self.path, self.label = inner, path, label
-
-    def process(self, task: ChunkTask, frames, context: InputContext) -> np.ndarray:
-        out = self.inner.process(task, frames, context)
-        peak = torch.cuda.max_memory_allocated(self.inner.device) if self.inner.device.type == "cuda" else 0
-        stats = {"device": self.label, "peak_vram_bytes": peak, "phase_seconds": self.inner.times.seconds}
-        tmp = self.path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(stats))
-        tmp.replace(self.path)
-        return out
-
-    def close(self) -> None:
-        self.inner.close()

@@ -172,6 +172,17 @@ def not_seedvr(path: Path, infos: dict[str, TensorInfo], why: str, unexpected: l
     )
 
 
+def require_kind(info: CheckpointInfo, kind: str) -> CheckpointInfo:
+    """``info`` if it is a ``kind`` ("dit" or "vae") checkpoint; otherwise the one-line error that
+    says which flag the file belongs to."""
+    if info.kind != kind:
+        flag = {"dit": "--model", "vae": "--vae"}[info.kind]
+        raise CheckpointError(
+            f"{info.path}: is a SeedVR2 {info.kind.upper()} checkpoint, not a {kind.upper()}; pass it with {flag}"
+        )
+    return info
+
+
 def inspect_checkpoint(path: str | Path) -> CheckpointInfo:
     """Open ``path`` (header only where the container allows) and say what it holds."""
     with open_checkpoint(path) as reader:

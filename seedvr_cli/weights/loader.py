@@ -21,7 +21,7 @@ import torch
 from torch import nn
 
 from seedvr_cli.errors import CheckpointError
-from seedvr_cli.weights.detect import ROPE_BUFFER, CheckpointInfo, classify, inspect_checkpoint
+from seedvr_cli.weights.detect import ROPE_BUFFER, CheckpointInfo, classify, inspect_checkpoint, require_kind
 from seedvr_cli.weights.quantized import Fp8Linear, GGUFLinear, replace_module
 from seedvr_cli.weights.readers import CheckpointReader, GGUFTensor, open_checkpoint
 
@@ -63,13 +63,7 @@ def load_vae(path: str | Path, *, device: torch.device | str = "cpu", dtype: tor
 
 
 def _identify(reader: CheckpointReader, kind: str) -> CheckpointInfo:
-    info = classify(reader.path, reader.infos, reader.metadata)
-    if info.kind != kind:
-        flag = {"dit": "--model", "vae": "--vae"}[info.kind]
-        raise CheckpointError(
-            f"{reader.path}: is a SeedVR2 {info.kind.upper()} checkpoint, not a {kind.upper()}; pass it with {flag}"
-        )
-    return info
+    return require_kind(classify(reader.path, reader.infos, reader.metadata), kind)
 
 
 def load_into(model: nn.Module, reader: CheckpointReader, *, device: torch.device | str, dtype: torch.dtype,

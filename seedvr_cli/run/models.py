@@ -1,0 +1,40 @@
+"""Which model files a run loads: resolved (or downloaded) once in the parent, checked from their
+headers, and identified for the resume key."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from seedvr_cli.config import ModelSettings
+from seedvr_cli.weights.detect import inspect_checkpoint, require_kind
+from seedvr_cli.weights.download import resolve_model_file
+from seedvr_cli.weights.text_embedding import find_text_embedding
+
+
+@dataclass(frozen=True)
+class ModelFiles:
+    """Local files of the three model assets (already resolved or downloaded by the parent)."""
+
+    dit: Path
+    vae: Path
+    text_embedding: Path
+
+    def identity(self) -> dict[str, str]:
+        """Name and size of each file: part of the resume key, so that another checkpoint under
+        the same name (or a registry name now pointing elsewhere) never mixes with finished chunks."""
+        return {role: f"{path.name}:{path.stat().st_size}" for role, path in
+                (("dit", self.dit), ("vae", self.vae), ("text", self.text_embedding))}
+
+
+def resolve_models(settings: ModelSettings) -> ModelFiles:
+    """The files ``settings`` name, downloaded where allowed. A swapped or foreign checkpoint fails
+    here, from its header, in one line: inside the workers the same mistake would cost a model
+    load per device and a retry before it surfaced."""
+    dit = resolve_model_file(settings.model, model_dir=settings.model_dir, download=settings.download)
+    vae = resolve_model_file(settings.vae, model_dir=settings.model_dir, download=settings.download)
+    text = find_text_embedding(dit, override=settings.text_embedding, model_dir=settings.model_dir,
+                               download=settings.download)
+    require_kind(inspect_checkpoint(dit), "dit")
+    require_kind(inspect_checkpoint(vae), "vae")
+    return ModelFiles(dit, vae, text)

@@ -1,0 +1,82 @@
+"""The plan of one input: output size, temporal windows, chunks of work and a VRAM estimate.
+
+Everything here depends on the input and the settings only, never on the devices that will run
+it: that is what makes one GPU, several GPUs, a resumed run and a render-farm shard agree.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+
+from seedvr_cli.config import JobSpec
+from seedvr_cli.errors import UserError
+from seedvr_cli.media.discovery import Job
+from seedvr_cli.parallel.tasks import ChunkTask, plan_chunks
+from seedvr_cli.pipeline.blend import blend_weights
+from seedvr_cli.pipeline.plan import FrameSize, plan_frame_size
+from seedvr_cli.pipeline.temporal import TemporalPlan, plan_windows
+from seedvr_cli.run.outputs import is_video_output, output_keeps_alpha
+
+
+@dataclass(frozen=True)
+class InputPlan:
+    """What will happen to one input (also what ``--dry-run`` prints)."""
+
+    frames: int
+    first_frame: int
+    input_size: tuple[int, int]
+    output_size: tuple[int, int]
+    model_size: tuple[int, int]
+    fps: str
+    windows: int
+    chunks: int
+    deep: bool
+    alpha: bool
+    estimated_vram_gib: float
+
+
+def estimate_vram_gib(model_size: tuple[int, int], window_frames: int) -> float:
+    """Rough peak VRAM of one worker at this output size (weights + sliced VAE decode + DiT).
+
+    From the 1080p measurements in docs/benchmarks.md: the sliced decode dominates and grows with
+    the pixels of one frame; the DiT activations grow with the pixels of a whole window.
+    """
+    pixels = model_size[0] * model_size[1]
+    decode = 40.0 * pixels / (1088 * 1920)
+    dit = 4.0 * pixels * window_frames / (1088 * 1920 * 21)
+    weights = 7.5
+    return weights + max(decode, dit)
+
+
+def plan_input(job: Job, spec: JobSpec, reader) -> tuple[InputPlan, FrameSize, TemporalPlan, list[ChunkTask]]:
+    """Size, windows and chunks of one input opened as ``reader``."""
+    process = spec.process
+    first, stop = 0, reader.num_frames
+    if process.frames is not None:
+        first, wanted_stop = process.frames
+        stop = reader.num_frames if wanted_stop is None else min(wanted_stop, reader.num_frames)
+        if first >= reader.num_frames:
+            raise UserError(f"{job.input}: --frames starts at {first} but the input has {reader.num_frames} frames")
+    frames = stop - first
+    size = plan_frame_size(reader.height, reader.width, resolution=process.resolution,
+                           max_resolution=process.max_resolution, scale=process.scale,
+                           even=is_video_output(job.output, spec.output_settings))
+    temporal = plan_windows(frames, batch_size=process.batch_size, overlap=process.temporal_overlap,
+                            prepend=process.prepend_frames)
+    tasks = plan_chunks(temporal.windows, windows_per_chunk=spec.run.windows_per_chunk,
+                        blend=lambda length: blend_weights(length, temporal.blend).tolist())
+    tasks = [_with_input_range(task, temporal) for task in tasks]
+    deep = bool(reader.deep)
+    plan = InputPlan(
+        frames=frames, first_frame=first, input_size=(reader.height, reader.width), output_size=size.true,
+        model_size=size.padded, fps=str(reader.fps), windows=len(temporal.windows), chunks=len(tasks),
+        deep=deep, alpha=bool(reader.has_alpha) and output_keeps_alpha(job.output, spec.output_settings, deep),
+        estimated_vram_gib=estimate_vram_gib(size.padded, process.batch_size),
+    )
+    return plan, size, temporal, tasks
+
+
+def _with_input_range(task: ChunkTask, temporal: TemporalPlan) -> ChunkTask:
+    """Chunks are planned on the timeline (prepended frames first); workers read input frames."""
+    used = [i for window in task.windows for i in temporal.window_input_frames(window)]
+    return replace(task, read_start=min(used), read_stop=max(used) + 1)
