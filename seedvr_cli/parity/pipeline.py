@@ -14,7 +14,7 @@ orchestration from VAE rounding. The DiT is the fixture's stand-in (README secti
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import torch
@@ -32,7 +32,7 @@ from seedvr_cli.pipeline.window import (
 )
 from seedvr_cli.pipeline.color import color_correct
 from seedvr_cli.pipeline.condition import add_input_noise, augmentation_noise, build_condition, noise_latent
-from seedvr_cli.pipeline.plan import plan_frame_size
+from seedvr_cli.pipeline.plan import FrameSize, plan_frame_size
 from seedvr_cli.pipeline.preprocess import preprocess
 from seedvr_cli.pipeline.quantize import signed_to_unit
 from seedvr_cli.pipeline.sampler import add_noise, euler_sample, latent_grid_shift, one_step, uniform_trailing_timesteps
@@ -280,19 +280,57 @@ def _fixture_vae(fixture_dir: Path):
     return load_fixture_vae(vae_dir)
 
 
-def numz_input_noise(seed: int, clips: list[torch.Tensor], enabled: bool) -> list[torch.Tensor | None]:
-    """numz's phase-1 CPU draws for input noise (README section 4 / PIPELINE.md d.3), strides included.
+def numz_input_noise(
+    seed: int,
+    clips: list[torch.Tensor],
+    enabled: bool,
+    *,
+    batch_frames: Sequence[int] | None = None,
+    frame_size: FrameSize | None = None,
+) -> list[torch.Tensor | None]:
+    """numz's phase-1 CPU draws for input noise, one per clip in order, strides included.
 
-    The clip view ``[3, T, H, W]`` is channels-last in numz's memory, hence the strides.
+    ``batch_frames[k]``: frames of batch k before its 4n+1 padding (after any uniform-batch
+    padding); ``None`` means no clip was temporally padded. ``frame_size`` is needed as soon as one
+    was, because the layout then depends on whether the spatial transform resized or padded.
     """
     input_draws: list[torch.Tensor | None] = [None] * len(clips)
-    if enabled:
-        torch.manual_seed(seed + 1_000_000)
-        for k, clip in enumerate(clips):
-            _, frames, height, width = clip.shape
-            strides = (1, 3 * height * width, 3 * width, 3)
-            input_draws[k] = torch.empty_strided(tuple(clip.shape), strides).normal_()
+    if not enabled:
+        return input_draws
+    counts = list(batch_frames) if batch_frames is not None else [clip.shape[1] for clip in clips]
+    if len(counts) != len(clips):
+        raise ValueError(f"{len(counts)} batch frame counts for {len(clips)} clips")
+    # One seeding for the whole phase: batch k continues the generator where batch k-1 left it.
+    torch.manual_seed(seed + 1_000_000)
+    for k, (clip, count) in enumerate(zip(clips, counts)):
+        strides = numz_clip_strides(tuple(clip.shape), count, frame_size)
+        # randn_like fills memory in order, so the same strides give the same numbers.
+        input_draws[k] = torch.empty_strided(tuple(clip.shape), strides).normal_()
     return input_draws
+
+
+def numz_clip_strides(shape: tuple[int, ...], batch_frames: int, frame_size: FrameSize | None) -> tuple[int, ...]:
+    """Strides of numz's transformed clip view ``[3, T', Hp, Wp]`` in the memory numz leaves it in."""
+    channels, frames, height, width = shape
+    if batch_frames % 4 == 1:
+        # No temporal padding: the [T, H, W, C] frames are only permuted, and resize, clamp, pad and
+        # normalize all keep a channels-last input channels-last.
+        return (1, channels * height * width, channels * width, channels)
+    if frame_size is None:
+        raise ValueError(f"a {batch_frames}-frame batch is padded to 4n+1: its layout needs the frame size")
+    if _spatial_transform_reallocates(frame_size):
+        # The padding's permute/cat/permute-back left contiguous CTHW memory seen as TCHW; interpolate
+        # and pad allocate their result contiguous in the TCHW order they were given.
+        return (height * width, channels * height * width, width, 1)
+    # Nothing reallocated after the cat, so the contiguous CTHW buffer reaches the draw unchanged.
+    return (frames * height * width, height * width, width, 1)
+
+
+def _spatial_transform_reallocates(size: FrameSize) -> bool:
+    """Whether numz's resize or pad produces a new tensor (both hand back their input when the size
+    already fits: torchvision's resize at an unchanged size, the pad at multiples of 16)."""
+    resized = size.short_side != size.input or size.resized != size.short_side
+    return resized or size.padded != size.resized
 
 
 def numz_latent_noise(seed: int, latent_shape: tuple[int, ...]) -> tuple[torch.Tensor, torch.Tensor]:
@@ -378,7 +416,10 @@ def run_scenario(name: str, scenario: dict, t: dict, vae, text: torch.Tensor, *,
 
     # Phase 1: preprocess (+ input noise) every window; with our VAE, encode, sample and decode it.
     clips = [preprocess(frames[plan.window_input_frames(w)], size) for w in plan.windows]
-    input_draws = numz_input_noise(seed, clips, input_noise_scale > 0)
+    # numz pads a short last batch to the batch size before the 4n+1 padding decides the layout.
+    uniform = bool(info.get("uniform_batch_size", False))
+    batch_frames = [plan.batch_size if uniform else w.length for w in plan.windows]
+    input_draws = numz_input_noise(seed, clips, input_noise_scale > 0, batch_frames=batch_frames, frame_size=size)
     calls: list[dict] = []
     dit = standin_dit(calls)
     decoded_windows: dict[int, torch.Tensor] = {}
