@@ -1,15 +1,23 @@
-"""Settings of one ``seedvr upscale`` run, as plain dataclasses the CLI fills and the job reads.
+"""Settings of one ``seedvr upscale`` run, as plain dataclasses the CLI fills and the run reads.
 
 ``JobSpec`` is the whole request; its parts group what changes pixels (``ProcessSettings``,
-``ModelSettings``) apart from what only changes how the work is run (``RunSettings``) or written
-(``media.settings.OutputSettings``). The resume fingerprint is built from the pixel-changing parts.
+``ModelSettings``) apart from what only changes how the work is run (``RunSettings``,
+``MemorySettings``) or written (``media.settings.OutputSettings``). The resume fingerprint is built
+from the pixel-changing parts.
+
+This module is the one home of the defaults (the CLI's flags take theirs from these fields) and of
+the rules a flag value must follow: each dataclass checks its own fields when it is built, so a
+bad value fails before any file is touched, with a message naming the flag.
 """
 
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
+
 from seedvr_cli.errors import UsageError
 from seedvr_cli.media.settings import OutputSettings
+from seedvr_cli.parallel.tasks import parse_shard
+from seedvr_cli.pipeline.choices import COLOR_METHODS, DEFAULT_COLOR_METHOD, DTYPE_CHOICES
 
 DEFAULT_MODEL = "seedvr2_ema_3b_fp16.safetensors"
 DEFAULT_VAE = "ema_vae_fp16.safetensors"
@@ -26,18 +34,34 @@ class ModelSettings:
     dtype: str = "auto"
     download: bool = True
 
+    def __post_init__(self) -> None:
+        if self.dtype != "auto" and self.dtype not in DTYPE_CHOICES:
+            raise UsageError(f"--dtype {self.dtype}: use auto, {', '.join(DTYPE_CHOICES)}")
+
+
+def nearest_valid_batch_sizes(value: int) -> tuple[int, ...]:
+    below = 4 * ((value - 1) // 4) + 1
+    return (below, below + 4) if below >= 1 else (1,)
+
+
+def check_batch_size(batch_size: int) -> None:
+    """A window has 4n+1 frames: the VAE turns 4n+1 frames into n+1 latent frames."""
+    if batch_size < 1 or batch_size % 4 != 1:
+        nearest = " or ".join(str(v) for v in nearest_valid_batch_sizes(max(batch_size, 1)))
+        raise UsageError(f"--batch-size {batch_size}: must be 4n+1 (1, 5, 9, 13, 17, 21, ...); nearest valid: {nearest}")
+
 
 @dataclass(frozen=True)
 class ProcessSettings:
     """Everything that changes the output pixels apart from the models."""
 
-    resolution: int | None = None
+    resolution: int | None = None  # None: DEFAULT_RESOLUTION unless --scale is given
     max_resolution: int = 0
     scale: float | None = None
-    batch_size: int = 21
+    batch_size: int = 21  # frames per window
     temporal_overlap: int = 0
     prepend_frames: int = 0
-    color_correction: str = "wavelet"
+    color_correction: str = DEFAULT_COLOR_METHOD
     input_noise_scale: float = 0.0
     latent_noise_scale: float = 0.0
     seed: int = 42
@@ -52,8 +76,14 @@ class ProcessSettings:
             raise UsageError("--resolution and --scale both set the output size; pass only one")
         if self.max_resolution < 0:
             raise UsageError(f"--max-resolution {self.max_resolution}: must be >= 0 (0 means no cap)")
+        check_batch_size(self.batch_size)
         if self.temporal_overlap < 0:
             raise UsageError(f"--temporal-overlap {self.temporal_overlap}: must be >= 0")
+        if self.temporal_overlap >= self.batch_size:
+            raise UsageError(f"--temporal-overlap {self.temporal_overlap}: must be smaller than "
+                             f"--batch-size {self.batch_size}")
+        if self.color_correction not in COLOR_METHODS:
+            raise UsageError(f"--color-correction {self.color_correction}: use one of {', '.join(COLOR_METHODS)}")
         if self.prepend_frames < 0:
             raise UsageError(f"--prepend-frames {self.prepend_frames}: must be >= 0")
         for flag, value in (("--input-noise-scale", self.input_noise_scale),
@@ -83,10 +113,22 @@ class RunSettings:
             raise UsageError(f"--chunk-windows {self.windows_per_chunk}: must be at least 1")
         if self.max_retries < 0:
             raise UsageError(f"--max-retries {self.max_retries}: must be >= 0")
+        if self.shard is not None:
+            parse_shard(self.shard)
         if self.shard is not None and (self.restart or not self.resume):
             # Shards may share one work directory: wiping it would destroy the other shards' parts.
             raise UsageError("--shard keeps its part for `seedvr assemble`: it cannot be combined with "
                              "--restart or --no-resume; remove a stale part's work directory by hand instead")
+
+
+@dataclass(frozen=True)
+class MemorySettings:
+    """How a worker fits the models into its device (none of this changes pixels beyond float noise).
+
+    Empty for now: every model and activation stays on the worker's device. BlockSwap, VAE tiling,
+    offload and the auto-fit that chooses them will live here, so that the CLI, the plan and the
+    workers read one object.
+    """
 
 
 @dataclass(frozen=True)
@@ -100,6 +142,7 @@ class JobSpec:
     model: ModelSettings = field(default_factory=ModelSettings)
     process: ProcessSettings = field(default_factory=ProcessSettings)
     run: RunSettings = field(default_factory=RunSettings)
+    memory: MemorySettings = field(default_factory=MemorySettings)
     output_settings: OutputSettings = field(default_factory=OutputSettings)
 
     def __post_init__(self) -> None:

@@ -12,9 +12,9 @@ from conftest import shared_path
 from seedvr_cli.errors import UsageError
 from seedvr_cli.pipeline.blend import assemble, blend_frame, blend_weights
 from seedvr_cli.pipeline.plan import plan_frame_size
+from seedvr_cli.config import ModelSettings, ProcessSettings, check_batch_size
 from seedvr_cli.pipeline.temporal import (
     append_padding,
-    check_batch_size,
     padded_length,
     plan_windows,
     prepend_padding,
@@ -52,6 +52,9 @@ def test_scale_doubles_the_short_side():
 
 def test_scale_and_resolution_together_is_a_usage_error():
     with pytest.raises(UsageError, match="--scale"):
+        ProcessSettings(resolution=720, scale=2)
+    # The plan trusts validated settings and only guards its contract.
+    with pytest.raises(ValueError):
         plan_frame_size(360, 640, resolution=720, scale=2)
 
 
@@ -118,12 +121,16 @@ def test_crossfade_is_a_real_crossfade(overlap):
 def test_batch_size_must_be_4n_plus_1(bad, nearest):
     with pytest.raises(UsageError, match=nearest):
         check_batch_size(bad)
-    with pytest.raises(UsageError):
+    with pytest.raises(UsageError, match=nearest):
+        ProcessSettings(batch_size=bad)
+    with pytest.raises(ValueError):
         plan_windows(30, batch_size=bad)
 
 
 def test_overlap_must_be_smaller_than_batch():
     with pytest.raises(UsageError, match="--temporal-overlap"):
+        ProcessSettings(batch_size=5, temporal_overlap=5)
+    with pytest.raises(ValueError):
         plan_windows(30, batch_size=5, overlap=5)
     # numz silently drops such an overlap; reference mode does too.
     assert plan_windows(30, batch_size=5, overlap=5, reference=True).overlap == 0
@@ -284,4 +291,6 @@ def test_compute_dtype_resolution():
     assert resolve_compute_dtype("auto", "cpu") == torch.float32
     assert resolve_compute_dtype("bf16", "cpu") == torch.bfloat16
     with pytest.raises(UsageError, match="--dtype"):
+        ModelSettings(dtype="fp8")
+    with pytest.raises(ValueError):
         resolve_compute_dtype("fp8", "cpu")

@@ -7,6 +7,12 @@ from typing import Annotated, Optional
 import typer
 
 from seedvr_cli.cli.app import EXIT_FAILURE, EXIT_INTERRUPTED, EXIT_PARTIAL, app
+from seedvr_cli.config import JobSpec, ModelSettings, ProcessSettings, RunSettings, parse_frame_range
+from seedvr_cli.media.settings import OutputSettings
+from seedvr_cli.pipeline.choices import COLOR_METHODS, DEFAULT_RESOLUTION, DTYPE_CHOICES
+
+# Every default comes from the settings dataclasses: one place for them.
+_MODEL_DEFAULTS, _PROCESS_DEFAULTS, _RUN_DEFAULTS = ModelSettings(), ProcessSettings(), RunSettings()
 
 _MODEL = "Model"
 _SIZE = "Size and time"
@@ -31,8 +37,9 @@ def upscale(
     # Model
     model: Annotated[str, typer.Option(
         help="DiT checkpoint: a registry name (see `seedvr models list`) or a file (.safetensors, .gguf, .pth). "
-             "Downloaded on first use.", rich_help_panel=_MODEL)] = "seedvr2_ema_3b_fp16.safetensors",
-    vae: Annotated[str, typer.Option(help="VAE checkpoint: registry name or file.", rich_help_panel=_MODEL)] = "ema_vae_fp16.safetensors",
+             "Downloaded on first use.", rich_help_panel=_MODEL)] = _MODEL_DEFAULTS.model,
+    vae: Annotated[str, typer.Option(help="VAE checkpoint: registry name or file.",
+                                     rich_help_panel=_MODEL)] = _MODEL_DEFAULTS.vae,
     text_embedding: Annotated[Optional[str], typer.Option(
         help="Positive text embedding file (pos_emb.pt / pos_emb.safetensors). Default: next to the model "
              "file, else the registry's copy.", rich_help_panel=_MODEL, show_default=False)] = None,
@@ -43,25 +50,27 @@ def upscale(
         "--no-download", help="Never download; fail with the command to fetch a missing file.",
         rich_help_panel=_MODEL)] = False,
     dtype: Annotated[str, typer.Option(
-        help="Compute precision: auto (bf16 where supported, fp16 on older GPUs, fp32 on CPU), bf16, fp16, fp32.",
-        rich_help_panel=_MODEL)] = "auto",
+        help="Compute precision: auto (bf16 where supported, fp16 on older GPUs, fp32 on CPU), "
+             f"{', '.join(DTYPE_CHOICES)}.", rich_help_panel=_MODEL)] = _MODEL_DEFAULTS.dtype,
     # Size and time
     resolution: Annotated[Optional[int], typer.Option(
-        "--resolution", "-r", help="Short side of the output in pixels [default: 1080].",
+        "--resolution", "-r", help=f"Short side of the output in pixels [default: {DEFAULT_RESOLUTION}].",
         rich_help_panel=_SIZE, show_default=False)] = None,
     max_resolution: Annotated[int, typer.Option(
-        help="Cap on the long side of the output (0 = no cap).", rich_help_panel=_SIZE)] = 0,
+        help="Cap on the long side of the output (0 = no cap).", rich_help_panel=_SIZE)] = _PROCESS_DEFAULTS.max_resolution,
     scale: Annotated[Optional[float], typer.Option(
         help="Output short side as a multiple of the input's (e.g. 2 or 4); instead of --resolution.",
         rich_help_panel=_SIZE, show_default=False)] = None,
     batch_size: Annotated[int, typer.Option(
-        help="Frames per temporal window; must be 4n+1 (5, 9, 13, 17, 21, ...). Larger windows give steadier "
-             "video and need more VRAM.", rich_help_panel=_SIZE)] = 21,
+        help="Frames per window, the frames the model sees at once (the ComfyUI node's batch size); must be "
+             "4n+1 (5, 9, 13, 17, 21, ...). Larger windows give steadier video and need more VRAM.",
+        rich_help_panel=_SIZE)] = _PROCESS_DEFAULTS.batch_size,
     temporal_overlap: Annotated[int, typer.Option(
-        help="Frames shared by neighbouring windows, crossfaded to hide window seams.", rich_help_panel=_SIZE)] = 0,
+        help="Frames shared by neighbouring windows, crossfaded to hide window seams.",
+        rich_help_panel=_SIZE)] = _PROCESS_DEFAULTS.temporal_overlap,
     prepend_frames: Annotated[int, typer.Option(
         help="Mirrored frames put before the start so the first real frame is not coded like a still; "
-             "removed from the output.", rich_help_panel=_SIZE)] = 0,
+             "removed from the output.", rich_help_panel=_SIZE)] = _PROCESS_DEFAULTS.prepend_frames,
     frames: Annotated[Optional[str], typer.Option(
         help="Only input frames START:END (END exclusive, e.g. 0:100 or 250:). Audio is not copied then.",
         rich_help_panel=_SIZE, show_default=False)] = None,
@@ -72,16 +81,16 @@ def upscale(
         help="Frame rate of image-sequence inputs [default: 25].", rich_help_panel=_SIZE, show_default=False)] = None,
     # Quality
     color_correction: Annotated[str, typer.Option(
-        "--color-correction", help="Match the output's colours to the input: wavelet, lab, wavelet_adaptive, "
-                                   "hsv, adain or none.", rich_help_panel=_QUALITY)] = "wavelet",
+        "--color-correction", help=f"Match the output's colours to the input: {', '.join(COLOR_METHODS)}.",
+        rich_help_panel=_QUALITY)] = _PROCESS_DEFAULTS.color_correction,
     input_noise_scale: Annotated[float, typer.Option(
         help="Noise added to the input before encoding (0-1); can soften compression artefacts.",
-        rich_help_panel=_QUALITY)] = 0.0,
+        rich_help_panel=_QUALITY)] = _PROCESS_DEFAULTS.input_noise_scale,
     latent_noise_scale: Annotated[float, typer.Option(
         help="Noise added to the encoded input (0-1); more freedom for the model, less fidelity.",
-        rich_help_panel=_QUALITY)] = 0.0,
+        rich_help_panel=_QUALITY)] = _PROCESS_DEFAULTS.latent_noise_scale,
     seed: Annotated[int, typer.Option(help="Seed of the diffusion noise (per window position).",
-                                      rich_help_panel=_QUALITY)] = 42,
+                                      rich_help_panel=_QUALITY)] = _PROCESS_DEFAULTS.seed,
     # Output
     codec: Annotated[Optional[str], typer.Option(
         help="h264, h265, av1, prores, prores4444, ffv1, or png/tiff/jpeg/webp/dpx for image output "
@@ -110,12 +119,13 @@ def upscale(
     # Devices and runs
     devices: Annotated[str, typer.Option(
         "--devices", "--device", help="Where to run: auto (all GPUs, else CPU), all, 0,1, 0-3, cuda:1, cpu, "
-                                      "cpu,cpu. One worker per device.", rich_help_panel=_RUN)] = "auto",
+                                      "cpu,cpu. One worker per device.", rich_help_panel=_RUN)] = _RUN_DEFAULTS.devices,
     list_devices: Annotated[bool, typer.Option(
         "--list-devices", help="List the visible devices and exit.", rich_help_panel=_RUN,
         is_eager=True, callback=lambda value: _print_devices() if value else None)] = False,
     chunk_windows: Annotated[int, typer.Option(
-        help="Temporal windows per unit of work handed to a worker.", rich_help_panel=_RUN)] = 1,
+        help="Windows per chunk, the unit of work handed to a worker.",
+        rich_help_panel=_RUN)] = _RUN_DEFAULTS.windows_per_chunk,
     max_in_flight: Annotated[Optional[int], typer.Option(
         help="Chunks finished or running but not yet written (bounds RAM and disk) [default: 2 per worker + 2].",
         rich_help_panel=_RUN, show_default=False)] = None,
@@ -125,7 +135,7 @@ def upscale(
     restart: Annotated[bool, typer.Option("--restart", help="Discard finished chunks of an earlier run first.",
                                           rich_help_panel=_RUN)] = False,
     max_retries: Annotated[int, typer.Option(help="Retries of a failed chunk (on another device when possible).",
-                                             rich_help_panel=_RUN)] = 1,
+                                             rich_help_panel=_RUN)] = _RUN_DEFAULTS.max_retries,
     shard: Annotated[Optional[str], typer.Option(
         help="Render farms: do part I/N (0-based) of every input and keep it for `seedvr assemble`.",
         rich_help_panel=_RUN, show_default=False)] = None,
@@ -133,7 +143,7 @@ def upscale(
                                                              "and exit without loading models.",
                                           rich_help_panel=_RUN)] = False,
     log_format: Annotated[str, typer.Option(help="text (progress bar on a terminal) or json (JSON lines on stdout).",
-                                            rich_help_panel=_RUN)] = "text",
+                                            rich_help_panel=_RUN)] = _RUN_DEFAULTS.log_format,
 ) -> None:
     """Upscale and restore videos and images with SeedVR2."""
     if not dry_run:
@@ -142,9 +152,6 @@ def upscale(
 
         # First, so that the workers' imports run while this process parses, probes and resolves.
         start_worker_server(preload=WORKER_MODULES)
-    from seedvr_cli.config import JobSpec, ModelSettings, ProcessSettings, RunSettings, parse_frame_range
-    from seedvr_cli.media.settings import OutputSettings
-
     # Every flag by name, with a profile's values filled in where the flag was not given.
     flags = dict(locals())
     if profile is not None:
@@ -204,24 +211,8 @@ def _profile_values(ctx: typer.Context, name: str) -> dict:
 
 
 def _validate_early(spec) -> None:
-    """Settings errors before any file is touched or model loaded."""
-    from seedvr_cli.errors import UsageError
-    from seedvr_cli.pipeline.color import COLOR_METHODS
-    from seedvr_cli.pipeline.precision import DTYPE_NAMES
-    from seedvr_cli.pipeline.temporal import check_batch_size
-
-    check_batch_size(spec.process.batch_size)
-    if spec.process.temporal_overlap >= spec.process.batch_size:
-        raise UsageError(f"--temporal-overlap {spec.process.temporal_overlap}: must be smaller than "
-                         f"--batch-size {spec.process.batch_size}")
-    if spec.process.color_correction not in COLOR_METHODS:
-        raise UsageError(f"--color-correction {spec.process.color_correction}: use one of {', '.join(COLOR_METHODS)}")
-    if spec.model.dtype != "auto" and spec.model.dtype not in DTYPE_NAMES:
-        raise UsageError(f"--dtype {spec.model.dtype}: use auto, bf16, fp16 or fp32")
-    if spec.run.shard is not None:
-        from seedvr_cli.parallel.tasks import parse_shard
-
-        parse_shard(spec.run.shard)
+    """What the settings cannot check by themselves (they validate their own values when built):
+    whether the devices asked for exist on this machine, before any file is touched."""
     if not spec.run.dry_run:
         from seedvr_cli.parallel.devices import parse_devices
 

@@ -19,8 +19,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-COLOR_METHODS = ("wavelet", "wavelet_adaptive", "lab", "hsv", "adain", "none")
-DEFAULT_COLOR_METHOD = "wavelet"
+from seedvr_cli.pipeline.choices import COLOR_METHODS, DEFAULT_COLOR_METHOD
+
 
 WAVELET_LEVELS = 5
 ADAIN_EPS = 1e-5

@@ -16,8 +16,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from seedvr_cli.errors import UsageError
+from seedvr_cli.pipeline.choices import DEFAULT_RESOLUTION
 
-DEFAULT_RESOLUTION = 1080
 # The DiT patchifies 8x-downsampled latents 2x2, so model frames are multiples of 16 pixels.
 MODEL_SIZE_MULTIPLE = 16
 
@@ -57,18 +57,14 @@ def capped_size(height: int, width: int, max_resolution: int) -> tuple[int, int]
 
 
 def resolve_resolution(height: int, width: int, *, resolution: int | None = None, scale: float | None = None) -> int:
-    """The short-side target from ``--resolution`` or ``--scale`` (a factor of the input short side)."""
+    """The short-side target from ``--resolution`` or ``--scale`` (a factor of the input short side).
+
+    The values are checked where the flags become settings (``config.ProcessSettings``)."""
     if resolution is not None and scale is not None:
-        raise UsageError("--resolution and --scale both given: use one (e.g. --scale 2 doubles the input size)")
+        raise ValueError("resolution and scale both given")
     if scale is not None:
-        if scale <= 0:
-            raise UsageError(f"--scale {scale}: must be a positive factor such as 2 or 1.5")
         resolution = max(1, round(scale * min(height, width)))
-    if resolution is None:
-        resolution = DEFAULT_RESOLUTION
-    if resolution < 1:
-        raise UsageError(f"--resolution {resolution}: must be a positive short-side size such as 1080")
-    return resolution
+    return DEFAULT_RESOLUTION if resolution is None else resolution
 
 
 def plan_frame_size(
@@ -83,8 +79,6 @@ def plan_frame_size(
     """Sizes for an input of ``height`` x ``width`` (numz "short side" mode, PIPELINE.md a.1)."""
     if height < 1 or width < 1:
         raise UsageError(f"input frame size {height}x{width} is empty")
-    if max_resolution < 0:
-        raise UsageError(f"--max-resolution {max_resolution}: use 0 (no cap) or a positive long-side size")
     target = resolve_resolution(height, width, resolution=resolution, scale=scale)
     short_side = short_side_size(height, width, target)
     resized = capped_size(*short_side, max_resolution)

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import torch
 
-from seedvr_cli.errors import UsageError
+from seedvr_cli.pipeline.choices import DTYPE_CHOICES
 
-DTYPE_NAMES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
+DTYPE_NAMES = dict(zip(DTYPE_CHOICES, (torch.bfloat16, torch.float16, torch.float32), strict=True))
 
 
 def resolve_compute_dtype(name: str, device: torch.device | str) -> torch.dtype:
@@ -15,7 +15,7 @@ def resolve_compute_dtype(name: str, device: torch.device | str) -> torch.dtype:
     if name in DTYPE_NAMES:
         return DTYPE_NAMES[name]
     if name != "auto":
-        raise UsageError(f"--dtype {name}: use auto, bf16, fp16 or fp32")
+        raise ValueError(f"dtype {name!r}: expected auto or one of {DTYPE_CHOICES}")
     device = torch.device(device)
     if device.type == "cuda":
         return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16

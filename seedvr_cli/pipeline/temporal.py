@@ -22,8 +22,6 @@ from functools import cached_property
 from seedvr_cli.errors import UsageError
 from seedvr_cli.pipeline.blend import BLEND_MODES, blend_weights
 
-DEFAULT_BATCH_SIZE = 21
-
 
 def append_padding(length: int, count: int) -> list[int]:
     """Indices of ``count`` frames appended to a ``length``-frame clip (reference padding function).
@@ -55,17 +53,6 @@ def prepend_padding(length: int, count: int) -> list[int]:
 def padded_length(length: int) -> int:
     """Smallest 4n+1 >= ``length`` (the VAE maps 4n+1 frames to n+1 latents)."""
     return length if length % 4 == 1 else 4 * ((length - 1) // 4 + 1) + 1
-
-
-def nearest_valid_batch_sizes(value: int) -> tuple[int, ...]:
-    below = 4 * ((value - 1) // 4) + 1
-    return (below, below + 4) if below >= 1 else (1,)
-
-
-def check_batch_size(batch_size: int) -> None:
-    if batch_size < 1 or batch_size % 4 != 1:
-        nearest = " or ".join(str(v) for v in nearest_valid_batch_sizes(max(batch_size, 1)))
-        raise UsageError(f"--batch-size {batch_size}: must be 4n+1 (1, 5, 9, 13, 17, 21, ...); nearest valid: {nearest}")
 
 
 @dataclass(frozen=True)
@@ -182,7 +169,7 @@ class TemporalPlan:
 def plan_windows(
     num_frames: int,
     *,
-    batch_size: int = DEFAULT_BATCH_SIZE,
+    batch_size: int,
     overlap: int = 0,
     prepend: int = 0,
     uniform: bool = False,
@@ -192,26 +179,22 @@ def plan_windows(
     """Temporal windows for ``num_frames`` input frames.
 
     ``reference=True`` accepts numz's settings as numz does (any batch size, padded to 4n+1
-    inside each window; an overlap >= batch size silently becomes 0) for parity; otherwise bad
-    values are usage errors. ``uniform`` pads a short last window up to ``batch_size`` first.
+    inside each window; an overlap >= batch size silently becomes 0) for parity. Otherwise the
+    settings must already be valid (``config.ProcessSettings`` checks them and says how to fix
+    them); this only guards the contract. ``uniform`` pads a short last window up to
+    ``batch_size`` first.
     """
     if num_frames < 1:
         raise UsageError("the input has no frames")
-    if blend not in BLEND_MODES:
-        raise UsageError(f"blend mode {blend!r}: use one of {', '.join(BLEND_MODES)}")
-    if prepend < 0:
-        raise UsageError(f"--prepend-frames {prepend}: must be >= 0")
-    if overlap < 0:
-        raise UsageError(f"--temporal-overlap {overlap}: must be >= 0")
+    if blend not in BLEND_MODES or prepend < 0 or overlap < 0:
+        raise ValueError(f"blend {blend!r}, prepend {prepend}, overlap {overlap}: need a known blend and counts >= 0")
     if reference:
         if batch_size < 1:
-            raise UsageError(f"--batch-size {batch_size}: must be >= 1")
+            raise ValueError(f"windows of {batch_size} frames")
         if overlap >= batch_size:
             overlap = 0
-    else:
-        check_batch_size(batch_size)
-        if overlap >= batch_size:
-            raise UsageError(f"--temporal-overlap {overlap}: must be smaller than --batch-size {batch_size}")
+    elif batch_size < 1 or batch_size % 4 != 1 or overlap >= batch_size:
+        raise ValueError(f"windows of {batch_size} frames overlapping by {overlap}: need 4n+1 frames and a smaller overlap")
 
     total = prepend + num_frames
     step = batch_size - overlap
