@@ -276,3 +276,32 @@ def test_file_without_rope_buffers_loads_and_computes_the_same(files, dit_refere
         expected = load_dit(files["tiny-3b", "fp16"], compute_dtype=torch.float32)(*inputs)
         got = load_dit(stripped, compute_dtype=torch.float32)(*inputs)
     torch.testing.assert_close(got, expected, rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("fmt", ["fp16", "fp8_e4m3fn", "gguf-q4_k_m"])
+def test_placement_decides_each_tensor_and_is_asked_for_every_one(files, dit_reference, fmt):
+    inputs, _ = dit_reference["tiny-3b"]
+    asked: list[str] = []
+
+    def placement(name: str) -> str:
+        asked.append(name)
+        return "cpu"
+
+    placed = load_dit(files["tiny-3b", fmt], compute_dtype=torch.float32, placement=placement)
+    plain = load_dit(files["tiny-3b", fmt], compute_dtype=torch.float32)
+    assert set(asked) == set(plain.state_dict())
+    with torch.no_grad():
+        torch.testing.assert_close(placed(*inputs), plain(*inputs), rtol=0, atol=0)
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("fmt", ["fp16", "fp8_e4m3fn", "gguf-q4_k_m"])
+def test_placement_keeps_blocks_on_the_host_and_the_rest_on_the_gpu(files, fmt):
+    model = load_dit(files["tiny-3b", fmt], device="cuda", compute_dtype=torch.float32,
+                     placement=lambda name: "cpu" if name.startswith("blocks.") else "cuda")
+    for name, tensor in model.state_dict().items():
+        expected = "cpu" if name.startswith("blocks.") else "cuda"
+        assert tensor.device.type == expected, name
+    # Compressed layers keep their stored format wherever they are placed.
+    kinds = {type(m).__name__ for n, m in model.named_modules() if n.startswith("blocks.")}
+    assert kinds & {"Fp8Linear", "GGUFLinear"} or fmt == "fp16"

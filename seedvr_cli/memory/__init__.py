@@ -1,1 +1,2 @@
-"""Memory tricks that wrap models from outside: spatial tiling (later: BlockSwap, offload)."""
+"""Memory savers that wrap models from outside, keeping their call signatures: spatial tiling of the
+VAE (``tiling.TiledVAE``); BlockSwap and offload will follow the same rule."""

@@ -154,3 +154,33 @@ def tiled_decode(
             total[..., area[0], area[1]] += pixels.float() * weight
             count[area] += weight
     return (total / count.clamp(min=1e-6)).to(z.dtype)
+
+
+@dataclass(frozen=True)
+class TiledVAE:
+    """A ``VideoVAE`` coded in spatial tiles, with the VAE's own ``encode``/``decode`` calls, so
+    that it goes wherever the VAE goes (``pipeline.window.LatentCodec``) and the pipeline never
+    knows about tiles. ``encode_tiles``/``decode_tiles`` switch each direction separately."""
+
+    vae: VideoVAE
+    tile_size: tuple[int, int] = (1024, 1024)
+    tile_overlap: tuple[int, int] = (128, 128)
+    encode_tiles: bool = True
+    decode_tiles: bool = True
+
+    def __post_init__(self) -> None:
+        _check_tiling(self.tile_size, self.tile_overlap)
+
+    @property
+    def config(self):
+        return self.vae.config
+
+    def encode(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        if not self.encode_tiles:
+            return self.vae.encode(x)
+        return tiled_encode(self.vae, x, self.tile_size, self.tile_overlap)
+
+    def decode(self, z: Tensor) -> Tensor:
+        if not self.decode_tiles:
+            return self.vae.decode(z)
+        return tiled_decode(self.vae, z, self.tile_size, self.tile_overlap)

@@ -15,6 +15,7 @@ the device immediately.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -27,12 +28,18 @@ from seedvr_cli.weights.readers import CheckpointReader, GGUFTensor, open_checkp
 
 FP8_DTYPES = (torch.float8_e4m3fn, torch.float8_e5m2)
 
-__all__ = ["CheckpointInfo", "inspect_checkpoint", "load_dit", "load_vae", "load_into"]
+__all__ = ["CheckpointInfo", "Placement", "inspect_checkpoint", "load_dit", "load_vae", "load_into"]
+
+# Where each tensor of a model goes, by its state-dict name: the seam for keeping some blocks in
+# host memory (BlockSwap) while the rest lives on the GPU. ``None`` puts every tensor on ``device``.
+Placement = Callable[[str], "torch.device | str"]
 
 
 def load_dit(path: str | Path, *, device: torch.device | str = "cpu", compute_dtype: torch.dtype = torch.bfloat16,
-             keep_fp8: bool = True, keep_gguf: bool = True, attention_backend: str = "sdpa"):
-    """A ready (eval, no grad) ``NaDiT`` from any published DiT file (.safetensors, .pth, .gguf)."""
+             keep_fp8: bool = True, keep_gguf: bool = True, attention_backend: str = "sdpa",
+             placement: Placement | None = None):
+    """A ready (eval, no grad) ``NaDiT`` from any published DiT file (.safetensors, .pth, .gguf);
+    ``placement`` may put some tensors elsewhere than ``device``."""
     from seedvr_cli.models.dit import NaDiT
     from seedvr_cli.models.dit_config import dit_config
 
@@ -40,13 +47,15 @@ def load_dit(path: str | Path, *, device: torch.device | str = "cpu", compute_dt
         info = _identify(reader, "dit")
         with torch.device("meta"):
             model = NaDiT(dit_config(info.variant), attention_backend=attention_backend)
-        load_into(model, reader, device=device, dtype=compute_dtype, keep_fp8=keep_fp8, keep_gguf=keep_gguf)
+        load_into(model, reader, device=device, dtype=compute_dtype, keep_fp8=keep_fp8, keep_gguf=keep_gguf,
+                  placement=placement)
     model.compute_dtype = compute_dtype
     model.checkpoint_info = info
     return model.eval()
 
 
-def load_vae(path: str | Path, *, device: torch.device | str = "cpu", dtype: torch.dtype = torch.bfloat16):
+def load_vae(path: str | Path, *, device: torch.device | str = "cpu", dtype: torch.dtype = torch.bfloat16,
+             placement: Placement | None = None):
     """A ready (eval, no grad) ``VideoVAE`` from a VAE file; every tensor in ``dtype``."""
     from seedvr_cli.models.vae import VideoVAE, normalize_vae_keys
     from seedvr_cli.models.vae_config import vae_config
@@ -57,7 +66,8 @@ def load_vae(path: str | Path, *, device: torch.device | str = "cpu", dtype: tor
             model = VideoVAE(vae_config(info.variant))
         # Old diffusers attention names map onto ours; the map is built on names only.
         renames = {new: old for new, old in normalize_vae_keys({n: n for n in reader.names()}).items()}
-        load_into(model, reader, device=device, dtype=dtype, keep_fp8=False, keep_gguf=False, renames=renames)
+        load_into(model, reader, device=device, dtype=dtype, keep_fp8=False, keep_gguf=False, renames=renames,
+                  placement=placement)
     model.checkpoint_info = info
     return model.eval()
 
@@ -68,16 +78,17 @@ def _identify(reader: CheckpointReader, kind: str) -> CheckpointInfo:
 
 def load_into(model: nn.Module, reader: CheckpointReader, *, device: torch.device | str, dtype: torch.dtype,
               keep_fp8: bool, keep_gguf: bool,
-              renames: dict[str, str] | None = None) -> nn.Module:
-    """Fill a meta-device ``model`` from ``reader``; raises CheckpointError naming missing,
-    unexpected and mis-shaped tensors."""
+              renames: dict[str, str] | None = None, placement: Placement | None = None) -> nn.Module:
+    """Fill a meta-device ``model`` from ``reader``, each tensor on ``placement(name)`` (default:
+    ``device``); raises CheckpointError naming missing, unexpected and mis-shaped tensors."""
     device = torch.device(device)
+    place_of = (lambda name: device) if placement is None else (lambda name: torch.device(placement(name)))
     model.requires_grad_(False)
     renames = renames or {n: n for n in reader.names()}
     expected = {name: tuple(t.shape) for name, t in model.state_dict().items()}
     # The rope frequency buffers are recomputed from their formula whatever the file holds, so a
     # file without them (some conversions drop buffers) is complete; a placeholder stands in.
-    placeholders = {n: torch.zeros(shape, device=device) for n, shape in expected.items()
+    placeholders = {n: torch.zeros(shape, device=place_of(n)) for n, shape in expected.items()
                     if n not in renames and ROPE_BUFFER.match(n)}  # fmt: skip
     _check_names_and_shapes(reader, {n: s for n, s in expected.items() if n not in placeholders}, renames)
 
@@ -87,9 +98,10 @@ def load_into(model: nn.Module, reader: CheckpointReader, *, device: torch.devic
         tensor = reader.get(source)
         owner, _, leaf = name.rpartition(".")
         linear_weight = leaf == "weight" and owner in linears
-        state[name] = _place(model, tensor, owner if linear_weight else None, linears, device, dtype,
+        target = place_of(name)
+        state[name] = _place(model, tensor, owner if linear_weight else None, linears, target, dtype,
                              keep_fp8=keep_fp8, keep_gguf=keep_gguf)  # fmt: skip
-        if device.type != "cpu":
+        if target.type != "cpu":
             reader.release(source)  # its bytes are on the device now: keep host RSS near one tensor
     missing, unexpected = model.load_state_dict(state, strict=False, assign=True)
     if missing or unexpected:
