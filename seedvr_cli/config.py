@@ -16,7 +16,6 @@ from dataclasses import asdict, dataclass, field
 
 from seedvr_cli.errors import UsageError
 from seedvr_cli.media.settings import OutputSettings
-from seedvr_cli.parallel.tasks import parse_shard
 from seedvr_cli.pipeline.choices import COLOR_METHODS, DEFAULT_COLOR_METHOD, DTYPE_CHOICES
 
 DEFAULT_MODEL = "seedvr2_ema_3b_fp16.safetensors"
@@ -170,3 +169,13 @@ def parse_frame_range(text: str | None) -> tuple[int, int | None] | None:
         raise UsageError(f"--frames {text}: write START:END with 0 <= START < END (END exclusive), e.g. 0:100 or 250:")
     return start, stop
 
+
+def parse_shard(text: str) -> tuple[int, int]:
+    """``"i/n"`` (0-based ``i``) -> ``(i, n)``."""
+    left, sep, right = text.partition("/")
+    if not sep or not left.strip().isdigit() or not right.strip().isdigit():
+        raise UsageError(f"--shard {text}: write it as I/N, e.g. 0/4 for the first of four shards")
+    shard, count = int(left), int(right)
+    if count < 1 or shard >= count:
+        raise UsageError(f"--shard {text}: I must be between 0 and N-1 (shards are numbered from 0)")
+    return shard, count

@@ -7,6 +7,7 @@ import random
 import numpy as np
 import pytest
 
+from seedvr_cli.config import parse_shard
 from seedvr_cli.errors import UsageError
 from seedvr_cli.parallel.assembler import Assembler
 from seedvr_cli.parallel.devices import DeviceSpec
@@ -14,7 +15,6 @@ from seedvr_cli.parallel.fakes import ArraySink, FakeProcessorFactory, Synthetic
 from seedvr_cli.parallel.spill import SpillReader, write_spill
 from seedvr_cli.parallel.tasks import (
     owned_frames,
-    parse_shard,
     plan_chunks,
     shard_indices,
     validate_tasks,

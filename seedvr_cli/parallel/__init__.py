@@ -31,7 +31,7 @@ from seedvr_cli.parallel.engine import RunOptions, assemble, run_job
 from seedvr_cli.parallel.journal import fingerprint_input, job_key, stale_workdirs, workdir_for
 from seedvr_cli.parallel.pool import WorkerPool
 from seedvr_cli.parallel.progress import ProgressEvent, RunFailed, RunResult, WorkerFailure
-from seedvr_cli.parallel.tasks import ChunkTask, parse_shard, plan_chunks, shard_indices
+from seedvr_cli.parallel.tasks import ChunkTask, plan_chunks, shard_indices
 from seedvr_cli.parallel.worker import CallableSource, ChunkProcessor, FrameSource, ProcessorFactory
 
 __all__ = [
@@ -53,7 +53,6 @@ __all__ = [
     "job_key",
     "list_devices",
     "parse_devices",
-    "parse_shard",
     "plan_chunks",
     "run_job",
     "shard_indices",

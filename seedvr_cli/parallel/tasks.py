@@ -162,17 +162,6 @@ def plan_digest(tasks: Sequence[ChunkTask]) -> str:
     return hashlib.sha256(json.dumps(payload).encode()).hexdigest()
 
 
-def parse_shard(text: str) -> tuple[int, int]:
-    """``"i/n"`` (0-based ``i``) -> ``(i, n)``."""
-    left, sep, right = text.partition("/")
-    if not sep or not left.strip().isdigit() or not right.strip().isdigit():
-        raise UsageError(f"--shard {text}: write it as I/N, e.g. 0/4 for the first of four shards")
-    shard, count = int(left), int(right)
-    if count < 1 or shard >= count:
-        raise UsageError(f"--shard {text}: I must be between 0 and N-1 (shards are numbered from 0)")
-    return shard, count
-
-
 def shard_indices(tasks: Sequence[ChunkTask], shard: int, count: int) -> list[int]:
     """Chunk indices of shard ``shard`` of ``count``: a contiguous block, sizes differing by at most one."""
     n = len(tasks)

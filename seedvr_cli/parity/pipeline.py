@@ -18,9 +18,18 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import torch
+from safetensors.torch import load_file
 
 from seedvr_cli.parity import CaseResult, compare
+from seedvr_cli.parity.vae import load_fixture_vae
 from seedvr_cli.pipeline.blend import blend_frame, blend_weights
+from seedvr_cli.pipeline.color import color_correct
+from seedvr_cli.pipeline.condition import add_input_noise, augmentation_noise, build_condition, noise_latent
+from seedvr_cli.pipeline.plan import FrameSize, plan_frame_size
+from seedvr_cli.pipeline.preprocess import preprocess
+from seedvr_cli.pipeline.quantize import signed_to_unit
+from seedvr_cli.pipeline.sampler import add_noise, euler_sample, latent_grid_shift, one_step, uniform_trailing_timesteps
+from seedvr_cli.pipeline.temporal import append_padding, padded_length, plan_windows, prepend_padding
 from seedvr_cli.pipeline.window import (
     WindowNoise,
     WindowSettings,
@@ -30,13 +39,6 @@ from seedvr_cli.pipeline.window import (
     encode_clip,
     restore_latent,
 )
-from seedvr_cli.pipeline.color import color_correct
-from seedvr_cli.pipeline.condition import add_input_noise, augmentation_noise, build_condition, noise_latent
-from seedvr_cli.pipeline.plan import FrameSize, plan_frame_size
-from seedvr_cli.pipeline.preprocess import preprocess
-from seedvr_cli.pipeline.quantize import signed_to_unit
-from seedvr_cli.pipeline.sampler import add_noise, euler_sample, latent_grid_shift, one_step, uniform_trailing_timesteps
-from seedvr_cli.pipeline.temporal import append_padding, padded_length, plan_windows, prepend_padding
 
 SAMPLER = "sampler_condition"
 COLOR = "color_correction"
@@ -79,8 +81,6 @@ def run(fixture_dir: Path) -> list[CaseResult]:
 
 
 def _load(fixture_dir: Path, name: str) -> tuple[dict, dict[str, torch.Tensor]]:
-    from safetensors.torch import load_file
-
     index = json.loads((fixture_dir / f"{name}.json").read_text())
     tensor_file = fixture_dir / f"{name}.safetensors"
     return index, (load_file(tensor_file) if tensor_file.is_file() else {})
@@ -205,8 +205,6 @@ def run_color(fixture_dir: Path) -> list[CaseResult]:
 def run_preprocess(fixture_dir: Path) -> list[CaseResult]:
     index, t = _load(fixture_dir, PREPROCESS[1])
     if not t and (fixture_dir / f"{PREPROCESS[0]}.safetensors").is_file():
-        from safetensors.torch import load_file
-
         t = load_file(fixture_dir / f"{PREPROCESS[0]}.safetensors")
     results: list[CaseResult] = []
     for transform in index.get("transforms", []):
@@ -265,8 +263,6 @@ def _text_embedding(fixture_dir: Path) -> torch.Tensor:
     """
     for candidate in (fixture_dir.parent.parent / "reference" / "text_embeddings" / "pos_emb.safetensors",):
         if candidate.is_file():
-            from safetensors.torch import load_file
-
             return load_file(candidate)["emb"].float()
     return torch.zeros(TEXT_TOKENS, TEXT_DIM)
 
@@ -275,8 +271,6 @@ def _fixture_vae(fixture_dir: Path):
     vae_dir = fixture_dir.parent / "vae"
     if not vae_dir.is_dir():
         return None
-    from seedvr_cli.parity.vae import load_fixture_vae
-
     return load_fixture_vae(vae_dir)
 
 

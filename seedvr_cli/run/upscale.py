@@ -17,7 +17,7 @@ from pathlib import Path
 
 import torch
 
-from seedvr_cli.config import JobSpec
+from seedvr_cli.config import JobSpec, parse_shard
 from seedvr_cli.errors import UserError
 from seedvr_cli.media.discovery import Job, discover_jobs
 from seedvr_cli.media.reader import open_reader
@@ -27,7 +27,7 @@ from seedvr_cli.parallel.journal import fingerprint_input, job_key, stale_workdi
 from seedvr_cli.parallel.outputlock import OutputLock
 from seedvr_cli.parallel.pool import WorkerPool
 from seedvr_cli.parallel.progress import ProgressEvent, RunFailed
-from seedvr_cli.parallel.tasks import parse_shard, shard_indices
+from seedvr_cli.parallel.tasks import shard_indices
 from seedvr_cli.pipeline.window import WindowSettings
 from seedvr_cli.run.models import ModelFiles, resolve_models
 from seedvr_cli.run.outcome import JobOutcome, Reporter, RunSummary, finish

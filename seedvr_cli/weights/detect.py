@@ -12,8 +12,10 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import torch
+from gguf import LlamaFileType
 
 from seedvr_cli.errors import CheckpointError
+from seedvr_cli.weights.gguf_quant import DEQUANTIZERS
 from seedvr_cli.weights.readers import TensorInfo, open_checkpoint
 
 DIT_REQUIRED = ("vid_in.proj.weight", "txt_in.weight", "emb_in.proj_in.weight", "vid_out.proj.weight")
@@ -103,8 +105,6 @@ def classify(path: Path, infos: dict[str, TensorInfo], metadata: dict | None = N
 
 def _check_quant_types(path: Path, infos: dict[str, TensorInfo]) -> None:
     """GGUF quant types we cannot dequantize fail here, in one line, not at the first forward."""
-    from seedvr_cli.weights.gguf_quant import DEQUANTIZERS
-
     known = {t.name for t in DEQUANTIZERS}
     unknown = sorted({info.qtype for info in infos.values() if info.qtype is not None and info.qtype not in known})
     if unknown:
@@ -152,8 +152,6 @@ def _gguf_format(qtypes: Counter) -> str:
 def _gguf_file_type(value: object) -> str | None:
     if not isinstance(value, int):
         return None
-    from gguf import LlamaFileType
-
     try:
         name = LlamaFileType(value).name
     except ValueError:

@@ -22,6 +22,10 @@ import torch
 from torch import nn
 
 from seedvr_cli.errors import CheckpointError
+from seedvr_cli.models.dit import NaDiT
+from seedvr_cli.models.dit_config import dit_config
+from seedvr_cli.models.vae import VideoVAE, normalize_vae_keys
+from seedvr_cli.models.vae_config import vae_config
 from seedvr_cli.weights.detect import ROPE_BUFFER, CheckpointInfo, classify, inspect_checkpoint, require_kind
 from seedvr_cli.weights.quantized import Fp8Linear, GGUFLinear, replace_module
 from seedvr_cli.weights.readers import CheckpointReader, GGUFTensor, open_checkpoint
@@ -40,9 +44,6 @@ def load_dit(path: str | Path, *, device: torch.device | str = "cpu", compute_dt
              placement: Placement | None = None):
     """A ready (eval, no grad) ``NaDiT`` from any published DiT file (.safetensors, .pth, .gguf);
     ``placement`` may put some tensors elsewhere than ``device``."""
-    from seedvr_cli.models.dit import NaDiT
-    from seedvr_cli.models.dit_config import dit_config
-
     with open_checkpoint(path) as reader:
         info = _identify(reader, "dit")
         with torch.device("meta"):
@@ -57,9 +58,6 @@ def load_dit(path: str | Path, *, device: torch.device | str = "cpu", compute_dt
 def load_vae(path: str | Path, *, device: torch.device | str = "cpu", dtype: torch.dtype = torch.bfloat16,
              placement: Placement | None = None):
     """A ready (eval, no grad) ``VideoVAE`` from a VAE file; every tensor in ``dtype``."""
-    from seedvr_cli.models.vae import VideoVAE, normalize_vae_keys
-    from seedvr_cli.models.vae_config import vae_config
-
     with open_checkpoint(path) as reader:
         info = _identify(reader, "vae")
         with torch.device("meta"):

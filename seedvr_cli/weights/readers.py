@@ -17,9 +17,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import gguf
 import torch
 
 from seedvr_cli.errors import CheckpointError
+from seedvr_cli.weights.gguf_quant import PLAIN_TYPES, dequantize
 
 COMFY_PREFIX = "model.diffusion_model."
 ORIG_SHAPE_KEY = "comfy.gguf.orig_shape."
@@ -45,12 +47,10 @@ class GGUFTensor:
     """A GGUF tensor still in its packed block form: ``data`` is uint8 [rows, bytes per row]."""
 
     data: torch.Tensor
-    qtype: Any  # gguf.GGMLQuantizationType; typed loosely so importing this module stays light
+    qtype: gguf.GGMLQuantizationType
     shape: torch.Size
 
     def dequantize(self, dtype: torch.dtype = torch.float32) -> torch.Tensor:
-        from seedvr_cli.weights.gguf_quant import dequantize
-
         return dequantize(self.data, self.qtype, self.shape, dtype)
 
     def to(self, device: torch.device | str) -> GGUFTensor:
@@ -286,8 +286,6 @@ class GGUFReader(CheckpointReader):
 
     def __init__(self, path: Path) -> None:
         super().__init__(path)
-        import gguf
-
         try:
             self._reader = gguf.GGUFReader(path, "c")  # copy-on-write map, as for safetensors
         except Exception as err:
@@ -310,10 +308,6 @@ class GGUFReader(CheckpointReader):
         return tuple(int(d) for d in reversed(list(gguf_dims)))
 
     def get(self, name: str) -> torch.Tensor | GGUFTensor:
-        from seedvr_cli.weights.gguf_quant import PLAIN_TYPES
-
-        import gguf
-
         tensor = self._tensors[self._source_names[name]]
         info = self._infos[name]
         qtype = gguf.GGMLQuantizationType(tensor.tensor_type)

@@ -23,8 +23,17 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import gguf
 import numpy as np
 import torch
+from gguf import GGMLQuantizationType as Q
+from safetensors.torch import save_file
+
+from seedvr_cli.models.dit import NaDiT
+from seedvr_cli.models.dit_config import dit_config
+from seedvr_cli.models.vae import VideoVAE
+from seedvr_cli.models.vae_config import vae_config
+from seedvr_cli.weights.gguf_quant import can_quantize, quantize
 
 DIT_VARIANTS = ("tiny-3b", "tiny-7b", "3b", "7b")
 VAE_VARIANTS = ("vae", "tiny-vae")
@@ -55,9 +64,6 @@ class Entry:
 def model_entries(variant: str) -> list[Entry]:
     """Every state-dict entry (name, shape) of ``variant``, in module order."""
     if variant in DIT_VARIANTS:
-        from seedvr_cli.models.dit import NaDiT
-        from seedvr_cli.models.dit_config import dit_config
-
         config = dit_config(variant)
         with torch.device("meta"):
             model = NaDiT(config)
@@ -65,9 +71,6 @@ def model_entries(variant: str) -> list[Entry]:
         return [Entry(name, tuple(t.shape), freqs if name.endswith("rope.rope.freqs") else None)
                 for name, t in model.state_dict().items()]  # fmt: skip
     elif variant in VAE_VARIANTS:
-        from seedvr_cli.models.vae import VideoVAE
-        from seedvr_cli.models.vae_config import vae_config
-
         with torch.device("meta"):
             model = VideoVAE(vae_config(variant))
     else:
@@ -128,10 +131,6 @@ def _last_block(entries: list[Entry]) -> int:
 
 def gguf_plan(entries: list[Entry], fmt: str):
     """GGML type per entry for a GGUF format, the way llama.cpp's quantize picks them."""
-    from gguf import GGMLQuantizationType as Q
-
-    from seedvr_cli.weights.gguf_quant import can_quantize
-
     base = {"gguf-f16": Q.F16, "gguf-bf16": Q.BF16, "gguf-q8_0": Q.Q8_0, "gguf-q4_0": Q.Q4_0,
             "gguf-q5_0": Q.Q5_0, "gguf-q4_k_m": Q.Q4_K, "gguf-q4_k": Q.Q4_K, "gguf-q5_k_m": Q.Q5_K, "gguf-q6_k": Q.Q6_K}[fmt]  # fmt: skip
     # llama.cpp falls back to a 32-block type when a row is not a multiple of 256 (Q5_K -> Q5_1
@@ -201,8 +200,6 @@ def _txt_in_dim(entries: list[Entry]) -> int:
 
 
 def write_text_embedding(path: Path, dim: int, *, seed: int = 0, tokens: int = TEXT_TOKENS) -> Path:
-    from safetensors.torch import save_file
-
     gen = torch.Generator().manual_seed(seed + 58)
     emb = torch.randn(tokens, dim, generator=gen).to(torch.bfloat16)
     save_file({"emb": emb}, str(path))
@@ -237,11 +234,6 @@ def _write_safetensors(path: Path, entries: list[Entry], dtypes: dict[str, torch
 
 def _write_gguf(path: Path, entries: list[Entry], fmt: str, seed: int, device: torch.device, variant: str,
                 prefix: bool) -> None:
-    import gguf
-    from gguf import GGMLQuantizationType as Q
-
-    from seedvr_cli.weights.gguf_quant import quantize
-
     plan = gguf_plan(entries, fmt)
     file_types = {"gguf-f16": gguf.LlamaFileType.MOSTLY_F16, "gguf-bf16": gguf.LlamaFileType.MOSTLY_BF16,
                   "gguf-q8_0": gguf.LlamaFileType.MOSTLY_Q8_0, "gguf-q4_0": gguf.LlamaFileType.MOSTLY_Q4_0,

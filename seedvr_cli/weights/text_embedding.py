@@ -11,8 +11,11 @@ from __future__ import annotations
 from pathlib import Path
 
 import torch
+from safetensors import safe_open
 
 from seedvr_cli.errors import CheckpointError
+from seedvr_cli.weights.download import resolve_model_file
+from seedvr_cli.weights.registry import TEXT_EMBEDDING
 
 SAFETENSORS_KEY = "emb"
 SIBLING_NAMES = ("pos_emb.safetensors", "pos_emb.pt")
@@ -28,8 +31,6 @@ def load_text_embedding(path: str | Path, *, expected_dim: int | None = 5120, de
         )
     try:
         if path.suffix == ".safetensors":
-            from safetensors import safe_open
-
             with safe_open(str(path), framework="pt") as f:
                 if SAFETENSORS_KEY not in f.keys():
                     raise CheckpointError(f"{path}: no tensor named {SAFETENSORS_KEY!r} (found: {', '.join(f.keys())})")
@@ -64,7 +65,4 @@ def find_text_embedding(model_path: str | Path | None = None, *, override: str |
             sibling = Path(model_path).expanduser().parent / name
             if sibling.is_file():
                 return sibling
-    from seedvr_cli.weights.download import resolve_model_file
-    from seedvr_cli.weights.registry import TEXT_EMBEDDING
-
     return resolve_model_file(TEXT_EMBEDDING, model_dir=model_dir, download=download)
