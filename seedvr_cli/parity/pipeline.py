@@ -1,4 +1,4 @@
-"""Parity of the per-chunk pipeline against a fixture directory in the format of
+"""Parity of the per-window pipeline against a fixture directory in the format of
 ``shared/fixtures/pipeline`` (sampler/condition, colour correction, preprocessing/batching and the
 end-to-end orchestration). Everything is read from the files, so other seeds, sizes and settings
 work unchanged.
