@@ -5,10 +5,11 @@ work unchanged.
 
 The end-to-end cases run through our own plan, preprocess, condition, sampler, blend (reference
 weights) and colour-correction functions, composed in numz's order: encode all windows, sample,
-decode and blend into the timeline, then colour-correct each written slice (PIPELINE.md b.2.6,
-f.1) and drop the prepended frames. The VAE is ours, built from the tiny-VAE fixture next to this
-directory (``../vae``); a second pass substitutes the recorded decodes, which isolates the
-orchestration from VAE rounding. The DiT is the fixture's stand-in (README section 4).
+decode and blend into the timeline, then colour-correct each written slice
+(docs/reference-behaviour.md R10) and drop the prepended frames. The VAE is ours, built from the
+tiny-VAE fixture next to this directory (``../vae``); a second pass substitutes the recorded
+decodes, which isolates the orchestration from VAE rounding. The DiT is the fixture's stand-in
+(velocity ``x_t - (0.8 cond + 0.1)``).
 """
 
 from __future__ import annotations
