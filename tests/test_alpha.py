@@ -1,4 +1,4 @@
-"""Edge-guided alpha upscaling (PIPELINE.md a.3)."""
+"""Edge-guided alpha upscaling (docs/reference-behaviour.md R11)."""
 
 from __future__ import annotations
 

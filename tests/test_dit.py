@@ -155,7 +155,7 @@ def test_reference_attention_backend_matches_sdpa(models, variant):
 
 @pytest.mark.parametrize("variant", VARIANTS)
 def test_multi_sample_call_equals_one_call_per_sample(models, variant):
-    # Intended NA semantics: each sample sees only its own text and windows (DIT.md §14).
+    # Intended NA semantics: each sample sees only its own text and windows (docs/reference-behaviour.md R29).
     case = load_case(variant, "case_c")
     packed = call(models[variant], case)
     vid_rows = case["vid_shape"].prod(-1).tolist()

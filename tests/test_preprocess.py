@@ -34,7 +34,7 @@ def test_transform_matches_fixture_exactly():
 
 
 def test_antialiased_bicubic_not_plain_bicubic():
-    """Plain bicubic is a different filter even when upscaling (PIPELINE.md a.1)."""
+    """Plain bicubic (a=-0.75) differs from the antialiased one (a=-0.5) even when upscaling."""
     frames = torch.rand(1, 12, 20, 3, generator=torch.Generator().manual_seed(0))
     size = plan_frame_size(12, 20, resolution=24)
     out = preprocess(frames, size)

@@ -26,7 +26,7 @@ def test_rope_tables_match_reference():
 
 
 def test_rotated_dims_per_variant():
-    # DIT.md §9: 3B rotates 126 of 128 dims, 7B 60 of 128; tiny configs 60 of 64 and 30 of 64.
+    # Rotated dims (docs/reference-behaviour.md R28): 3B 126 of 128, 7B 60 of 128; tiny configs 60 and 30 of 64.
     assert RopeSpec("mmrope3d", 128).rotated_dims == 126
     assert RopeSpec("pixel", 64).rotated_dims == 60
     assert RopeSpec("mmrope3d", 64).rotated_dims == 60

@@ -1,6 +1,6 @@
 """Spatial tiling around the video VAE: encode/decode overlapping tiles and blend them.
 
-Matches the community port's tiled VAE (PIPELINE.md c.8) so its users get the same pictures:
+Matches the community port's tiled VAE (docs/reference-behaviour.md R22) so its users get the same pictures:
 
 * tiles are laid out on the latent grid (tile ``size // 8``, overlap ``overlap // 8`` latents,
   stride = tile - overlap; a tile that lies entirely inside the previous overlap is skipped);

@@ -1,4 +1,4 @@
-"""Window partitioning and windowed video+text attention of the NaDiT (DIT.md §7, §8).
+"""Window partitioning and windowed video+text attention of the NaDiT (docs/reference-behaviour.md R26, R27).
 
 Pure maths, no parameters. Three layers:
 

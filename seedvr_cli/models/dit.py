@@ -1,4 +1,4 @@
-"""The SeedVR2 NaDiT transformer (3B and 7B variants by ``DiTConfig``), DIT.md.
+"""The SeedVR2 NaDiT transformer (3B and 7B variants by ``DiTConfig``; docs/reference-behaviour.md R23-R29).
 
 Module and parameter names equal the published checkpoints' keys, so
 ``NaDiT(dit_config("3b")).load_state_dict(state_dict, strict=True)`` needs no key map.
@@ -6,7 +6,7 @@ Module and parameter names equal the published checkpoints' keys, so
 Layout ("NA", native resolution): every sample's latent positions are packed row-wise, no padding.
 ``forward(vid (L, 33), txt (Lt, txt_in_dim), vid_shape (b, 3), txt_shape (b, 1), timestep (b,))``
 returns the velocity (L, 16) in the same row layout. Multi-sample calls use each sample's own text
-(the intended semantics; the official 3B mis-indexes text q/k there, DIT.md §14).
+(the intended semantics; the official 3B reads later samples' text q/k from the wrong rows).
 
 The forward is a straight line: ``embed -> run the blocks -> head``. The block loop is a seam:
 
@@ -114,7 +114,7 @@ class StreamPair(nn.Module):
 
 
 class AdaSingle(nn.Module):
-    """Learned offsets added to the shared timestep embedding ("ada: single", DIT.md §5)."""
+    """Learned offsets to the shared timestep embedding ("ada: single", docs/reference-behaviour.md R24)."""
 
     def __init__(self, dim: int) -> None:
         super().__init__()
@@ -253,7 +253,7 @@ class WindowAttention(nn.Module):
 
 
 class NaDiTBlock(nn.Module):
-    """One "mmdit_sr" block (DIT.md §6). The streams meet only inside attention.
+    """One "mmdit_sr" block (docs/reference-behaviour.md R25). The streams meet only inside attention.
 
     ``video_only`` (3B last block): text enters attention normalised but unmodulated and is not
     updated. In the last block of either variant the text stream's output is never used, so it is

@@ -3,7 +3,8 @@
 A variant is data: ``dit_config("3b")``, ``dit_config("7b")`` and the tiny debug variants
 (``"tiny-3b"``, ``"tiny-7b"``: exactly the parity fixtures' configs) differ only in these fields.
 The "3B style" (official ``dit_v2``) and "7B style" (official ``dit``) switches are explicit
-fields so that a config read from a foreign fixture maps onto them one to one (DIT.md §11).
+fields so that a config read from a foreign fixture maps onto them one to one
+(docs/reference-behaviour.md R23).
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ def alternating_windows(num_layers: int) -> tuple[str, ...]:
 
 @dataclass(frozen=True)
 class DiTConfig:
-    """Architecture of one NaDiT variant (DIT.md §1)."""
+    """Architecture of one NaDiT variant (docs/reference-behaviour.md R23)."""
 
     name: str
     width: int  # vid_dim = txt_dim

@@ -1,8 +1,8 @@
 """3-axis rotary position embedding of the NaDiT: the 3B "mmrope3d" and the 7B "pixel" rope.
 
-Everything here is float32 and computed from the formula (DIT.md §9). Angles of the 7B reach
-128·pi rad, where bf16 or fp16 angles are meaningless, so neither checkpoint copies of the
-frequencies nor the activation dtype are ever used for them.
+Everything here is float32 and computed from the formula (docs/reference-behaviour.md R28).
+Angles of the 7B reach 128·pi rad, where bf16 or fp16 angles are meaningless, so neither
+checkpoint copies of the frequencies nor the activation dtype are ever used for them.
 
 Convention: angle vectors are ``[A_t | A_h | A_w]``, each axis block holding every frequency twice
 in place (f0, f0, f1, f1, ...); dims ``(2m, 2m+1)`` are rotated as a pair ("interleaved"), dims past

@@ -2,7 +2,8 @@
 
 Each fixture kind has a module with ``detect(fixture_dir) -> bool`` and
 ``run(fixture_dir) -> list[CaseResult]``; ``scripts/parity.py`` picks the module whose
-``detect`` accepts the directory. Tolerances come from the fixture READMEs.
+``detect`` accepts the directory. Tolerances are the bounds the fixture sets give for a faithful
+float32 implementation.
 """
 
 from __future__ import annotations

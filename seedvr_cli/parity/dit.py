@@ -77,7 +77,7 @@ def run_case(model: NaDiT, case: dict[str, torch.Tensor]) -> tuple[torch.Tensor,
             out = model(*args, block_runner=recording_runner)
     finally:
         hook.remove()
-    # The last block's text stream is not computed (its output is unused, DIT.md §6).
+    # The last block's text stream is not computed: nothing reads the last block's text output.
     inter.pop(f"inter.block{model.config.num_layers - 1}.txt", None)
     return out, inter
 

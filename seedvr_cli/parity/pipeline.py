@@ -5,10 +5,11 @@ work unchanged.
 
 The end-to-end cases run through our own plan, preprocess, condition, sampler, blend (reference
 weights) and colour-correction functions, composed in numz's order: encode all windows, sample,
-decode and blend into the timeline, then colour-correct each written slice (PIPELINE.md b.2.6,
-f.1) and drop the prepended frames. The VAE is ours, built from the tiny-VAE fixture next to this
-directory (``../vae``); a second pass substitutes the recorded decodes, which isolates the
-orchestration from VAE rounding. The DiT is the fixture's stand-in (README section 4).
+decode and blend into the timeline, then colour-correct each written slice
+(docs/reference-behaviour.md R10) and drop the prepended frames. The VAE is ours, built from the
+tiny-VAE fixture next to this directory (``../vae``); a second pass substitutes the recorded
+decodes, which isolates the orchestration from VAE rounding. The DiT is the fixture's stand-in
+(velocity ``x_t - (0.8 cond + 0.1)``).
 """
 
 from __future__ import annotations
@@ -46,12 +47,12 @@ PREPROCESS = ("preprocess", "preprocess_batching")
 E2E = "pipeline_e2e"
 
 TOLERANCE = 1e-5
-# Timesteps are float32 values near 1000: one ulp there is 6.1e-5, so compare relatively (README 1).
+# Timesteps are float32 values near 1000: one ulp there is 6.1e-5, so compare relatively.
 TIMESTEP_RELATIVE = 3e-7
 E2E_TOLERANCE = 1e-4
 DECODE_TOLERANCE = 1e-4
 # Sort-based methods: a value counts as an outlier above the tolerance. Rounding-level upstream
-# differences reorder ties in ~0.1 % of values (README: 57 of 63,360 for e2e lab); a wrong tie
+# differences reorder ties in ~0.1 % of values (57 of 63,360 for the e2e lab case); a wrong tie
 # order (e.g. a stable sort) changes 4-6 %, so 0.5 % separates the two.
 SORT_METHODS = ("lab", "hsv", "wavelet_adaptive")
 OUTLIER_SHARE = 5e-3

@@ -1,10 +1,10 @@
-"""Edge-guided alpha upscaling for RGBA inputs (PIPELINE.md a.3).
+"""Edge-guided alpha upscaling for RGBA inputs, numz's method (docs/reference-behaviour.md R11).
 
 Only RGB goes through the models; alpha is resized with the same bicubic filter and then
 sharpened by a guided filter steered by the upscaled RGB, with extra thresholding for nearly
 binary masks so cut-out edges stay crisp. Works per frame on ``[T, 1, H, W]`` tensors; the
-caller passes the alpha of the *real* frames of a window (padding trimmed like the RGB), which
-is what the reference gets wrong for padded or overlapped windows (bug h.5).
+caller passes the alpha of the *real* frames of a window (padding trimmed like the RGB): the
+reference keeps alpha at the padded length and crashes on padded or overlapped windows.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Colour correction of decoded frames against the preprocessed input (PIPELINE.md f.2).
+"""Colour correction of decoded frames against the preprocessed input (docs/reference-behaviour.md R17).
 
 Every method takes ``content`` (decoded frames ``[B, 3, H, W]`` in about [-1, 1]) and ``style``
 (the preprocessed low-resolution input at the same size, [-1, 1]) and returns ``[B, 3, H, W]``:
@@ -56,7 +56,10 @@ def wavelet_blur(image: torch.Tensor, radius: int) -> torch.Tensor:
 
 
 def wavelet_split(image: torch.Tensor, levels: int = WAVELET_LEVELS) -> tuple[torch.Tensor, torch.Tensor]:
-    """(high, low) frequencies; radii 1, 2, 4, ... capped at ``min(H, W) // 8`` (numz, h.16)."""
+    """(high, low) frequencies; radii 1, 2, 4, ... capped at ``min(H, W) // 8``.
+
+    The cap is numz's; it changes the result for frames under 128 px on the short side.
+    """
     cap = max(1, min(image.shape[-2:]) // 8)
     high = torch.zeros_like(image)
     low = image
@@ -207,7 +210,7 @@ def hsv_to_rgb(hue: torch.Tensor, saturation: torch.Tensor, value: torch.Tensor)
 
 
 def hue_bin_mask(hue: torch.Tensor, index: int) -> torch.Tensor:
-    """Pixels of hue bin ``index``; bin 0 also spans [11/12, 1), overlapping bin 11 (h.8)."""
+    """Pixels of hue bin ``index``; bin 0 also spans [11/12, 1), overlapping bin 11, as in numz."""
     width = 1.0 / HSV_BINS
     mask = (hue >= index * width) & (hue < (index + 1) * width)
     if index == 0:

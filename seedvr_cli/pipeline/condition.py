@@ -1,4 +1,4 @@
-"""The DiT's conditioning and the noises around it (PIPELINE.md d).
+"""The DiT's conditioning and the noises around it (docs/reference-behaviour.md R12, R16).
 
 Latents here are channels-last ``[T', h, w, 16]``, scaled by 0.9152. The SR condition is the
 latent plus a mask channel of ones (17 channels); the DiT input is ``[x_t | condition]``.
@@ -18,7 +18,8 @@ import torch
 from seedvr_cli.pipeline.sampler import NUM_TRAIN_TIMESTEPS, add_noise, latent_grid_shift
 
 LATENT_CHANNELS = 16
-# Weights of numz's condition-augmentation noise: 0.1 * sampling noise + 0.05 * fresh noise (h.19).
+# Weights of numz's condition-augmentation noise: 0.1 * sampling noise + 0.05 * fresh noise (reusing
+# the sampling noise correlates the two; kept, as it is part of numz's pictures).
 AUG_BASE_WEIGHT = 0.1
 AUG_EXTRA_WEIGHT = 0.05
 INPUT_NOISE_STD = 0.05
@@ -53,7 +54,8 @@ def condition_timestep(latent_noise_scale: float, latent_shape: Sequence[int], s
     """Timestep used to noise the condition: ``1000 * scale``, resolution-shifted.
 
     ``as_called`` reproduces the reference, which passes ``(h, w, 16)`` of a ``[T', h, w, 16]``
-    latent where ``(T', h, w)`` is meant (bug h.1); ``intended`` uses the latent grid.
+    latent where ``(T', h, w)`` is meant (a bug in both repositories; the default, since numz's
+    pictures with latent noise depend on it); ``intended`` uses the latent grid.
     """
     t = torch.tensor([NUM_TRAIN_TIMESTEPS * latent_noise_scale], dtype=torch.float32)
     latent_frames, h, w = latent_shape[:3]

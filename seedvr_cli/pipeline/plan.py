@@ -1,6 +1,6 @@
 """Output size planning: the frame size the models see and the size that is written.
 
-Three sizes describe one frame (PIPELINE.md a.1):
+Four sizes describe one frame (numz's rules: docs/reference-behaviour.md R2-R4):
 
 * ``short_side``: after the short-side resize alone;
 * ``resized``: after the short-side resize to ``resolution`` (torchvision ``resize(img, int)``
@@ -76,7 +76,7 @@ def plan_frame_size(
     scale: float | None = None,
     even: bool = True,
 ) -> FrameSize:
-    """Sizes for an input of ``height`` x ``width`` (numz "short side" mode, PIPELINE.md a.1)."""
+    """Sizes for an input of ``height`` x ``width`` (numz "short side" mode)."""
     if height < 1 or width < 1:
         raise UsageError(f"input frame size {height}x{width} is empty")
     target = resolve_resolution(height, width, resolution=resolution, scale=scale)

@@ -1,4 +1,4 @@
-"""Input frames -> the model's clip: numz's transform (PIPELINE.md a.1), exactly.
+"""Input frames -> the model's clip: numz's transform, exactly (docs/reference-behaviour.md R2-R4).
 
 Short-side resize (bicubic, antialias, torchvision semantics) -> optional second resize for
 ``max_resolution`` -> clamp [0, 1] -> zero-pad bottom/right to multiples of 16 -> [-1, 1] -> CTHW.

@@ -1,4 +1,4 @@
-"""Final frames -> stored pixel values, by rounding (numz truncates, h.11; we do not)."""
+"""Final frames -> stored pixel values, by rounding (numz truncates, losing half a step on average)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Diffusion maths of SeedVR2 (PIPELINE.md e): lerp schedule, v_lerp prediction, Euler sampling.
+"""Diffusion maths of SeedVR2 (docs/reference-behaviour.md R14): lerp schedule, v_lerp, Euler sampling.
 
 The sampler knows timesteps and update rules only; the network is a callable
 ``velocity(x_t, t) -> v``. SeedVR2 restores in one step: one call at t = 1000 and
@@ -60,11 +60,12 @@ def one_step(x_T: torch.Tensor, velocity: Velocity) -> torch.Tensor:
 
 
 def timestep_shift(t: torch.Tensor | float, frames: int, height: int, width: int) -> torch.Tensor:
-    """Resolution-dependent shift of ``t`` for a ``frames x height x width`` pixel clip (e.3).
+    """Resolution-dependent shift of ``t`` for a ``frames x height x width`` pixel clip.
 
     Linear in pixel count through (256², 1) and (1024², 3.2) for images and
     (256²·37, 1) and (1280·720·145, 5) for videos. Slope and intercept are Python floats and the
     pixel count a float32 tensor: that order reproduces the reference's float32 values exactly.
+    The reference uses the shift only to noise the condition, never for the sampling timesteps.
     """
     t = torch.as_tensor(t, dtype=torch.float32)
     if frames == 1:

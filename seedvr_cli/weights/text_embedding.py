@@ -1,4 +1,4 @@
-"""The positive text embedding the DiT is conditioned on (58 x 5120 bf16, PIPELINE.md d.4).
+"""The positive text embedding the DiT is conditioned on (58 x 5120 bf16, docs/reference-behaviour.md R13).
 
 Accepted files: ``pos_emb.pt`` (a plain tensor saved with ``torch.save``; read with
 ``weights_only=True``) or ``pos_emb.safetensors`` (key ``emb``). Lookup when no file is given: beside
