@@ -111,9 +111,10 @@ def _run_one(index: int, total: int, job: Job, spec: JobSpec, pool: WorkerPool, 
             else:
                 writer = open_output(job.output, spec.output_settings, reader, first_frame=plan.first_frame,
                                      frames=plan.frames, size=size.true, deep=deep_output, alpha=plan.alpha)
+            # Without resume a chunk is read back once and deleted: flushing it to the disk buys nothing.
             options = RunOptions(resume=spec.run.resume, restart=spec.run.restart, max_retries=spec.run.max_retries,
                                  max_in_flight=spec.run.max_in_flight, chunks=chunks,
-                                 keep_workdir=chunks is not None)
+                                 keep_workdir=chunks is not None, durable=spec.run.resume)
             sink = DropLeadingFrames(writer, temporal.prepend) if writer is not None else None
             meta = {"input": str(Path(job.input).absolute()), "output": str(Path(job.output).absolute()),
                     "prepend": temporal.prepend, "width": size.true[1], "height": size.true[0],
