@@ -7,6 +7,8 @@ the real thing: pinned host buffers, a copy stream and events.
 
 from __future__ import annotations
 
+import gc
+
 import pytest
 import torch
 
@@ -305,6 +307,7 @@ def test_gpu_streams_are_ordered_by_events_not_by_luck(files):
 @pytest.mark.gpu
 @pytest.mark.parametrize("fmt", FORMATS)
 def test_gpu_swapped_blocks_are_not_resident_and_stay_as_stored_in_pinned_memory(files, fmt):
+    gc.collect()  # earlier tests' models must not be freed in the middle of this count
     torch.cuda.synchronize()
     baseline = torch.cuda.memory_allocated()
     model = load_dit(files["tiny-3b", fmt], device="cuda", compute_dtype=torch.float32)
