@@ -12,6 +12,14 @@ Reports ms per forward, the slowdown against no swap, peak allocated VRAM, the w
 host-to-device bytes per forward and the max abs difference of the output against no swap (which
 must be 0). Also times one pass of all swapped bytes over the copy stream alone, which is the cost
 that prefetching hides. Target (issue 12): all blocks swapped at most 30% slower than none.
+
+Measured on one H200 (torch 2.11, 3B fp16, median of 3; host-to-device 55.5 GB/s):
+
+    swapped   ms/forward  vs none  peak GiB  weights GiB  H2D GiB/forward  copy-only ms  max|diff|
+    0           1437.7     1.000     11.79       6.37          0                0            0
+    16          1439.7     1.001      8.53       3.14          3.84            74            0
+    32          1438.8     1.001      6.14       0.76          6.21           120            0
+    32 + io     1442.3     1.003      6.03       0.64          6.32           123            0
 """
 
 from __future__ import annotations
