@@ -122,12 +122,27 @@ class RunSettings:
 
 @dataclass(frozen=True)
 class MemorySettings:
-    """How a worker fits the models into its device (none of this changes pixels beyond float noise).
+    """How a worker fits the models into its device; none of this changes pixels.
 
-    Empty for now: every model and activation stays on the worker's device. BlockSwap, VAE tiling,
-    offload and the auto-fit that chooses them will live here, so that the CLI, the plan and the
-    workers read one object.
+    ``blocks_to_swap``: the first N DiT blocks live in host memory and are streamed through the
+    GPU while the DiT runs (``memory.blockswap``); ``swap_io_components`` does the same for the
+    layers before and after the blocks. Whether N fits the model is checked against the
+    checkpoint's header (``run.models``), which knows how many blocks it has.
     """
+
+    blocks_to_swap: int = 0
+    swap_io_components: bool = False
+    dit_offload_device: str = "cpu"
+
+    def __post_init__(self) -> None:
+        if self.blocks_to_swap < 0:
+            raise UsageError(f"--blocks-to-swap {self.blocks_to_swap}: must be >= 0 (0 keeps every block on the GPU)")
+        if self.dit_offload_device != "cpu":
+            raise UsageError(f"--dit-offload-device {self.dit_offload_device}: only cpu is supported")
+
+    @property
+    def swaps(self) -> bool:
+        return self.blocks_to_swap > 0 or self.swap_io_components
 
 
 @dataclass(frozen=True)

@@ -460,3 +460,21 @@ def test_an_output_another_run_is_working_on_is_refused(tmp_path, capsys, checkp
     text = " ".join(err.split())
     assert "clip_up.mp4: another seedvr process" in text and "Traceback" not in err
     _no_leftovers(tmp_path, {"clip.mp4"})
+
+
+# ---------------------------------------------------------------- memory
+
+
+def test_blockswap_gives_the_same_pixels_and_is_checked_against_the_model(tmp_path, capsys, checkpoints):
+    clip = make_video(tmp_path / "clip.mp4", frames=5, width=24, height=16)
+    common = [str(clip), "--resolution", "32", "--batch-size", "5", "--codec", "ffv1", "--no-resume",
+              *_models(checkpoints)]
+    plain, swapped = tmp_path / "plain.mkv", tmp_path / "swapped.mkv"
+    assert _run(capsys, *common, "-o", str(plain))[0] == 0
+    # Every block of the tiny 3B and its input/output layers streamed from host memory.
+    assert _run(capsys, *common, "-o", str(swapped), "--blocks-to-swap", "4", "--swap-io-components")[0] == 0
+    assert np.array_equal(_decode_deep(plain)[0], _decode_deep(swapped)[0])
+    code, _, err = _run(capsys, *common, "-o", str(tmp_path / "x.mkv"), "--blocks-to-swap", "99")
+    assert code == 2 and "--blocks-to-swap 99" in err and "has 4 blocks" in err
+    code, _, err = _run(capsys, *common, "-o", str(tmp_path / "x.mkv"), "--blocks-to-swap", "-1")
+    assert code == 2 and "--blocks-to-swap -1" in err

@@ -7,18 +7,20 @@ from typing import Annotated, Optional
 import typer
 
 from seedvr_cli.cli.app import EXIT_FAILURE, EXIT_INTERRUPTED, EXIT_PARTIAL, app
-from seedvr_cli.config import JobSpec, ModelSettings, ProcessSettings, RunSettings, parse_frame_range
+from seedvr_cli.config import JobSpec, MemorySettings, ModelSettings, ProcessSettings, RunSettings, parse_frame_range
 from seedvr_cli.media.settings import OutputSettings
 from seedvr_cli.pipeline.choices import COLOR_METHODS, DEFAULT_RESOLUTION, DTYPE_CHOICES
 
 # Every default comes from the settings dataclasses: one place for them.
 _MODEL_DEFAULTS, _PROCESS_DEFAULTS, _RUN_DEFAULTS = ModelSettings(), ProcessSettings(), RunSettings()
+_MEMORY_DEFAULTS = MemorySettings()
 
 _MODEL = "Model"
 _SIZE = "Size and time"
 _QUALITY = "Quality"
 _OUTPUT = "Output"
 _RUN = "Devices and runs"
+_MEMORY = "Memory"
 
 
 
@@ -116,6 +118,17 @@ def upscale(
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace existing outputs.", rich_help_panel=_OUTPUT)] = False,
     skip_existing: Annotated[bool, typer.Option(
         "--skip-existing", help="Skip inputs whose output exists (re-runs of folders).", rich_help_panel=_OUTPUT)] = False,
+    # Memory
+    blocks_to_swap: Annotated[int, typer.Option(
+        help="BlockSwap: keep the first N DiT blocks in host memory and stream each onto the GPU just before it "
+             "runs (0 = none; up to all 32 of the 3B, 36 of the 7B). Same pictures, less VRAM; needs host RAM "
+             "for the swapped weights.", rich_help_panel=_MEMORY)] = _MEMORY_DEFAULTS.blocks_to_swap,
+    swap_io_components: Annotated[bool, typer.Option(
+        "--swap-io-components", help="Also stream the DiT's input and output layers (embeddings, head) from host "
+                                     "memory.", rich_help_panel=_MEMORY)] = _MEMORY_DEFAULTS.swap_io_components,
+    dit_offload_device: Annotated[str, typer.Option(
+        help="Where swapped DiT weights wait between uses (cpu).",
+        rich_help_panel=_MEMORY)] = _MEMORY_DEFAULTS.dit_offload_device,
     # Devices and runs
     devices: Annotated[str, typer.Option(
         "--devices", "--device", help="Where to run: auto (all GPUs, else CPU), all, 0,1, 0-3, cuda:1, cpu, "
@@ -172,6 +185,8 @@ def upscale(
         run=RunSettings(devices=devices, windows_per_chunk=chunk_windows, max_in_flight=max_in_flight,
                         resume=resume, restart=restart, max_retries=max_retries, shard=shard, dry_run=dry_run,
                         log_format=log_format),
+        memory=MemorySettings(blocks_to_swap=blocks_to_swap, swap_io_components=swap_io_components,
+                              dit_offload_device=dit_offload_device),
         output_settings=output_settings,
     )
     _validate_early(spec)

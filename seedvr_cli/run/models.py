@@ -6,7 +6,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from seedvr_cli.config import ModelSettings
+from seedvr_cli.config import MemorySettings, ModelSettings
+from seedvr_cli.errors import UsageError
 from seedvr_cli.weights.detect import inspect_checkpoint, require_kind
 from seedvr_cli.weights.download import resolve_model_file
 from seedvr_cli.weights.text_embedding import find_text_embedding
@@ -27,7 +28,7 @@ class ModelFiles:
                 (("dit", self.dit), ("vae", self.vae), ("text", self.text_embedding))}
 
 
-def resolve_models(settings: ModelSettings) -> ModelFiles:
+def resolve_models(settings: ModelSettings, memory: MemorySettings = MemorySettings()) -> ModelFiles:
     """The files ``settings`` name, downloaded where allowed. A swapped or foreign checkpoint fails
     here, from its header, in one line: inside the workers the same mistake would cost a model
     load per device and a retry before it surfaced."""
@@ -35,6 +36,9 @@ def resolve_models(settings: ModelSettings) -> ModelFiles:
     vae = resolve_model_file(settings.vae, model_dir=settings.model_dir, download=settings.download)
     text = find_text_embedding(dit, override=settings.text_embedding, model_dir=settings.model_dir,
                                download=settings.download)
-    require_kind(inspect_checkpoint(dit), "dit")
+    dit_info = require_kind(inspect_checkpoint(dit), "dit")
     require_kind(inspect_checkpoint(vae), "vae")
+    if memory.blocks_to_swap > dit_info.num_blocks:
+        raise UsageError(f"--blocks-to-swap {memory.blocks_to_swap}: {dit.name} has {dit_info.num_blocks} blocks; "
+                         f"use at most {dit_info.num_blocks}")
     return ModelFiles(dit, vae, text)

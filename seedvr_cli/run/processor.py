@@ -14,6 +14,8 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 import torch
 
+from seedvr_cli.config import MemorySettings
+from seedvr_cli.memory.blockswap import BlockSwap, apply_blockswap
 from seedvr_cli.parallel.devices import DeviceSpec
 from seedvr_cli.parallel.tasks import ChunkTask
 from seedvr_cli.pipeline.blend import assemble_timeline
@@ -21,6 +23,7 @@ from seedvr_cli.pipeline.precision import resolve_compute_dtype
 from seedvr_cli.pipeline.temporal import TemporalPlan
 from seedvr_cli.pipeline.window import PhaseTimes, WindowSettings, upscale_window
 from seedvr_cli.run.models import ModelFiles
+from seedvr_cli.weights.detect import inspect_checkpoint
 from seedvr_cli.weights.loader import load_dit, load_vae
 from seedvr_cli.weights.text_embedding import load_text_embedding
 
@@ -41,6 +44,7 @@ class SeedVRProcessorFactory:
     files: ModelFiles
     dtype: str = "auto"
     attention_backend: str = "sdpa"
+    memory: MemorySettings = MemorySettings()
 
     def __call__(self, device: DeviceSpec) -> SeedVRProcessor:
         torch_device = torch.device(device.worker_torch_device)
@@ -50,11 +54,27 @@ class SeedVRProcessorFactory:
             # steady state (H100, docs/benchmarks.md), a bad trade for all but very long clips.
             torch.backends.cudnn.benchmark = False
         dtype = resolve_compute_dtype(self.dtype, torch_device)
-        dit = load_dit(self.files.dit, device=torch_device, compute_dtype=dtype, attention_backend=self.attention_backend)
+        dit = self._load_dit(torch_device, dtype)
         vae = load_vae(self.files.vae, device=torch_device, dtype=dtype)
         text = load_text_embedding(self.files.text_embedding, expected_dim=dit.config.txt_in_dim,
                                    device=torch_device, dtype=dtype)
         return SeedVRProcessor(dit=dit, vae=vae, text_embedding=text, dtype=dtype, device=torch_device)
+
+    def _load_dit(self, device: torch.device, dtype: torch.dtype) -> torch.nn.Module:
+        """The DiT on ``device``; with BlockSwap its swapped tensors are loaded straight into host
+        memory (they never pass through the GPU) and streamed in while it runs."""
+        if not self.memory.swaps:
+            return load_dit(self.files.dit, device=device, compute_dtype=dtype,
+                            attention_backend=self.attention_backend)
+        swap = BlockSwap(self.memory.blocks_to_swap, self.memory.swap_io_components, self.memory.dit_offload_device)
+        blocks = inspect_checkpoint(self.files.dit).num_blocks
+        offload = torch.device(self.memory.dit_offload_device)
+        dit = load_dit(self.files.dit, device=device, compute_dtype=dtype, attention_backend=self.attention_backend,
+                       placement=lambda name: offload if swap.group_of(name, blocks) is not None else device)
+        # The swapper installs itself as the model's block runner (and hooks around it): the
+        # model keeps it alive and is called exactly as before.
+        apply_blockswap(dit, swap, device=device)
+        return dit
 
 
 @dataclass

@@ -52,11 +52,12 @@ def run_upscale(spec: JobSpec, reporter: Reporter) -> RunSummary:
         for job in jobs:
             outcomes.append(finish(reporter, JobOutcome(job, "skipped", message="output exists (--skip-existing)")))
         return RunSummary(outcomes, time.monotonic() - started, {}, {})
-    files = resolve_models(spec.model)
+    files = resolve_models(spec.model, spec.memory)
     reporter.message(f"model {files.dit}, vae {files.vae}, text embedding {files.text_embedding}")
     devices = parse_devices(spec.run.devices)
     with tempfile.TemporaryDirectory(prefix="seedvr-stats-") as stats_dir:
-        factory = StatsRecordingFactory(SeedVRProcessorFactory(files, dtype=spec.model.dtype), stats_dir)
+        factory = StatsRecordingFactory(SeedVRProcessorFactory(files, dtype=spec.model.dtype, memory=spec.memory),
+                                        stats_dir)
         with WorkerPool(devices, factory) as pool:
             for index, job in enumerate(jobs):
                 if job.skip:
