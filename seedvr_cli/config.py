@@ -127,14 +127,27 @@ class MemorySettings:
     ``blocks_to_swap``: the first N DiT blocks live in host memory and are streamed through the
     GPU while the DiT runs (``memory.blockswap``); ``swap_io_components`` does the same for the
     layers before and after the blocks. Whether N fits the model is checked against the
-    checkpoint's header (``run.models``), which knows how many blocks it has.
+    checkpoint's header (``run.models``), which knows how many blocks it has. ``vae_tiling``
+    codes frames in spatial tiles (``memory.tiling.TiledVAE``): less memory, pictures within the
+    tiling's blending of the untiled ones.
     """
 
     blocks_to_swap: int = 0
     swap_io_components: bool = False
     dit_offload_device: str = "cpu"
+    # VAE tiling: frames coded in overlapping spatial tiles (sizes in output pixels).
+    vae_tiling: str = "off"
+    vae_tile_size: int = 1024
+    vae_tile_overlap: int = 128
 
     def __post_init__(self) -> None:
+        if self.vae_tiling not in ("on", "off"):
+            raise UsageError(f"--vae-tiling {self.vae_tiling}: use on or off")
+        if self.vae_tile_size < 64 or self.vae_tile_size % 8:
+            raise UsageError(f"--vae-tile-size {self.vae_tile_size}: use a multiple of 8, at least 64 pixels")
+        if not 0 <= self.vae_tile_overlap < self.vae_tile_size:
+            raise UsageError(f"--vae-tile-overlap {self.vae_tile_overlap}: must be >= 0 and smaller than "
+                             f"--vae-tile-size {self.vae_tile_size}")
         if self.blocks_to_swap < 0:
             raise UsageError(f"--blocks-to-swap {self.blocks_to_swap}: must be >= 0 (0 keeps every block on the GPU)")
         if self.dit_offload_device != "cpu":
@@ -166,8 +179,13 @@ class JobSpec:
     def pixel_settings(self) -> dict:
         """The settings that change pixels: part of the resume key of every input."""
         process = asdict(self.process)
-        return {"process": process, "model": {"model": self.model.model, "vae": self.model.vae,
-                                               "text_embedding": self.model.text_embedding, "dtype": self.model.dtype}}
+        settings = {"process": process, "model": {"model": self.model.model, "vae": self.model.vae,
+                                                   "text_embedding": self.model.text_embedding,
+                                                   "dtype": self.model.dtype}}
+        if self.memory.vae_tiling == "on":
+            # Tiles change pixels (a little); BlockSwap does not, so it is not part of the key.
+            settings["vae_tiles"] = [self.memory.vae_tile_size, self.memory.vae_tile_overlap]
+        return settings
 
 
 def parse_frame_range(text: str | None) -> tuple[int, int | None] | None:

@@ -478,3 +478,23 @@ def test_blockswap_gives_the_same_pixels_and_is_checked_against_the_model(tmp_pa
     assert code == 2 and "--blocks-to-swap 99" in err and "has 4 blocks" in err
     code, _, err = _run(capsys, *common, "-o", str(tmp_path / "x.mkv"), "--blocks-to-swap", "-1")
     assert code == 2 and "--blocks-to-swap -1" in err
+
+
+def test_vae_tiling_codes_in_tiles_and_is_part_of_the_resume_key(tmp_path, capsys, checkpoints):
+    from seedvr_cli.config import JobSpec, MemorySettings
+
+    clip = make_video(tmp_path / "clip.mp4", frames=5, width=48, height=32)
+    common = [str(clip), "--resolution", "128", "--batch-size", "5", "--codec", "ffv1", "--no-resume",
+              *_models(checkpoints)]
+    plain, tiled = tmp_path / "plain.mkv", tmp_path / "tiled.mkv"
+    assert _run(capsys, *common, "-o", str(plain))[0] == 0
+    assert _run(capsys, *common, "-o", str(tiled), "--vae-tiling", "on", "--vae-tile-size", "64",
+                "--vae-tile-overlap", "32")[0] == 0
+    a, b = _decode_deep(plain)[0], _decode_deep(tiled)[0]
+    assert a.shape == b.shape and not np.array_equal(a, b)
+    code, _, err = _run(capsys, *common, "-o", str(tmp_path / "x.mkv"), "--vae-tiling", "on", "--vae-tile-size", "64",
+                        "--vae-tile-overlap", "64")
+    assert code == 2 and "--vae-tile-overlap 64" in err
+    untiled, with_tiles = JobSpec(("x",)), JobSpec(("x",), memory=MemorySettings(vae_tiling="on"))
+    assert untiled.pixel_settings() != with_tiles.pixel_settings()
+    assert JobSpec(("x",), memory=MemorySettings(blocks_to_swap=3)).pixel_settings() == untiled.pixel_settings()

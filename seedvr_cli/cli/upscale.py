@@ -129,6 +129,13 @@ def upscale(
     dit_offload_device: Annotated[str, typer.Option(
         help="Where swapped DiT weights wait between uses (cpu).",
         rich_help_panel=_MEMORY)] = _MEMORY_DEFAULTS.dit_offload_device,
+    vae_tiling: Annotated[str, typer.Option(
+        help="on: encode and decode frames in overlapping spatial tiles (less VRAM at large sizes; tiles are "
+             "blended with raised-cosine ramps), off: whole frames.", rich_help_panel=_MEMORY)] = _MEMORY_DEFAULTS.vae_tiling,
+    vae_tile_size: Annotated[int, typer.Option(
+        help="VAE tile size in pixels (multiple of 8).", rich_help_panel=_MEMORY)] = _MEMORY_DEFAULTS.vae_tile_size,
+    vae_tile_overlap: Annotated[int, typer.Option(
+        help="Pixels shared by neighbouring VAE tiles.", rich_help_panel=_MEMORY)] = _MEMORY_DEFAULTS.vae_tile_overlap,
     # Devices and runs
     devices: Annotated[str, typer.Option(
         "--devices", "--device", help="Where to run: auto (all GPUs, else CPU), all, 0,1, 0-3, cuda:1, cpu, "
@@ -186,7 +193,8 @@ def upscale(
                         resume=resume, restart=restart, max_retries=max_retries, shard=shard, dry_run=dry_run,
                         log_format=log_format),
         memory=MemorySettings(blocks_to_swap=blocks_to_swap, swap_io_components=swap_io_components,
-                              dit_offload_device=dit_offload_device),
+                              dit_offload_device=dit_offload_device, vae_tiling=vae_tiling,
+                              vae_tile_size=vae_tile_size, vae_tile_overlap=vae_tile_overlap),
         output_settings=output_settings,
     )
     _validate_early(spec)

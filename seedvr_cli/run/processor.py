@@ -16,6 +16,7 @@ import torch
 
 from seedvr_cli.config import MemorySettings
 from seedvr_cli.memory.blockswap import BlockSwap, apply_blockswap
+from seedvr_cli.memory.tiling import TiledVAE
 from seedvr_cli.parallel.devices import DeviceSpec
 from seedvr_cli.parallel.tasks import ChunkTask
 from seedvr_cli.pipeline.blend import assemble_timeline
@@ -56,6 +57,9 @@ class SeedVRProcessorFactory:
         dtype = resolve_compute_dtype(self.dtype, torch_device)
         dit = self._load_dit(torch_device, dtype)
         vae = load_vae(self.files.vae, device=torch_device, dtype=dtype)
+        if self.memory.vae_tiling == "on":
+            tile, overlap = self.memory.vae_tile_size, self.memory.vae_tile_overlap
+            vae = TiledVAE(vae, tile_size=(tile, tile), tile_overlap=(overlap, overlap))
         text = load_text_embedding(self.files.text_embedding, expected_dim=dit.config.txt_in_dim,
                                    device=torch_device, dtype=dtype)
         return SeedVRProcessor(dit=dit, vae=vae, text_embedding=text, dtype=dtype, device=torch_device)
