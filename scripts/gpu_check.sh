@@ -13,6 +13,8 @@
 #          GPUs 0,1; outputs compared
 # long     the CLI on a clip of $LONG_FRAMES (3000) frames to 1080p h264 with audio on $LONG_DEVICES (0,1),
 #          batch $LONG_BATCH (33), sampling the main process's RSS; Ctrl-C after $LONG_LIMIT (540) s if unfinished
+# savings  the 66-frame 1080p CLI run with no memory saver, with BlockSwap of all blocks, and with
+#          BlockSwap + VAE tiling: peak VRAM, fps, and the pictures compared (scripts/compare_videos.py)
 # info     seedvr info (versions, devices, free VRAM)
 #
 # Missing pure-Python packages can be given as wheels in .whl/ (installed to /tmp/site).
@@ -98,9 +100,29 @@ PYEOF
             --resolution 1080 --batch-size "${LONG_BATCH:-33}" --devices "${LONG_DEVICES:-0,1}" --log-format json 2>&1 \
             | grep -v -E '"kind": "(chunk|write)"' | tee "$OUT/long.log"
         [ -f "$WORK/long.mp4" ] && $SEEDVR probe "$WORK/long.mp4" 2>&1 | tee -a "$OUT/long.log" ;;
+    savings)
+        # The same 1080p run with each memory saver: peak VRAM (run summary), fps, and whether the
+        # pictures changed (BlockSwap must not change them; tiling may, a little).
+        synth 3b fp16 "$WORK/seedvr2_ema_3b_fp16.safetensors"
+        synth vae fp16 "$WORK/ema_vae_fp16.safetensors"
+        $PY scripts/make_clip.py "$WORK/clip66.mp4" --frames 66 --width 640 --height 360
+        for setting in none swap32 swap32_tiled; do
+            case $setting in
+                none) extra="" ;;
+                swap32) extra="--blocks-to-swap 32 --swap-io-components" ;;
+                swap32_tiled) extra="--blocks-to-swap 32 --swap-io-components --vae-tiling on" ;;
+            esac
+            $PY scripts/watch_run.py --json "$OUT/savings_$setting.json" -- $SEEDVR upscale "$WORK/clip66.mp4" \
+                -o "$WORK/savings_$setting.mkv" --overwrite --codec ffv1 --no-resume \
+                --model "$WORK/seedvr2_ema_3b_fp16.safetensors" --vae "$WORK/ema_vae_fp16.safetensors" \
+                --resolution 1080 --batch-size 33 --devices 0 --log-format json $extra 2>&1 \
+                | grep -v -E '"kind": "(chunk|write)"' | tee "$OUT/savings_$setting.log"
+        done
+        $PY scripts/compare_videos.py "$WORK/savings_none.mkv" "$WORK/savings_swap32.mkv" "$WORK/savings_swap32_tiled.mkv" \
+            2>&1 | tee "$OUT/savings_compare.log" ;;
     info)
         $SEEDVR info 2>&1 | tee "$OUT/info.log" ;;
     *)
-        echo "unknown stage $stage (tests smoke loading loading3b e2e multi long info)"; exit 2 ;;
+        echo "unknown stage $stage (tests smoke loading loading3b e2e multi long savings info)"; exit 2 ;;
     esac
 done
