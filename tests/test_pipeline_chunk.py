@@ -61,7 +61,8 @@ def _scenario_settings(info: dict, params: dict, frames: torch.Tensor) -> Window
 # Scenarios without overlap/prepend: colour correction per window equals numz's per written slice.
 @pytest.mark.parametrize("name", ["s1_video_wavelet", "s3_image_maxres_adain", "s4_batch8_hsv", "s5_noise_wavelet_adaptive"])
 def test_upscale_chunk_matches_e2e_fixture(e2e, fixture_vae, name):
-    from seedvr_cli.parity.pipeline import numz_input_noise, numz_latent_noise
+    from seedvr_cli.parity.pipeline import SORT_METHODS, numz_input_noise, numz_latent_noise
+    from seedvr_cli.parity.tolerances import E2E_MAX_ABS, OUTLIER_MAX, OUTLIER_SHARE
 
     index, tensors = e2e
     info, params = index[name]["generation_info"], index[name]["params"]
@@ -86,10 +87,14 @@ def test_upscale_chunk_matches_e2e_fixture(e2e, fixture_vae, name):
     reference = tensors[f"{name}.output_thwc"]
     assert output.shape == reference.shape
     diff = (output - reference).abs()
-    if params["color_correction"] in ("hsv", "lab"):
-        assert float((diff > 1e-4).float().mean()) < 5e-3  # VAE rounding reorders a few sort ties
+    # The pipeline fixtures' e2e bound. wavelet_adaptive contains hsv: sort-based methods are judged
+    # by the share of values over it, since our VAE's float32 noise reorders a few sort ties (more
+    # on some CPUs); a wrong tie order changes 4-6 % of the values.
+    if params["color_correction"] in SORT_METHODS:
+        assert float((diff > E2E_MAX_ABS).float().mean()) <= OUTLIER_SHARE
+        assert float(diff.max()) <= OUTLIER_MAX
     else:
-        assert float(diff.max()) < 1e-4
+        assert float(diff.max()) <= E2E_MAX_ABS
     assert dit.calls[0]["txt"] == (58, 5120) and dit.calls[0]["timestep"] == [1000.0]
     assert dit.calls[0]["vid"][1] == 33
 

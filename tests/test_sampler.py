@@ -8,6 +8,7 @@ import pytest
 import torch
 from conftest import shared_path
 
+from seedvr_cli.parity.tolerances import PIPELINE_MAX_ABS
 from seedvr_cli.pipeline.condition import (
     add_input_noise,
     augmentation_noise,
@@ -57,7 +58,7 @@ def test_one_step_calls_once_at_1000(fixture):
 
     x_0 = one_step(t["onestep.x_T"], velocity)
     assert seen == [1000.0]
-    assert torch.allclose(x_0, t["onestep.x_0"], atol=1e-6, rtol=0)
+    assert torch.allclose(x_0, t["onestep.x_0"], atol=PIPELINE_MAX_ABS, rtol=0)
 
 
 def test_four_step_euler(fixture):
@@ -70,34 +71,35 @@ def test_four_step_euler(fixture):
 
     x_0 = euler_sample(t["onestep.x_T"], velocity, uniform_trailing_timesteps(4))
     assert seen == [1000.0, 750.0, 500.0, 250.0]
-    assert (x_0 - t["fourstep.x_0"]).abs().max() < 1e-5
+    assert (x_0 - t["fourstep.x_0"]).abs().max() <= PIPELINE_MAX_ABS
 
 
 def test_forward_lerp(fixture):
     _, t = fixture
-    assert (add_noise(t["forward.x_0"], t["forward.x_T"], 250.0) - t["forward.x_t"]).abs().max() < 1e-6
+    assert (add_noise(t["forward.x_0"], t["forward.x_T"], 250.0) - t["forward.x_t"]).abs().max() <= PIPELINE_MAX_ABS
 
 
 def test_condition_and_its_noise(fixture):
     index, t = fixture
     aug = augmentation_noise(t["cond.base_noise"], t["cond.extra_noise"])
-    assert (aug - t["cond.aug_noise"]).abs().max() < 1e-6
+    assert (aug - t["cond.aug_noise"]).abs().max() <= PIPELINE_MAX_ABS
     noised = noise_latent(t["cond.latent"], aug, index["condition"]["latent_noise_scale"], "as_called")
-    assert (noised - t["cond.latent_blur_noised"]).abs().max() < 1e-5
-    assert (build_condition(noised) - t["cond.condition_noised"]).abs().max() < 1e-5
+    assert (noised - t["cond.latent_blur_noised"]).abs().max() <= PIPELINE_MAX_ABS
+    assert (build_condition(noised) - t["cond.condition_noised"]).abs().max() <= PIPELINE_MAX_ABS
     assert torch.equal(build_condition(t["cond.latent"]), t["cond.condition_clean"])
     assert torch.equal(build_condition(t["cond_img.latent"]), t["cond_img.condition"])
     # Scale 0 leaves the latent alone (numz skips the step).
     assert noise_latent(t["cond.latent"], aug, 0.0) is t["cond.latent"]
-    # The intended-shape variant is a different (documented) choice.
+    # The intended-shape variant is a different (documented) choice, 1.5e-3 away: far outside the
+    # tolerance, so the fixture tells the two apart on any machine.
     intended = noise_latent(t["cond.latent"], aug, 0.3, "intended")
-    assert (intended - noised).abs().max() > 1e-4
+    assert (intended - noised).abs().max() > 10 * PIPELINE_MAX_ABS
 
 
 def test_input_noise(fixture):
     _, t = fixture
     out = add_input_noise(t["input_noise.video"], t["input_noise.randn"], 0.4)
-    assert (out - t["input_noise.out"]).abs().max() < 1e-6
+    assert (out - t["input_noise.out"]).abs().max() <= PIPELINE_MAX_ABS
 
 
 def test_dit_tokens_layout():

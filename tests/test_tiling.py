@@ -13,6 +13,7 @@ from conftest import shared_path
 from seedvr_cli.memory.tiling import edge_weights, tile_spans, tiled_decode, tiled_encode
 from seedvr_cli.models.vae import split_moments
 from seedvr_cli.models.vae_config import vae_config
+from seedvr_cli.parity.tolerances import VAE_DECODE_MAX_ABS, VAE_ENCODE_MAX_ABS
 
 
 class PointwiseVAE:
@@ -47,10 +48,11 @@ def test_tiled_fixture_parity():
     with torch.no_grad():
         mean, logvar = tiled_encode(vae, cases["tiled.x"], size, overlap)
         decoded = tiled_decode(vae, cases["tiled.z"], size, overlap)
-    # Measured: 4.8e-7 / 6.0e-7 / 3.5e-6 (fixture README tolerance 1e-5 / 1e-4).
-    torch.testing.assert_close(mean, cases["tiled.enc_mean"], atol=2e-6, rtol=0)
-    torch.testing.assert_close(logvar, cases["tiled.enc_logvar"], atol=2e-6, rtol=0)
-    torch.testing.assert_close(decoded, cases["tiled.dec"], atol=1e-5, rtol=0)
+    # The VAE fixtures' stated bounds. Tiling mistakes are far above them: the untiled result is
+    # 1.3 (means) / 2.3 (decodes) away, linear instead of raised-cosine ramps 0.53 (decodes).
+    torch.testing.assert_close(mean, cases["tiled.enc_mean"], atol=VAE_ENCODE_MAX_ABS, rtol=0)
+    torch.testing.assert_close(logvar, cases["tiled.enc_logvar"], atol=VAE_ENCODE_MAX_ABS, rtol=0)
+    torch.testing.assert_close(decoded, cases["tiled.dec"], atol=VAE_DECODE_MAX_ABS, rtol=0)
 
 
 def test_tile_layout_skips_tiles_inside_the_previous_overlap():

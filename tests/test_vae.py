@@ -10,11 +10,7 @@ from conftest import shared_path
 
 from seedvr_cli.models.vae import VideoVAE, normalize_vae_keys
 from seedvr_cli.models.vae_config import VAEConfig, vae_config, vae_config_from_reference_kwargs
-
-# Our float32 CPU errors against the reference fixtures are ~5e-7 (means) and ~4e-6 (decodes);
-# the fixture README's tolerances are 1e-5 / 1e-4. These bounds keep us at the faithful level.
-TIGHT_ENCODE = 2e-6
-TIGHT_DECODE = 1e-5
+from seedvr_cli.parity.tolerances import MISTAKE_SHARE_MAX, VAE_DECODE_MAX_ABS, VAE_ENCODE_MAX_ABS, share_of_mistake
 
 
 def random_tiny_vae(seed: int = 0) -> VideoVAE:
@@ -89,8 +85,39 @@ def test_fixture_parity_at_the_faithful_level():
     assert len(results) >= 20
     for result in results:
         decoded = result.output.startswith("dec") or result.output == "pipeline_dec"
-        bound = TIGHT_DECODE if decoded else TIGHT_ENCODE
+        # The VAE fixtures' stated bounds, the only ones that hold on every CPU: our float32 noise is
+        # ~5e-7 / 4e-6 on one, 2-3e-6 / 5e-6 on an AMD EPYC. The GroupNorm eps mistake stays inside
+        # them; test_fixture_pins_the_group_norm_eps catches it.
+        bound = VAE_DECODE_MAX_ABS if decoded else VAE_ENCODE_MAX_ABS
         assert result.max_abs <= bound, f"{result.case}/{result.output}: {result.max_abs:.2e} > {bound:.0e}"
+
+
+@pytest.mark.parametrize("norms", ["attention", "output"])
+def test_fixture_pins_the_group_norm_eps(norms):
+    # GroupNorm eps 1e-5 instead of 1e-6 in the mid-block attention or the output norms moves means
+    # by ~2-4e-6 and decodes by ~4e-6 to 2.5e-5, inside the VAE fixtures' bounds and near the float32
+    # noise. Where the fixture lies along the step the mistake makes still tells: at our end (share
+    # ~0, measured -0.04 to 0.15) on any CPU, at the far end (~1) for a VAE with the mistake.
+    from safetensors.torch import load_file
+
+    from seedvr_cli.models.vae import FrameAttention
+    from seedvr_cli.parity.vae import load_fixture_vae
+
+    fixture = shared_path("fixtures", "vae")
+    cases = load_file(str(fixture / "vae_cases.safetensors"))
+    ours, mistaken = load_fixture_vae(fixture), load_fixture_vae(fixture)
+    for name, module in mistaken.named_modules():
+        if norms == "attention" and isinstance(module, FrameAttention):
+            module.group_norm.eps = 1e-5
+        if norms == "output" and name.endswith("conv_norm_out"):
+            module.eps = 1e-5
+    with torch.no_grad():
+        for case in ("img1", "vid5", "vid9"):
+            x, z = cases[f"{case}.x"], cases[f"{case}.z"]
+            share = share_of_mistake(cases[f"{case}.enc_mean"], ours.encode(x)[0], mistaken.encode(x)[0])
+            assert share < MISTAKE_SHARE_MAX, f"{case} enc_mean: {share:.3f}"
+            share = share_of_mistake(cases[f"{case}.dec"], ours.decode(z), mistaken.decode(z))
+            assert share < MISTAKE_SHARE_MAX, f"{case} dec: {share:.3f}"
 
 
 @torch.no_grad()
@@ -99,11 +126,14 @@ def test_sliced_equals_unsliced():
     x = clip(13)
     sliced = vae.encode_moments(x)
     assert sliced.shape == (1, 32, 4, 4, 5)
-    torch.testing.assert_close(sliced, vae.encode_moments(x, sliced=False), atol=1e-6, rtol=0)
+    # The VAE fixtures' bounds: slicing changes the conv shapes, so the rounding may change on some
+    # CPU (the reference's own slicing differs by up to 2.2e-6); slices that lose the frames carried
+    # between them are off by ~2.
+    torch.testing.assert_close(sliced, vae.encode_moments(x, sliced=False), atol=VAE_ENCODE_MAX_ABS, rtol=0)
     z = torch.randn(1, 16, 4, 4, 5, generator=torch.Generator().manual_seed(2))
     decoded = vae.decode(z)
     assert decoded.shape == (1, 3, 13, 32, 40)
-    torch.testing.assert_close(decoded, vae.decode(z, sliced=False), atol=1e-5, rtol=0)
+    torch.testing.assert_close(decoded, vae.decode(z, sliced=False), atol=VAE_DECODE_MAX_ABS, rtol=0)
 
 
 @torch.no_grad()
@@ -114,8 +144,8 @@ def test_encoding_a_prefix_gives_the_prefix_of_the_latent():
     for k in range(4):
         mean, logvar = vae.encode(x[:, :, : 4 * k + 1])
         assert mean.shape[2] == k + 1
-        torch.testing.assert_close(mean, full_mean[:, :, : k + 1], atol=1e-6, rtol=0)
-        torch.testing.assert_close(logvar, full_logvar[:, :, : k + 1], atol=1e-6, rtol=0)
+        torch.testing.assert_close(mean, full_mean[:, :, : k + 1], atol=VAE_ENCODE_MAX_ABS, rtol=0)
+        torch.testing.assert_close(logvar, full_logvar[:, :, : k + 1], atol=VAE_ENCODE_MAX_ABS, rtol=0)
 
 
 @torch.no_grad()
@@ -125,7 +155,8 @@ def test_latent_frames_depend_only_on_earlier_frames():
     changed = x.clone()
     changed[:, :, 5:] = clip(4, seed=9)  # frames after latent 1's window
     before, after = vae.encode(x)[0], vae.encode(changed)[0]
-    torch.testing.assert_close(after[:, :, :2], before[:, :, :2], atol=1e-6, rtol=0)
+    # Latents that see the changed frames move by ~0.5; the others only by rounding, if at all.
+    torch.testing.assert_close(after[:, :, :2], before[:, :, :2], atol=VAE_ENCODE_MAX_ABS, rtol=0)
     assert (after[:, :, 2] - before[:, :, 2]).abs().max() > 1e-3
 
 
@@ -139,11 +170,11 @@ def test_decoded_frames_depend_only_on_earlier_latents():
     later[:, :, 1:] = torch.randn(1, 16, 2, 4, 5, generator=generator)
     changed = vae.decode(later)
     # Frame 0 is latent 0 alone; frames 1..4 come from latent 1 on.
-    torch.testing.assert_close(changed[:, :, :1], reference[:, :, :1], atol=1e-6, rtol=0)
+    torch.testing.assert_close(changed[:, :, :1], reference[:, :, :1], atol=VAE_DECODE_MAX_ABS, rtol=0)
     assert (changed[:, :, 1:5] - reference[:, :, 1:5]).abs().max() > 1e-3
     last = z.clone()
     last[:, :, 2:] = torch.randn(1, 16, 1, 4, 5, generator=generator)
-    torch.testing.assert_close(vae.decode(last)[:, :, :5], reference[:, :, :5], atol=1e-6, rtol=0)
+    torch.testing.assert_close(vae.decode(last)[:, :, :5], reference[:, :, :5], atol=VAE_DECODE_MAX_ABS, rtol=0)
 
 
 @torch.no_grad()

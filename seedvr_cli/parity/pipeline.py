@@ -22,6 +22,14 @@ import torch
 from safetensors.torch import load_file
 
 from seedvr_cli.parity import CaseResult, compare
+from seedvr_cli.parity.tolerances import (
+    E2E_MAX_ABS,
+    OUTLIER_MAX,
+    OUTLIER_SHARE,
+    PIPELINE_MAX_ABS,
+    TIMESTEP_REL,
+    VAE_DECODE_MAX_ABS,
+)
 from seedvr_cli.parity.vae import load_fixture_vae
 from seedvr_cli.pipeline.blend import blend_frame, blend_weights
 from seedvr_cli.pipeline.color import color_correct
@@ -46,17 +54,12 @@ COLOR = "color_correction"
 PREPROCESS = ("preprocess", "preprocess_batching")
 E2E = "pipeline_e2e"
 
-TOLERANCE = 1e-5
-# Timesteps are float32 values near 1000: one ulp there is 6.1e-5, so compare relatively.
-TIMESTEP_RELATIVE = 3e-7
-E2E_TOLERANCE = 1e-4
-DECODE_TOLERANCE = 1e-4
-# Sort-based methods: a value counts as an outlier above the tolerance. Rounding-level upstream
-# differences reorder ties in ~0.1 % of values (57 of 63,360 for the e2e lab case); a wrong tie
-# order (e.g. a stable sort) changes 4-6 %, so 0.5 % separates the two.
+TOLERANCE = PIPELINE_MAX_ABS
+TIMESTEP_RELATIVE = TIMESTEP_REL
+E2E_TOLERANCE = E2E_MAX_ABS
+DECODE_TOLERANCE = VAE_DECODE_MAX_ABS
+# Sort-based colour methods: tie order makes the max meaningless, so judge_by_outliers counts values.
 SORT_METHODS = ("lab", "hsv", "wavelet_adaptive")
-OUTLIER_SHARE = 5e-3
-OUTLIER_MAX = 0.1
 STANDIN_SCALE, STANDIN_OFFSET = 0.8, 0.1
 TEXT_TOKENS, TEXT_DIM = 58, 5120
 
@@ -112,7 +115,7 @@ def judge_by_outliers(result: CaseResult, ours: torch.Tensor, reference: torch.T
 def _timestep_row(case: str, output: str, ours: torch.Tensor, reference: list[float]) -> CaseResult:
     ref = torch.tensor(reference, dtype=torch.float32)
     tolerance = TIMESTEP_RELATIVE * float(ref.abs().max().clamp(min=1.0))
-    return compare(case, output, ours, ref, tolerance, "relative 3e-7")
+    return compare(case, output, ours, ref, tolerance, f"relative {TIMESTEP_RELATIVE:.0e}")
 
 
 def run_sampler_condition(fixture_dir: Path) -> list[CaseResult]:

@@ -16,15 +16,15 @@ from ..memory.tiling import tiled_decode, tiled_encode
 from ..models.vae import VideoVAE
 from ..models.vae_config import vae_config_from_reference_kwargs
 from . import CaseResult, compare
+from .tolerances import VAE_DECODE_MAX_ABS, VAE_ENCODE_MAX_ABS
 
 CONFIG_FILE = "tiny_vae_config.json"
 CASES_FILE = "vae_cases.safetensors"
 CASES_INDEX = "vae_cases.json"
 WEIGHTS_FILE = "tiny_vae_weights.safetensors"
 
-# Fixture README: faithful float32 CPU re-implementations stay within these.
-ENCODE_TOLERANCE = 1e-5
-DECODE_TOLERANCE = 1e-4
+ENCODE_TOLERANCE = VAE_ENCODE_MAX_ABS
+DECODE_TOLERANCE = VAE_DECODE_MAX_ABS
 
 
 def detect(fixture_dir: Path) -> bool:
