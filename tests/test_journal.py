@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from seedvr_cli.errors import UsageError
-from seedvr_cli.parallel.fakes import fake_windows
+from seedvr_cli.parallel.fakes import fake_chunks
 from seedvr_cli.parallel.journal import (
     Journal,
     fingerprint_input,
@@ -18,12 +18,11 @@ from seedvr_cli.parallel.journal import (
     workdir_for,
 )
 from seedvr_cli.parallel.spill import SpillReader, write_spill
-from seedvr_cli.parallel.tasks import plan_chunks
 
 
 @pytest.fixture
 def tasks():
-    return plan_chunks(fake_windows(40), windows_per_chunk=2)
+    return fake_chunks(40, windows_per_chunk=2)
 
 
 def test_fingerprint_follows_content_size_and_mtime(tmp_path):
@@ -58,7 +57,7 @@ def test_key_covers_input_settings_and_plan(tasks):
     assert job_key("abc", {"seed": 1, "model": "3b"}, tasks) == key
     assert job_key("abd", {"model": "3b", "seed": 1}, tasks) != key
     assert job_key("abc", {"model": "3b", "seed": 2}, tasks) != key
-    other_plan = plan_chunks(fake_windows(40), windows_per_chunk=3)
+    other_plan = fake_chunks(40, windows_per_chunk=3)
     assert job_key("abc", {"model": "3b", "seed": 1}, other_plan) != key
 
 

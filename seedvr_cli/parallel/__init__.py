@@ -2,7 +2,7 @@
 
 The boundary with the rest of the tool (see each module for details):
 
-- ``tasks.plan_chunks(windows, windows_per_chunk=, blend=)`` -> ``list[ChunkTask]``: the plan,
+- ``tasks.plan_chunks(windows, windows_per_chunk=, shares=)`` -> ``list[ChunkTask]``: the plan,
   fixed by the video and the settings, never by the device count.
 - ``worker.FrameSource`` (picklable, ``open() -> reader.read(start, stop)``),
   ``worker.ProcessorFactory`` (picklable, ``factory(device) -> processor``, run once per worker) and
@@ -16,7 +16,7 @@ How ``seedvr upscale`` drives it (one pool for all the inputs of a command)::
 
     with WorkerPool(parse_devices(spec), MyFactory(model_settings)) as pool:
         for video in inputs:
-            tasks = plan_chunks(windows, windows_per_chunk=n, blend=pipeline_overlap_weights)
+            tasks = plan_chunks(windows, windows_per_chunk=n, shares=temporal_plan.chunk_shares)
             key = job_key(fingerprint_input(video), pixel_settings, tasks)
             result = run_job(pool, source=MySource(video), tasks=tasks, key=key,
                              workdir=workdir_for(output, key), sink=open_writer(...),

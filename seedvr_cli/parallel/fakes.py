@@ -21,7 +21,8 @@ from typing import Literal
 import numpy as np
 
 from seedvr_cli.parallel.devices import DeviceSpec
-from seedvr_cli.parallel.tasks import ChunkTask
+from seedvr_cli.parallel.tasks import ChunkTask, plan_chunks
+from seedvr_cli.pipeline.blend import blend_weights, fold_shares, summed_shares
 
 
 class SyntheticReader:
@@ -215,6 +216,16 @@ def fake_windows(frames: int, size: int = 9, overlap: int = 3) -> list[tuple[int
             break
         start = stop - overlap
     return windows
+
+
+def fake_chunks(
+    frames: int, size: int = 9, overlap: int = 3, windows_per_chunk: int = 1, context: int = 0
+) -> list[ChunkTask]:
+    """Chunks of ``fake_windows``, with the shares the pipeline's crossfade would give them."""
+    windows = fake_windows(frames, size, overlap)
+    shares = fold_shares(windows, lambda length: blend_weights(length).tolist())
+    return plan_chunks(windows, windows_per_chunk=windows_per_chunk, context=context,
+                       shares=lambda indices, start, stop: summed_shares(windows, shares, indices, start, stop))
 
 
 def run_serially(source, tasks, factory, device: DeviceSpec = DeviceSpec("cpu", 0)) -> np.ndarray:

@@ -9,9 +9,10 @@ as soon as the windows it names have finished, in any order of completion.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING
 
+import numpy as np
 import torch
 
 if TYPE_CHECKING:
@@ -43,6 +44,50 @@ def blend_weights(overlap: int, mode: str = "crossfade") -> torch.Tensor:
         ramp = ((position - 1.0 / 3.0) / (1.0 / 3.0)).clamp(0.0, 1.0)
         return 0.5 + 0.5 * torch.cos(math.pi * ramp)
     raise ValueError(f"unknown blend mode {mode!r}; expected one of {BLEND_MODES}")
+
+
+def fold_shares(spans: Sequence[tuple[int, int]], earlier: Callable[[int], Sequence[float]]) -> list[np.ndarray]:
+    """Each span's share of each of its frames (float64), the spans folded in order as numz writes windows.
+
+    ``spans``: consecutive ``(start, stop)`` ranges whose starts and stops both increase, with no
+    gap. Span ``j`` enters over the ``L`` frames its predecessor still covers; at its local frame
+    ``i < L`` every earlier span still covering that frame is scaled by ``earlier(L)[i]`` and span
+    ``j`` gets ``1 - earlier(L)[i]``, so the shares of every frame sum to 1. Zero shares (numz's
+    hard cuts) are kept: the span does cover the frame.
+    """
+    for (start, stop), (next_start, next_stop) in zip(spans, spans[1:]):
+        if not (start < next_start <= stop < next_stop):
+            raise ValueError(f"spans {start}:{stop} and {next_start}:{next_stop} do not advance contiguously")
+    shares = [np.ones(stop - start, dtype=np.float64) for start, stop in spans]
+    for j in range(1, len(spans)):
+        start = spans[j][0]
+        entering = spans[j - 1][1] - start
+        weights = np.asarray(earlier(entering), dtype=np.float64)
+        if weights.shape != (entering,) or np.any((weights < 0) | (weights > 1)):
+            raise ValueError(f"earlier({entering}) must give {entering} weights in [0, 1], got {weights}")
+        # Stops increase, so the earlier spans still covering these frames are the last few.
+        for k in range(j - 1, -1, -1):
+            k_start, k_stop = spans[k]
+            if k_stop <= start:
+                break
+            shares[k][start - k_start : k_stop - k_start] *= weights[: k_stop - start]
+        shares[j][:entering] = 1.0 - weights
+    for share in shares:
+        share.setflags(write=False)
+    return shares
+
+
+def summed_shares(
+    spans: Sequence[tuple[int, int]], shares: Sequence[np.ndarray], indices: Sequence[int], start: int, stop: int
+) -> np.ndarray:
+    """Per frame of ``[start, stop)``: the sum of the shares of spans ``indices`` (each inside that range)."""
+    total = np.zeros(stop - start, dtype=np.float64)
+    for k in indices:
+        k_start, k_stop = spans[k]
+        if not start <= k_start < k_stop <= stop:
+            raise ValueError(f"span {k_start}:{k_stop} is not inside {start}:{stop}")
+        total[k_start - start : k_stop - start] += shares[k]
+    return total
 
 
 def blend_frame(contributions: Sequence[Contribution], window_outputs: Mapping[int, torch.Tensor]) -> torch.Tensor:
