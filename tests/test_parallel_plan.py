@@ -17,8 +17,9 @@ from seedvr_cli.parallel.fakes import (
     fake_chunks,
     fake_windows,
     run_serially,
+    weighted_chunk,
 )
-from seedvr_cli.parallel.spill import SpillReader, write_spill
+from seedvr_cli.parallel.spill import ChunkFrames, SpillReader, as_frames, write_spill
 from seedvr_cli.parallel.tasks import (
     owned_frames,
     parse_shard,
@@ -151,7 +152,7 @@ def _spill_all(tmp_path, source, tasks, factory):
     processor, reader = factory(DeviceSpec("cpu", 0)), source.open()
     for task in tasks:
         out = processor.process(task, reader.read(task.read_start, task.read_stop), None)
-        write_spill(tmp_path / f"{task.index}.npy", out)
+        write_spill(tmp_path / f"{task.index}.npy", as_frames(out, task))
     return lambda k: SpillReader(tmp_path / f"{k}.npy")
 
 
@@ -178,18 +179,39 @@ def test_assembler_streams_in_order_whatever_the_arrival_order(tmp_path, dtype):
     out = sink.frames
     assert out.dtype == np.dtype(dtype)
     np.testing.assert_array_equal(out, expected)
-    # An overlap frame really is a blend: it differs from both chunks' own versions of it.
+    # A frame only one chunk covers is that chunk's own; a shared one really is a blend of two
+    # chunks that disagree on it.
+    first, second = open_chunk(0), open_chunk(1)
+    np.testing.assert_array_equal(out[0], first.read_body(0, 1)[0])
     middle = tasks[1].out_start + 1
-    earlier = open_chunk(0).read(middle - tasks[0].out_start, middle - tasks[0].out_start + 1)[0]
-    later = open_chunk(1).read(1, 2)[0]
-    assert not np.array_equal(out[middle], earlier) and not np.array_equal(out[middle], later)
+    earlier = first.read_partials(middle, middle + 1)[0] / tasks[0].weights[middle]
+    later = second.read_partials(1, 2)[0] / tasks[1].weights[1]
+    assert np.abs(earlier - later).max() > 2 / np.iinfo(dtype).max
+
+
+def test_overlap_frames_are_rounded_once(tmp_path):
+    """10.4 and 11.4 crossfaded half and half: 10.9 -> 11; rounding each first would give 10.5 -> 10."""
+    tasks = fake_chunks(9, size=5, overlap=1)
+    assert [(t.out_start, t.out_stop, t.shared_head, t.shared_tail) for t in tasks] == [(0, 5, 0, 1), (4, 9, 1, 0)]
+    assert tasks[0].weights[4] == tasks[1].weights[0] == 0.5
+    body = np.full((4, 2, 2, 3), 7, np.uint8)
+    partial = np.full((1, 2, 2, 3), np.float32(0.5), np.float32)
+    write_spill(tmp_path / "0.npy", ChunkFrames(partial[:0], body, partial * np.float32(10.4 / 255)))
+    write_spill(tmp_path / "1.npy", ChunkFrames(partial * np.float32(11.4 / 255), body, partial[:0]))
+    sink = ArraySink()
+    assembler = Assembler(tasks, lambda k: SpillReader(tmp_path / f"{k}.npy"), sink)
+    assembler.add(0)
+    assembler.add(1)
+    assembler.pump()
+    assert sink.frames.shape == (9, 2, 2, 3)
+    assert (sink.frames[4] == 11).all() and (np.delete(sink.frames, 4, axis=0) == 7).all()
 
 
 def test_identical_chunk_outputs_blend_back_to_themselves(tmp_path):
     truth = np.random.default_rng(0).integers(0, 256, size=(50, 3, 3, 3)).astype(np.uint8)
     tasks = fake_chunks(50, size=9, overlap=5, windows_per_chunk=2)
     for task in tasks:
-        write_spill(tmp_path / f"{task.index}.npy", truth[task.out_start:task.out_stop])
+        write_spill(tmp_path / f"{task.index}.npy", weighted_chunk(task, truth[task.out_start:task.out_stop]))
     sink = ArraySink()
     assembler = Assembler(tasks, lambda k: SpillReader(tmp_path / f"{k}.npy"), sink)
     for task in tasks:
@@ -202,11 +224,21 @@ def test_assembler_rejects_chunks_of_another_frame_size(tmp_path):
     tasks = fake_chunks(20)
     for task in tasks:
         side = 4 if task.index == 0 else 5
-        write_spill(tmp_path / f"{task.index}.npy", np.zeros((task.out_frames, side, side, 3), np.uint8))
+        write_spill(tmp_path / f"{task.index}.npy", weighted_chunk(task, np.zeros((task.out_frames, side, side, 3), np.uint8)))
     assembler = Assembler(tasks, lambda k: SpillReader(tmp_path / f"{k}.npy"), ArraySink())
     for task in tasks:
         assembler.add(task.index)
     with pytest.raises(ValueError, match="chunk 1 has frames"):
+        assembler.pump()
+
+
+def test_assembler_rejects_chunks_that_do_not_split_the_shared_frames_off(tmp_path):
+    tasks = fake_chunks(20)
+    for task in tasks:
+        write_spill(tmp_path / f"{task.index}.npy", ChunkFrames.whole(np.zeros((task.out_frames, 2, 2, 3), np.uint8)))
+    assembler = Assembler(tasks, lambda k: SpillReader(tmp_path / f"{k}.npy"), ArraySink())
+    assembler.add(0)
+    with pytest.raises(ValueError, match="tail partials"):
         assembler.pump()
 
 
@@ -216,7 +248,7 @@ def test_overlaps_above_half_a_window_fold_three_or_more_chunks(tmp_path, size, 
     source, factory = SyntheticSource(40, height=3, width=4), FakeProcessorFactory()
     open_chunk = _spill_all(tmp_path, source, tasks, factory)
     sink = ArraySink()
-    assembler = Assembler(tasks, open_chunk, sink)
+    assembler = Assembler(tasks, open_chunk, sink, batch_bytes=3 * 4 * 3 * 4 * 2)
     for k in reversed(range(len(tasks))):
         assembler.add(k)
         assembler.pump()

@@ -6,7 +6,8 @@ The boundary with the rest of the tool (see each module for details):
   fixed by the video and the settings, never by the device count.
 - ``worker.FrameSource`` (picklable, ``open() -> reader.read(start, stop)``),
   ``worker.ProcessorFactory`` (picklable, ``factory(device) -> processor``, run once per worker) and
-  ``worker.ChunkProcessor`` (``process(task, frames, context) -> uint8/uint16 [n, H, W, C]``).
+  ``worker.ChunkProcessor`` (``process(task, frames, context) -> spill.ChunkFrames``: final
+  uint8/uint16 frames, float32 partial sums where the neighbouring chunks overlap).
 - ``assembler.FrameSink``: ``write(frames)``, ``close()``, ``abort()``.
 - ``devices.parse_devices(spec)``, ``pool.WorkerPool(devices, factory)``,
   ``engine.run_job(pool, source=, tasks=, workdir=, key=, sink=, ...)``, ``engine.assemble(workdir, sink)``,

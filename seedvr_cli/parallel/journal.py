@@ -3,7 +3,8 @@
 Layout of ``WORKDIR`` (created next to the output, removed when the output is complete)::
 
     manifest.json         key, input fingerprint, pixel-changing settings, the chunk plan, caller meta
-    chunk-000007.npy      finished chunk 7 (uint8/uint16 [n, H, W, C]), written atomically
+    chunk-000007.npy      finished chunk 7 (spill.ChunkFrames: shared frames as float32 partial
+                          sums around uint8/uint16 final ones), written atomically
     chunk-000007.json     its journal record, written atomically *after* the .npy: present = done
 
 One record file per chunk (instead of one appended log) lets render-farm shards on several
@@ -28,7 +29,7 @@ from seedvr_cli.parallel.spill import read_spill_header, remove_orphan_spills, s
 from seedvr_cli.parallel.tasks import ChunkTask, plan_digest, shared_frames, total_frames
 
 MANIFEST = "manifest.json"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 _EDGE_BYTES = 1 << 20
 
 
