@@ -1,9 +1,8 @@
-"""Temporal overlap blending: the crossfade weights and the assembly of window outputs.
+"""Temporal overlap blending: the crossfade weights, their fold into shares, and the weighted sum.
 
-Assembly is a pure function of a :class:`~seedvr_cli.pipeline.temporal.TemporalPlan` and the
-window outputs: output frame ``i`` is ``sum(weight * window_out[local])`` over
-``plan.contributions(i)``. Nothing else is needed, so a streaming assembler can emit frame ``i``
-as soon as the windows it names have finished, in any order of completion.
+Output frame ``i`` is ``sum(share * window_out[local])`` over ``plan.contributions(i)``, summed
+in float before anything is quantised. The shares come from one fold (:func:`fold_shares`), used
+for windows by the temporal plan and, summed per chunk, for the chunks of work.
 """
 
 from __future__ import annotations
@@ -16,7 +15,7 @@ import numpy as np
 import torch
 
 if TYPE_CHECKING:
-    from seedvr_cli.pipeline.temporal import Contribution, TemporalPlan
+    from seedvr_cli.pipeline.temporal import TemporalPlan
 
 BLEND_MODES = ("crossfade", "reference")
 
@@ -90,45 +89,27 @@ def summed_shares(
     return total
 
 
-def blend_frame(contributions: Sequence[Contribution], window_outputs: Mapping[int, torch.Tensor]) -> torch.Tensor:
-    """One output frame from the window outputs it draws on (``window index -> [t, ...]`` frames).
+def weighted_sum(plan: TemporalPlan, window_outputs: Mapping[int, torch.Tensor], start: int, stop: int) -> torch.Tensor:
+    """Timeline frames ``[start, stop)`` as ``sum(share * output)`` over the windows given, in window order.
 
-    Float outputs are mixed in float32 (a single contribution is passed through unchanged);
-    integer outputs (finished uint8/uint16 chunks) are mixed in float32 and rounded back.
+    Outputs are float frames ``[t, ...]`` (float32 sums stay float32); a frame no given window
+    covers stays 0. Quantise after this, once.
     """
-    if len(contributions) == 1:
-        only = contributions[0]
-        return window_outputs[only.window][only.local]
-    first = window_outputs[contributions[0].window][contributions[0].local]
-    mixed = torch.zeros(first.shape, dtype=torch.float32, device=first.device)
-    for part in contributions:
-        mixed += part.weight * window_outputs[part.window][part.local].to(torch.float32)
-    if first.dtype.is_floating_point:
-        return mixed.to(first.dtype)
-    info = torch.iinfo(first.dtype)
-    return mixed.round_().clamp_(info.min, info.max).to(first.dtype)
-
-
-def assemble_timeline(plan: TemporalPlan, window_outputs: Mapping[int, torch.Tensor], start: int, stop: int) -> torch.Tensor:
-    """Timeline frames ``[start, stop)`` from the windows at hand, shares renormalized over them.
-
-    For a chunk of consecutive windows this gives the chunk's own frames: interior frames are
-    final, and a frame shared with a window outside the chunk is that window-free blend of the
-    chunk's windows (the raw window frame when only one of them covers it). Crossfading two chunks
-    over their shared frames with ``blend_weights(L, plan.blend)`` then reproduces :func:`assemble`
-    whenever at most two windows cover any frame (``overlap <= batch_size - overlap``).
-    """
-    frames = []
-    for j in range(start, stop):
-        parts = [p for p in plan.timeline_contributions(j) if p.window in window_outputs]
-        if not parts:
-            raise KeyError(f"no window output given for timeline frame {j}")
-        total = sum(p.weight for p in parts)
-        parts = [type(p)(p.window, p.local, p.weight / total if total > 0 else 1.0 / len(parts)) for p in parts]
-        frames.append(blend_frame(parts, window_outputs))
-    return torch.stack(frames)
+    first = next(iter(window_outputs.values()))
+    if not first.dtype.is_floating_point:
+        raise TypeError(f"window outputs must be float to be blended before quantising, not {first.dtype}")
+    total = torch.zeros((stop - start, *first.shape[1:]), dtype=first.dtype, device=first.device)
+    for k in sorted(window_outputs):
+        window = plan.windows[k]
+        lo, hi = max(window.start, start), min(window.stop, stop)
+        if lo >= hi:
+            continue
+        shares = torch.from_numpy(plan.window_shares(k)[lo - window.start : hi - window.start].copy())
+        frames = window_outputs[k][lo - window.start : hi - window.start]
+        total[lo - start : hi - start] += frames * shares.to(frames).view(-1, *([1] * (frames.dim() - 1)))
+    return total
 
 
 def assemble(plan: TemporalPlan, window_outputs: Mapping[int, torch.Tensor]) -> torch.Tensor:
-    """All output frames ``[T, ...]`` (prepended frames dropped) from every window's output."""
-    return torch.stack([blend_frame(plan.contributions(i), window_outputs) for i in range(plan.num_frames)])
+    """All output frames ``[T, ...]`` (prepended frames dropped) from every window's float output."""
+    return weighted_sum(plan, window_outputs, plan.prepend, plan.timeline_length)
