@@ -224,7 +224,8 @@ def test_assembler_rejects_chunks_of_another_frame_size(tmp_path):
     tasks = fake_chunks(20)
     for task in tasks:
         side = 4 if task.index == 0 else 5
-        write_spill(tmp_path / f"{task.index}.npy", weighted_chunk(task, np.zeros((task.out_frames, side, side, 3), np.uint8)))
+        frames = np.zeros((task.out_frames, side, side, 3), np.uint8)
+        write_spill(tmp_path / f"{task.index}.npy", weighted_chunk(task, frames))
     assembler = Assembler(tasks, lambda k: SpillReader(tmp_path / f"{k}.npy"), ArraySink())
     for task in tasks:
         assembler.add(task.index)

@@ -95,7 +95,8 @@ def as_frames(output: Any, task: ChunkTask) -> ChunkFrames:
         if part.dtype not in dtypes:
             raise ValueError(f"processor returned {name} as {part.dtype}; expected {' or '.join(map(str, dtypes))}")
         if part.shape[1:] != chunk.body.shape[1:]:
-            raise ValueError(f"processor returned {name} frames of {part.shape[1:]}, body frames of {chunk.body.shape[1:]}")
+            raise ValueError(f"processor returned {name} frames of {part.shape[1:]}, "
+                             f"body frames of {chunk.body.shape[1:]}")
     if chunk.frames != task.out_frames:
         raise ValueError(f"processor returned {chunk.frames} frames, expected {task.out_frames}")
     if (chunk.head.shape[0], chunk.tail.shape[0]) != (task.shared_head, task.shared_tail):
