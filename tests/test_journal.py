@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from seedvr_cli.errors import UsageError
-from seedvr_cli.parallel.fakes import fake_windows
+from seedvr_cli.parallel.fakes import fake_chunks, weighted_chunk
 from seedvr_cli.parallel.journal import (
     Journal,
     fingerprint_input,
@@ -17,13 +17,12 @@ from seedvr_cli.parallel.journal import (
     stale_workdirs,
     workdir_for,
 )
-from seedvr_cli.parallel.spill import SpillReader, write_spill
-from seedvr_cli.parallel.tasks import plan_chunks
+from seedvr_cli.parallel.spill import ChunkFrames, write_spill
 
 
 @pytest.fixture
 def tasks():
-    return plan_chunks(fake_windows(40), windows_per_chunk=2)
+    return fake_chunks(40, windows_per_chunk=2)
 
 
 def test_fingerprint_follows_content_size_and_mtime(tmp_path):
@@ -58,7 +57,7 @@ def test_key_covers_input_settings_and_plan(tasks):
     assert job_key("abc", {"seed": 1, "model": "3b"}, tasks) == key
     assert job_key("abd", {"model": "3b", "seed": 1}, tasks) != key
     assert job_key("abc", {"model": "3b", "seed": 2}, tasks) != key
-    other_plan = plan_chunks(fake_windows(40), windows_per_chunk=3)
+    other_plan = fake_chunks(40, windows_per_chunk=3)
     assert job_key("abc", {"model": "3b", "seed": 1}, other_plan) != key
 
 
@@ -71,9 +70,9 @@ def test_workdir_sits_beside_the_output(tmp_path):
 
 
 def _finish(journal, task, value=7):
-    frames = np.full((task.out_frames, 4, 4, 3), value, dtype=np.uint8)
-    write_spill(journal.spill_path(task.index), frames)
-    journal.record(task.index, shape=frames.shape, dtype="uint8", device="cpu:0", seconds=0.1)
+    chunk = weighted_chunk(task, np.full((task.out_frames, 4, 4, 3), value, dtype=np.uint8))
+    write_spill(journal.spill_path(task.index), chunk)
+    journal.record(task.index, shape=chunk.shape, dtype="uint8", device="cpu:0", seconds=0.1)
 
 
 def test_records_survive_reopening_and_bad_ones_are_redone(tmp_path, tasks):
@@ -82,7 +81,7 @@ def test_records_survive_reopening_and_bad_ones_are_redone(tmp_path, tasks):
     for task in tasks[:3]:
         _finish(journal, task)
     # A spill file without its record (the process died in between) is not finished.
-    write_spill(journal.spill_path(3), np.zeros((tasks[3].out_frames, 4, 4, 3), np.uint8))
+    write_spill(journal.spill_path(3), weighted_chunk(tasks[3], np.zeros((tasks[3].out_frames, 4, 4, 3), np.uint8)))
     # A record whose spill file lost its tail is not finished either.
     spill = journal.spill_path(2)
     spill.write_bytes(spill.read_bytes()[:-5])
@@ -90,8 +89,8 @@ def test_records_survive_reopening_and_bad_ones_are_redone(tmp_path, tasks):
     reopened = Journal.open(root, key="k1", tasks=tasks)
     assert sorted(reopened.done()) == [0, 1]
     assert reopened.meta == {"fps": "30000/1001"}
-    assert [(t.out_start, t.out_stop, t.weights) for t in reopened.tasks()] == [
-        (t.out_start, t.out_stop, t.weights) for t in tasks
+    assert [(t.out_start, t.out_stop, t.weights, t.shared_head, t.shared_tail) for t in reopened.tasks()] == [
+        (t.out_start, t.out_stop, t.weights, t.shared_head, t.shared_tail) for t in tasks
     ]
     record = json.loads(reopened.record_path(0).read_text())
     assert record["device"] == "cpu:0" and record["frames"] == tasks[0].out_frames
@@ -99,9 +98,9 @@ def test_records_survive_reopening_and_bad_ones_are_redone(tmp_path, tasks):
 
 def test_a_record_with_the_wrong_frame_count_is_not_finished(tmp_path, tasks):
     journal = Journal.open(tmp_path / "w", key="k", tasks=tasks)
-    frames = np.zeros((tasks[0].out_frames + 1, 2, 2, 3), np.uint8)
-    write_spill(journal.spill_path(0), frames)
-    journal.record(0, shape=frames.shape, dtype="uint8", device="cpu:0", seconds=0.0)
+    chunk = ChunkFrames.whole(np.zeros((tasks[0].out_frames + 1, 2, 2, 3), np.uint8))
+    write_spill(journal.spill_path(0), chunk)
+    journal.record(0, shape=chunk.shape, dtype="uint8", device="cpu:0", seconds=0.0)
     assert journal.done() == {}
 
 
@@ -120,17 +119,6 @@ def test_other_job_in_the_same_directory_needs_restart(tmp_path, tasks):
 def test_not_a_workdir(tmp_path):
     with pytest.raises(UsageError, match="not a seedvr work directory"):
         Journal.load(tmp_path)
-
-
-def test_spill_round_trip_reads_frame_ranges(tmp_path):
-    frames = np.arange(5 * 3 * 2 * 3, dtype=np.uint16).reshape(5, 3, 2, 3) * 1000
-    path = tmp_path / "c.npy"
-    write_spill(path, frames)
-    reader = SpillReader(path)
-    assert reader.shape == frames.shape and reader.dtype == np.uint16
-    np.testing.assert_array_equal(reader.read(1, 4), frames[1:4])
-    reader.close()
-    assert not list(tmp_path.glob(".*tmp")), "no temporary file is left behind"
 
 
 def test_stale_workdirs_of_names_with_glob_characters(tmp_path):
@@ -170,7 +158,7 @@ def test_half_written_chunks_of_dead_processes_are_removed_on_resume(tmp_path, t
     elsewhere = journal.root / f".chunk-000005.npy.another-machine-{dead_pid}.tmp"
     for path in (orphan, alive, elsewhere):
         path.write_bytes(b"half a chunk")
-    write_spill(journal.spill_path(1), np.zeros((2, 2, 2, 3), np.uint8))
+    write_spill(journal.spill_path(1), ChunkFrames.whole(np.zeros((2, 2, 2, 3), np.uint8)))
     assert set(journal.root.glob(".*.tmp")) == {orphan, alive, elsewhere}  # write_spill left none of its own
 
     Journal.open(tmp_path / "w", key="k", tasks=tasks)  # the resume

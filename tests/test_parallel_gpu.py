@@ -16,9 +16,9 @@ from pathlib import Path
 import psutil
 import pytest
 
-from seedvr_cli.parallel import RunOptions, WorkerPool, parse_devices, plan_chunks, run_job
+from seedvr_cli.parallel import RunOptions, WorkerPool, parse_devices, run_job
 from seedvr_cli.parallel.devices import DeviceSpec
-from seedvr_cli.parallel.fakes import HashSink, SyntheticSource, TorchConvFactory, fake_windows
+from seedvr_cli.parallel.fakes import HashSink, SyntheticSource, TorchConvFactory, fake_chunks
 
 pytestmark = pytest.mark.gpu
 
@@ -51,7 +51,7 @@ def test_each_worker_sees_only_its_own_gpu(tmp_path):
     if count < 1:
         pytest.skip("needs a GPU")
     source = SyntheticSource(1)
-    tasks = plan_chunks([(0, 1)])
+    tasks = fake_chunks(1, size=1, overlap=0)
     with WorkerPool(parse_devices("all"), DeviceProbeFactory(str(tmp_path))) as pool:
         with pytest.raises(Exception, match="every device failed"):
             run_job(pool, source=source, tasks=tasks, workdir=tmp_path / "w", key="k", sink=HashSink(),
@@ -117,7 +117,7 @@ def test_two_gpus_match_one_gpu_and_are_faster(tmp_path):
         pytest.skip("needs two GPUs")
     frames = int(os.environ.get("SEEDVR_GPU_TEST_FRAMES", "240"))
     source = SyntheticSource(frames, height=540, width=960)  # 1920x1080 out
-    tasks = plan_chunks(fake_windows(frames, size=13, overlap=3), windows_per_chunk=2)
+    tasks = fake_chunks(frames, size=13, overlap=3, windows_per_chunk=2)
     one = _timed_run("0", source, tasks, tmp_path / "one")
     two = _timed_run("0,1", source, tasks, tmp_path / "two")
     speedup = one["wall_s"] / two["wall_s"]

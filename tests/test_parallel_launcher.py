@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from seedvr_cli.parallel import RunOptions, WorkerPool, parse_devices, plan_chunks, run_job
+from seedvr_cli.parallel import RunOptions, WorkerPool, parse_devices, run_job
 from seedvr_cli.parallel.devices import DeviceSpec
-from seedvr_cli.parallel.fakes import HashSink, SyntheticSource
+from seedvr_cli.parallel.fakes import HashSink, SyntheticSource, fake_chunks
 from seedvr_cli.parallel.launcher import start_worker_server, uses_fork_server, worker_context
 from seedvr_cli.run.preload import WORKER_MODULES
 
@@ -48,8 +48,8 @@ def test_workers_see_the_parents_environment_as_it_is_when_they_start(tmp_path, 
     monkeypatch.setenv("OMP_NUM_THREADS", "2")  # the user's choice beats the per-worker share (1 here)
     with WorkerPool(parse_devices("cpu,cpu"), EnvironmentProbeFactory(str(tmp_path))) as pool:
         with pytest.raises(Exception, match="every device failed"):
-            run_job(pool, source=SyntheticSource(1), tasks=plan_chunks([(0, 1)]), workdir=tmp_path / "w",
-                    key="k", sink=HashSink(), options=RunOptions(device_max_failures=1))
+            run_job(pool, source=SyntheticSource(1), tasks=fake_chunks(1, size=1, overlap=0),
+                    workdir=tmp_path / "w", key="k", sink=HashSink(), options=RunOptions(device_max_failures=1))
     for label in ("cpu0", "cpu1"):
         report = json.loads((tmp_path / label).read_text())
         assert report["mark"] == "set after the server started"

@@ -16,8 +16,8 @@ import numpy as np
 import psutil
 import pytest
 
-from seedvr_cli.parallel import RunOptions, WorkerPool, parse_devices, plan_chunks, run_job
-from seedvr_cli.parallel.fakes import FakeProcessorFactory, HashSink, SyntheticSource, fake_windows, run_serially
+from seedvr_cli.parallel import RunOptions, WorkerPool, parse_devices, run_job
+from seedvr_cli.parallel.fakes import FakeProcessorFactory, HashSink, SyntheticSource, fake_chunks, run_serially
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -27,13 +27,13 @@ DRIVER = textwrap.dedent(
     """
     import json, sys
     from pathlib import Path
-    from seedvr_cli.parallel import RunOptions, WorkerPool, parse_devices, plan_chunks, run_job
-    from seedvr_cli.parallel.fakes import FakeProcessorFactory, RawFileSink, SyntheticSource, fake_windows
+    from seedvr_cli.parallel import RunOptions, WorkerPool, parse_devices, run_job
+    from seedvr_cli.parallel.fakes import FakeProcessorFactory, RawFileSink, SyntheticSource, fake_chunks
 
     if __name__ == "__main__":
         out, workdir, delay = Path(sys.argv[1]), Path(sys.argv[2]), float(sys.argv[3])
         source = SyntheticSource(90, height=6, width=5)
-        tasks = plan_chunks(fake_windows(90, size=9, overlap=3), windows_per_chunk=2)
+        tasks = fake_chunks(90, size=9, overlap=3, windows_per_chunk=2)
         with WorkerPool(parse_devices("cpu,cpu"), FakeProcessorFactory(delay_s=delay)) as pool:
             result = run_job(pool, source=source, tasks=tasks, workdir=workdir, key="job", sink=RawFileSink(out))
         print(json.dumps({"resumed": result.chunks_resumed, "processed": result.chunks_processed,
@@ -77,7 +77,7 @@ def test_resume_after_sigkill_gives_the_uninterrupted_output(tmp_path):
     assert finished.returncode == 0, finished.stderr
     report = json.loads(finished.stdout.strip().splitlines()[-1])
     source = SyntheticSource(90, height=6, width=5)
-    tasks = plan_chunks(fake_windows(90, size=9, overlap=3), windows_per_chunk=2)
+    tasks = fake_chunks(90, size=9, overlap=3, windows_per_chunk=2)
     assert report["resumed"] >= journaled >= 4 and report["processed"] + report["resumed"] == len(tasks)
     assert report["processed"] > 0 and not workdir.exists(), "resumed, then the work directory was removed"
 
@@ -92,7 +92,7 @@ def _rss_mib() -> float:
 def test_main_process_memory_does_not_grow_with_the_clip(tmp_path):
     frames = 4000
     source = SyntheticSource(frames, height=48, width=48)  # 96x96 out: 108 MiB of output in all
-    tasks = plan_chunks(fake_windows(frames, size=21, overlap=4), windows_per_chunk=4)
+    tasks = fake_chunks(frames, size=21, overlap=4, windows_per_chunk=4)
     samples: list[tuple[int, float]] = []
     sink = HashSink()
     stop = threading.Event()
@@ -128,7 +128,7 @@ def test_main_process_memory_does_not_grow_with_the_clip(tmp_path):
 @pytest.mark.parametrize("resume", [True, False])
 def test_uninterrupted_runs_with_and_without_resume_agree(tmp_path, resume):
     source = SyntheticSource(40, height=4, width=4)
-    tasks = plan_chunks(fake_windows(40), windows_per_chunk=1)
+    tasks = fake_chunks(40, windows_per_chunk=1)
     sink = HashSink()
     with WorkerPool(parse_devices("cpu"), FakeProcessorFactory()) as pool:
         run_job(pool, source=source, tasks=tasks, workdir=tmp_path / "w", key="k", sink=sink,

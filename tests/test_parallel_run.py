@@ -16,7 +16,6 @@ from seedvr_cli.parallel import (
     WorkerPool,
     assemble,
     parse_devices,
-    plan_chunks,
     run_job,
     shard_indices,
 )
@@ -25,7 +24,7 @@ from seedvr_cli.parallel.fakes import (
     Fault,
     FakeProcessorFactory,
     SyntheticSource,
-    fake_windows,
+    fake_chunks,
     run_serially,
 )
 from seedvr_cli.parallel.journal import Journal
@@ -36,7 +35,7 @@ pytestmark = pytest.mark.timeout(120)
 
 def clip(frames: int, **kw):
     source = SyntheticSource(frames, height=6, width=5, **kw)
-    return source, plan_chunks(fake_windows(frames, size=9, overlap=3), windows_per_chunk=2)
+    return source, fake_chunks(frames, size=9, overlap=3, windows_per_chunk=2)
 
 
 def run(pool, source, tasks, workdir, *, key="job", options=RunOptions(durable=False), events=None):

@@ -9,6 +9,7 @@ import torch
 from conftest import shared_path
 
 from seedvr_cli.pipeline.blend import assemble
+from seedvr_cli.pipeline.quantize import quantize
 from seedvr_cli.pipeline.window import WindowNoise, WindowSettings, upscale_window
 from seedvr_cli.pipeline.plan import plan_frame_size
 from seedvr_cli.pipeline.temporal import plan_windows
@@ -121,7 +122,7 @@ def test_rgba_video_with_padded_and_overlapped_windows(random_tiny_vae):
     """numz crashes here (bug h.5): alpha must be trimmed to the same frames as RGB."""
     clip = _rgba_clip(11, 12, 16)
     size = plan_frame_size(12, 16, resolution=16)
-    settings = WindowSettings(frame_size=size, dtype=torch.float32, color="wavelet")
+    settings = WindowSettings(frame_size=size, dtype=torch.float32, color="wavelet", output_dtype=None)
     plan = plan_windows(11, batch_size=5, overlap=2, prepend=1)
     assert any(w.padded_length != w.length for w in plan.windows)
     outputs = {
@@ -130,8 +131,8 @@ def test_rgba_video_with_padded_and_overlapped_windows(random_tiny_vae):
         for w in plan.windows
     }
     for w in plan.windows:
-        assert outputs[w.index].shape == (w.length, *size.true, 4) and outputs[w.index].dtype == torch.uint8
-    video = assemble(plan, outputs)
+        assert outputs[w.index].shape == (w.length, *size.true, 4) and outputs[w.index].dtype == torch.float32
+    video = quantize(assemble(plan, outputs), torch.uint8)
     assert video.shape == (11, *size.true, 4)
     alpha = video[..., 3].float() / 255
     height, width = size.true

@@ -2,11 +2,12 @@
 
 The boundary with the rest of the tool (see each module for details):
 
-- ``tasks.plan_chunks(windows, windows_per_chunk=, blend=)`` -> ``list[ChunkTask]``: the plan,
+- ``tasks.plan_chunks(windows, windows_per_chunk=, shares=)`` -> ``list[ChunkTask]``: the plan,
   fixed by the video and the settings, never by the device count.
 - ``worker.FrameSource`` (picklable, ``open() -> reader.read(start, stop)``),
   ``worker.ProcessorFactory`` (picklable, ``factory(device) -> processor``, run once per worker) and
-  ``worker.ChunkProcessor`` (``process(task, frames, context) -> uint8/uint16 [n, H, W, C]``).
+  ``worker.ChunkProcessor`` (``process(task, frames, context) -> spill.ChunkFrames``: final
+  uint8/uint16 frames, float32 partial sums where the neighbouring chunks overlap).
 - ``assembler.FrameSink``: ``write(frames)``, ``close()``, ``abort()``.
 - ``devices.parse_devices(spec)``, ``pool.WorkerPool(devices, factory)``,
   ``engine.run_job(pool, source=, tasks=, workdir=, key=, sink=, ...)``, ``engine.assemble(workdir, sink)``,
@@ -16,7 +17,7 @@ How ``seedvr upscale`` drives it (one pool for all the inputs of a command)::
 
     with WorkerPool(parse_devices(spec), MyFactory(model_settings)) as pool:
         for video in inputs:
-            tasks = plan_chunks(windows, windows_per_chunk=n, blend=pipeline_overlap_weights)
+            tasks = plan_chunks(windows, windows_per_chunk=n, shares=temporal_plan.chunk_shares)
             key = job_key(fingerprint_input(video), pixel_settings, tasks)
             result = run_job(pool, source=MySource(video), tasks=tasks, key=key,
                              workdir=workdir_for(output, key), sink=open_writer(...),

@@ -1,8 +1,9 @@
 """Streaming assembly: blend finished chunks in frame order and feed the sink as soon as frames are final.
 
 A frame is final once every chunk covering it is finished; chunks arrive in any order. Where
-chunks overlap, the output is the weighted sum of all of them in float32 (in chunk order), rounded
-to the nearest integer (the weights of a frame sum to 1). Elsewhere a chunk's frames pass through untouched. Only the
+chunks overlap, each holds its pre-weighted float32 partial sum of the frame: the output is their
+sum (in chunk order, so it never depends on timing) quantised once, with the same function the
+workers quantise their own frames with. Elsewhere a chunk's frames pass through untouched. Only the
 frames of one write batch are ever in memory, whatever the length of the clip.
 """
 
@@ -14,9 +15,13 @@ from collections.abc import Callable, Sequence
 from typing import Protocol
 
 import numpy as np
+import torch
 
 from seedvr_cli.parallel.spill import SpillReader
 from seedvr_cli.parallel.tasks import ChunkTask, validate_tasks
+from seedvr_cli.pipeline.quantize import quantize
+
+_TORCH_DTYPES = {np.dtype(np.uint8): torch.uint8, np.dtype(np.uint16): torch.uint16}
 
 
 class FrameSink(Protocol):
@@ -34,24 +39,9 @@ class FrameSink(Protocol):
     def abort(self) -> None: ...
 
 
-def blend(parts: Sequence[tuple[np.ndarray, np.ndarray]]) -> np.ndarray:
-    """Weighted sum of aligned frame blocks ``(frames [n,H,W,C], weights [n])`` in float32, rounded.
-
-    Parts are summed in the order given (chunk order), so the result never depends on timing.
-    """
-    first, _ = parts[0]
-    if len(parts) == 1 and bool(np.all(parts[0][1] == 1.0)):
-        return first
-    # One accumulator and one scratch buffer: a 64 MiB uint8 batch costs 2 x 256 MiB of float32,
-    # not a fresh pair of temporaries per part.
-    acc = np.zeros(first.shape, dtype=np.float32)
-    term = np.empty_like(acc)
-    for frames, weights in parts:
-        np.multiply(frames, weights.astype(np.float32)[:, None, None, None], out=term, dtype=np.float32)
-        acc += term
-    np.rint(acc, out=acc)
-    np.clip(acc, 0, np.iinfo(first.dtype).max, out=acc)
-    return acc.astype(first.dtype)
+def quantize_partials(total: np.ndarray, dtype: np.dtype) -> np.ndarray:
+    """Summed float32 partials ``[n, H, W, C]`` -> final uint8/uint16 frames."""
+    return quantize(torch.from_numpy(total), _TORCH_DTYPES[np.dtype(dtype)]).numpy()
 
 
 class Assembler:
@@ -106,6 +96,9 @@ class Assembler:
             task = self.tasks[index]
             if reader.frames != task.out_frames:
                 raise ValueError(f"chunk {index} holds {reader.frames} frames, expected {task.out_frames}")
+            if (reader.head, reader.tail) != (task.shared_head, task.shared_tail):
+                raise ValueError(f"chunk {index} holds {reader.head} head and {reader.tail} tail partials, "
+                                 f"expected {task.shared_head} and {task.shared_tail}")
             frame_format = (tuple(reader.shape[1:]), reader.dtype)
             if self._frame_format is None:
                 self._frame_format = frame_format
@@ -114,10 +107,15 @@ class Assembler:
             self._readers[index] = reader
         return reader
 
-    def _part(self, index: int, start: int, stop: int) -> tuple[np.ndarray, np.ndarray]:
-        task = self.tasks[index]
-        lo, hi = start - task.out_start, stop - task.out_start
-        return self._reader(index).read(lo, hi), np.asarray(task.weights[lo:hi], dtype=np.float32)
+    def _frames(self, contributors: list[int], start: int, stop: int) -> np.ndarray:
+        """Final frames ``[start, stop)``, all covered by exactly ``contributors``."""
+        offsets = [self.tasks[k].out_start for k in contributors]
+        if len(contributors) == 1:
+            return self._reader(contributors[0]).read_body(start - offsets[0], stop - offsets[0])
+        total = self._reader(contributors[0]).read_partials(start - offsets[0], stop - offsets[0])
+        for k, offset in zip(contributors[1:], offsets[1:]):
+            total += self._reader(k).read_partials(start - offset, stop - offset)
+        return quantize_partials(total, self._reader(contributors[0]).dtype)
 
     def pump(self) -> int:
         """Write every frame that is final now; returns how many were written."""
@@ -132,10 +130,11 @@ class Assembler:
             after = contributors[-1] + 1
             segment_end = min(self.tasks[self._low].out_stop,
                               self.tasks[after].out_start if after < len(self.tasks) else self.total)
-            frame_bytes = self._reader(self._low).frame_bytes
+            first = self._reader(self._low)
+            frame_bytes = first.frame_bytes if len(contributors) == 1 else first.partial_frame_bytes
             batch = max(1, self.batch_bytes // frame_bytes)
             stop = min(limit, segment_end, cursor + batch)
-            frames = blend([self._part(k, cursor, stop) for k in contributors])
+            frames = self._frames(contributors, cursor, stop)
             self.sink.write(frames)
             self.frames_written = stop
             written += stop - cursor

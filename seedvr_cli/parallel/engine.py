@@ -35,7 +35,7 @@ from seedvr_cli.parallel.progress import (
     WorkerFailure,
     last_line,
 )
-from seedvr_cli.parallel.spill import SpillReader
+from seedvr_cli.parallel.spill import SpillReader, spill_bytes
 from seedvr_cli.parallel.tasks import ChunkTask, owned_frames, total_frames, validate_tasks
 from seedvr_cli.parallel.worker import FrameSource
 
@@ -228,14 +228,15 @@ class _Scheduler:
 
     def _check_space(self, event: WorkerEvent) -> None:
         """Warn early when the work directory's disk cannot hold what this run will spill."""
-        frame_bytes = int(np.prod(event.shape[1:])) * np.dtype(event.dtype).itemsize
+        def size(task: ChunkTask) -> int:
+            return spill_bytes(task, event.shape[1:], np.dtype(event.dtype))
+
         if self.options.resume:  # every chunk stays until the output is complete
             running = {c for slot in self.pool.live_slots for job, c in slot.assigned if job == self.job_id}
-            frames = sum(self.tasks[k].out_frames for k in set(self.pending) | running)
+            need = sum(size(self.tasks[k]) for k in set(self.pending) | running)
         else:
-            in_flight = self._in_flight()
-            frames = in_flight * max(t.out_frames for t in self.tasks)
-        need, free = frames * frame_bytes, shutil.disk_usage(self.journal.root).free
+            need = self._in_flight() * max(size(t) for t in self.tasks)
+        free = shutil.disk_usage(self.journal.root).free
         if need > free:
             hint = "free some space or use --no-resume (keeps only chunks in flight)" if self.options.resume else "free some space"
             self.progress.emit("warning", message=f"{self.journal.root} needs about {need / 2**30:.1f} GiB for "

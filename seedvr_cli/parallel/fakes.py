@@ -3,7 +3,9 @@
 Used by the tests (and usable by the CLI's tests) to drive real spawned workers on the CPU:
 a synthetic clip generated on the fly, a processor that upscales by pixel repetition and adds
 noise seeded by chunk position (so overlaps really need blending), optional slowness, injected
-faults, and sinks that hash, keep or write what they receive.
+faults, and sinks that hash, keep or write what they receive. Like the real processor, the fake
+ones return the frames they share with a neighbouring chunk as partial sums weighted by the
+chunk's shares (``spill.ChunkFrames``).
 """
 
 from __future__ import annotations
@@ -20,8 +22,11 @@ from typing import Literal
 
 import numpy as np
 
+from seedvr_cli.parallel.assembler import quantize_partials
 from seedvr_cli.parallel.devices import DeviceSpec
-from seedvr_cli.parallel.tasks import ChunkTask
+from seedvr_cli.parallel.spill import ChunkFrames, as_frames
+from seedvr_cli.parallel.tasks import ChunkTask, plan_chunks
+from seedvr_cli.pipeline.blend import blend_weights, fold_shares, summed_shares
 
 
 class SyntheticReader:
@@ -75,6 +80,20 @@ class Fault:
     times: int = 1
 
 
+def weighted_chunk(task: ChunkTask, frames: np.ndarray) -> ChunkFrames:
+    """A chunk's own integer frames -> what a processor returns: shared frames as [0, 1] floats
+    weighted by the chunk's shares, the others as they are."""
+    head, tail = task.shared_head, task.shared_tail
+    scale = np.float32(np.iinfo(frames.dtype).max)
+    weights = np.asarray(task.weights, dtype=np.float32)[:, None, None, None]
+
+    def partial(lo: int, hi: int) -> np.ndarray:
+        return frames[lo:hi].astype(np.float32) / scale * weights[lo:hi]
+
+    count = frames.shape[0]
+    return ChunkFrames(partial(0, head), np.ascontiguousarray(frames[head:count - tail]), partial(count - tail, count))
+
+
 class FakeProcessor:
     def __init__(self, factory: FakeProcessorFactory, device: DeviceSpec) -> None:
         self.factory, self.device = factory, device
@@ -96,7 +115,7 @@ class FakeProcessor:
                 os._exit(3)
             os.kill(os.getpid(), signal.SIGKILL)
 
-    def process(self, task: ChunkTask, frames: np.ndarray, context: object) -> np.ndarray:
+    def process(self, task: ChunkTask, frames: np.ndarray, context: object) -> ChunkFrames:
         self._maybe_fail(task)
         delay = dict(self.factory.device_delays).get(self.device.label, self.factory.delay_s)
         if delay:
@@ -109,7 +128,7 @@ class FakeProcessor:
         rng = np.random.default_rng([self.factory.seed, task.index])
         out += rng.integers(-9, 10, size=(out.shape[0], 1, 1, out.shape[3]))
         top = np.iinfo(frames.dtype).max
-        return np.clip(out, 0, top).astype(frames.dtype)
+        return weighted_chunk(task, np.clip(out, 0, top).astype(frames.dtype))
 
 
 @dataclass(frozen=True)
@@ -217,21 +236,38 @@ def fake_windows(frames: int, size: int = 9, overlap: int = 3) -> list[tuple[int
     return windows
 
 
+def fake_chunks(
+    frames: int, size: int = 9, overlap: int = 3, windows_per_chunk: int = 1, context: int = 0
+) -> list[ChunkTask]:
+    """Chunks of ``fake_windows``, with the shares the pipeline's crossfade would give them."""
+    windows = fake_windows(frames, size, overlap)
+    shares = fold_shares(windows, lambda length: blend_weights(length).tolist())
+    return plan_chunks(windows, windows_per_chunk=windows_per_chunk, context=context,
+                       shares=lambda indices, start, stop: summed_shares(windows, shares, indices, start, stop))
+
+
 def run_serially(source, tasks, factory, device: DeviceSpec = DeviceSpec("cpu", 0)) -> np.ndarray:
-    """The whole clip in one process, every chunk in turn, blended by plain accumulation: the oracle."""
+    """The whole clip in one process, every chunk in turn, partial sums added up in chunk order: the oracle."""
     if not tasks:
         return np.zeros((0,), dtype=np.uint8)
     processor = factory(device)
     reader = source.open()
     total = tasks[-1].out_stop
-    acc = None
+    out = partials = None
+    shared = np.zeros(total, dtype=bool)
     for task in tasks:
-        out = processor.process(task, reader.read(task.read_start, task.read_stop), None)
-        if acc is None:
-            acc = np.zeros((total, *out.shape[1:]), dtype=np.float32)
-            dtype = out.dtype
-        acc[task.out_start:task.out_stop] += out.astype(np.float32) * np.asarray(task.weights, np.float32)[:, None, None, None]
-    return np.clip(np.rint(acc), 0, np.iinfo(dtype).max).astype(dtype)
+        chunk = as_frames(processor.process(task, reader.read(task.read_start, task.read_stop), None), task)
+        if out is None:
+            out = np.zeros((total, *chunk.shape[1:]), dtype=chunk.dtype)
+            partials = np.zeros(out.shape, dtype=np.float32)
+        body = task.out_start + chunk.head.shape[0]
+        tail = body + chunk.body.shape[0]
+        out[body:tail] = chunk.body
+        partials[task.out_start:body] += chunk.head
+        partials[tail:task.out_stop] += chunk.tail
+        shared[task.out_start:body] = shared[tail:task.out_stop] = True
+    out[shared] = quantize_partials(partials[shared], out.dtype)
+    return out
 
 
 class TorchConvProcessor:
@@ -253,7 +289,7 @@ class TorchConvProcessor:
             for i, o in zip(widths, widths[1:])
         ]
 
-    def process(self, task: ChunkTask, frames: np.ndarray, context: object) -> np.ndarray:
+    def process(self, task: ChunkTask, frames: np.ndarray, context: object) -> ChunkFrames:
         torch, F = self.torch, self.torch.nn.functional
         lo, hi = task.out_start - task.read_start, task.out_stop - task.read_start
         outputs = []
@@ -269,7 +305,7 @@ class TorchConvProcessor:
             outputs.append(((base + 0.1 * torch.tanh(x)).clamp(0, 1) * 255).round().to(torch.uint8))
         out = torch.cat(outputs).permute(0, 2, 3, 1)
         noise = torch.randint(-3, 4, (out.shape[0], 1, 1, 3), generator=torch.Generator().manual_seed(task.index))
-        return (out.cpu().to(torch.int16) + noise).clamp(0, 255).to(torch.uint8).numpy()
+        return weighted_chunk(task, (out.cpu().to(torch.int16) + noise).clamp(0, 255).to(torch.uint8).numpy())
 
 
 @dataclass(frozen=True)

@@ -3,7 +3,8 @@
 Layout of ``WORKDIR`` (created next to the output, removed when the output is complete)::
 
     manifest.json         key, input fingerprint, pixel-changing settings, the chunk plan, caller meta
-    chunk-000007.npy      finished chunk 7 (uint8/uint16 [n, H, W, C]), written atomically
+    chunk-000007.npy      finished chunk 7 (spill.ChunkFrames: shared frames as float32 partial
+                          sums around uint8/uint16 final ones), written atomically
     chunk-000007.json     its journal record, written atomically *after* the .npy: present = done
 
 One record file per chunk (instead of one appended log) lets render-farm shards on several
@@ -25,10 +26,10 @@ from typing import Any
 
 from seedvr_cli.errors import UsageError
 from seedvr_cli.parallel.spill import read_spill_header, remove_orphan_spills, spill_name
-from seedvr_cli.parallel.tasks import ChunkTask, plan_digest, total_frames
+from seedvr_cli.parallel.tasks import ChunkTask, plan_digest, shared_frames, total_frames
 
 MANIFEST = "manifest.json"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 _EDGE_BYTES = 1 << 20
 
 
@@ -113,9 +114,11 @@ def _chunk_spans(tasks: Sequence[ChunkTask]) -> list[list]:
 
 def tasks_from_spans(spans: Sequence[Sequence]) -> list[ChunkTask]:
     """The assembler's view of a plan read back from a manifest (no windows, no read ranges)."""
+    shared = shared_frames([(s[0], s[1]) for s in spans])
     return [
-        ChunkTask(index=k, read_start=s[0], read_stop=s[1], out_start=s[0], out_stop=s[1], weights=tuple(s[2]))
-        for k, s in enumerate(spans)
+        ChunkTask(index=k, read_start=s[0], read_stop=s[1], out_start=s[0], out_stop=s[1], weights=tuple(s[2]),
+                  shared_head=head, shared_tail=tail)
+        for k, (s, (head, tail)) in enumerate(zip(spans, shared))
     ]
 
 

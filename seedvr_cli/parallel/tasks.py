@@ -2,9 +2,10 @@
 
 The pipeline's plan cuts the clip into overlapping temporal windows; ``plan_chunks`` groups
 consecutive windows into chunks. Two neighbouring chunks share exactly the frames that their
-boundary windows share, and those frames are blended by the assembler with the pipeline's own
-window-overlap rule, so the chunk boundary adds no seam of its own. Nothing here depends on how
-many workers there are: that is what makes 1 GPU, N GPUs, a resumed run and a shard agree.
+boundary windows share. A chunk's share of a frame is the sum of its windows' shares in the
+pipeline's own fold, so the chunk boundary adds no seam and no blend rule of its own. Nothing here
+depends on how many workers there are: that is what makes 1 GPU, N GPUs, a resumed run and a shard
+agree.
 """
 
 from __future__ import annotations
@@ -14,8 +15,6 @@ import json
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
-
-import numpy as np
 
 from seedvr_cli.errors import UsageError
 
@@ -27,9 +26,12 @@ class ChunkTask:
     ``read_start:read_stop`` are the input frames the worker decodes (the output range plus any
     context); ``out_start:out_stop`` the output frames it returns, exactly ``out_stop - out_start``
     of them. ``weights[i]`` is this chunk's share of output frame ``out_start + i`` in the final
-    blend; the shares of all chunks covering a frame sum to 1. ``windows`` are the pipeline's
-    window objects in absolute frame positions (opaque here): the processor must derive noise and
-    every other per-window choice from them and ``index``, never from the worker or run order.
+    blend; the shares of all chunks covering a frame sum to 1. The first ``shared_head`` and the
+    last ``shared_tail`` frames are also covered by the previous / next chunk: the worker returns
+    those as weighted partial sums for the assembler to add up (``spill.ChunkFrames``). ``windows``
+    are the pipeline's window objects in absolute frame positions (opaque here): the processor must
+    derive noise and every other per-window choice from them and ``index``, never from the worker
+    or run order.
     """
 
     index: int
@@ -38,6 +40,8 @@ class ChunkTask:
     out_start: int
     out_stop: int
     weights: tuple[float, ...]
+    shared_head: int
+    shared_tail: int
     windows: tuple[Any, ...] = ()
 
     @property
@@ -55,30 +59,35 @@ def _bounds(window: Any) -> tuple[int, int]:
     return int(window.start), int(window.stop)
 
 
-def linear_crossfade(length: int) -> np.ndarray:
-    """Weights of the *earlier* side over an overlap of ``length`` frames: 1 -> 0 excluding the ends.
+def shared_frames(spans: Sequence[tuple[int, int]]) -> list[tuple[int, int]]:
+    """``(head, tail)`` of each chunk span: its first frames the previous chunk also covers, its
+    last ones the next chunk covers.
 
-    A stand-in for the pipeline's own overlap rule (``plan_chunks(blend=...)``) used by tests.
+    With overlaps above half a chunk the two meet; the tail is then cut to what the head leaves
+    (``head + tail <= frames``): every frame of such a chunk is shared either way.
     """
-    return ((length - np.arange(length, dtype=np.float64)) / (length + 1)).astype(np.float32)
+    shared = []
+    for k, (start, stop) in enumerate(spans):
+        head = spans[k - 1][1] - start if k > 0 else 0
+        tail = stop - spans[k + 1][0] if k + 1 < len(spans) else 0
+        shared.append((head, min(tail, stop - start - head)))
+    return shared
 
 
 def plan_chunks(
     windows: Sequence[Any],
     *,
-    windows_per_chunk: int = 4,
-    blend: Callable[[int], Sequence[float]] = linear_crossfade,
+    windows_per_chunk: int,
+    shares: Callable[[range, int, int], Sequence[float]],
     context: int = 0,
 ) -> list[ChunkTask]:
     """Group consecutive temporal windows into overlapping chunks.
 
     ``windows``: the plan's windows in frame order, each a ``(start, stop)`` pair or an object with
-    ``start``/``stop``; starts and stops must both increase and leave no gap. ``blend(L)`` gives
-    the weight of everything before a chunk for each of the ``L`` frames where the chunk overlaps
-    its predecessor (the chunk itself gets ``1 - w``); pass the pipeline's window-overlap rule.
-    Frames covered by more than two chunks (overlap above half a window) are folded in chunk
-    order, as the pipeline folds windows. ``context`` extra input frames are read on each side
-    (clipped to the clip). An empty clip gives no chunks.
+    ``start``/``stop``; starts and stops must both increase and leave no gap.
+    ``shares(window_indices, start, stop)`` gives the share of frames ``[start, stop)`` that those
+    windows hold together in the pipeline's blend (``TemporalPlan.chunk_shares``). ``context``
+    extra input frames are read on each side (clipped to the clip). An empty clip gives no chunks.
     """
     if windows_per_chunk < 1:
         raise UsageError(f"chunk size must be at least one window, got {windows_per_chunk}")
@@ -92,44 +101,25 @@ def plan_chunks(
             raise ValueError(f"windows {start}:{stop} and {next_start}:{next_stop} do not advance contiguously")
     total = bounds[-1][1]
 
-    groups = [list(range(i, min(i + windows_per_chunk, len(bounds)))) for i in range(0, len(bounds), windows_per_chunk)]
+    groups = [range(i, min(i + windows_per_chunk, len(bounds))) for i in range(0, len(bounds), windows_per_chunk)]
     spans = [(bounds[g[0]][0], bounds[g[-1]][1]) for g in groups]
-    weights = _fold_weights(spans, blend)
-    return [
-        ChunkTask(
+    tasks = []
+    for k, (group, (out_start, out_stop), (head, tail)) in enumerate(zip(groups, spans, shared_frames(spans))):
+        weights = tuple(float(w) for w in shares(group, out_start, out_stop))
+        if len(weights) != out_stop - out_start:
+            raise ValueError(f"shares of chunk {k}: {len(weights)} values for {out_stop - out_start} frames")
+        tasks.append(ChunkTask(
             index=k,
             read_start=max(0, out_start - context),
             read_stop=min(total, out_stop + context),
             out_start=out_start,
             out_stop=out_stop,
-            weights=tuple(float(w) for w in weights[k]),
+            weights=weights,
+            shared_head=head,
+            shared_tail=tail,
             windows=tuple(windows[i] for i in group),
-        )
-        for k, (group, (out_start, out_stop)) in enumerate(zip(groups, spans))
-    ]
-
-
-def _fold_weights(spans: Sequence[tuple[int, int]], blend: Callable[[int], Sequence[float]]) -> list[np.ndarray]:
-    """Each chunk's share of each of its frames.
-
-    Chunk ``j`` enters over ``L_j = stop_{j-1} - start_j`` frames: at its local frame ``i < L_j``
-    everything accumulated so far is scaled by ``e = blend(L_j)[i]`` and the chunk adds ``1 - e``.
-    """
-    weights = [np.ones(stop - start, dtype=np.float64) for start, stop in spans]
-    for j in range(1, len(spans)):
-        start, _ = spans[j]
-        entering = spans[j - 1][1] - start
-        earlier = np.clip(np.asarray(blend(entering), dtype=np.float64), 0.0, 1.0)
-        if earlier.shape != (entering,):
-            raise ValueError(f"blend({entering}) gave {earlier.shape[0] if earlier.ndim else 0} weights")
-        for i in range(entering):
-            frame = start + i
-            for k in range(j - 1, -1, -1):  # every earlier chunk still covering this frame
-                if spans[k][1] <= frame:
-                    break
-                weights[k][frame - spans[k][0]] *= earlier[i]
-            weights[j][i] = 1.0 - earlier[i]
-    return [w.astype(np.float32) for w in weights]
+        ))
+    return tasks
 
 
 def total_frames(tasks: Sequence[ChunkTask]) -> int:
@@ -143,7 +133,8 @@ def owned_frames(tasks: Sequence[ChunkTask], k: int) -> int:
 
 
 def validate_tasks(tasks: Sequence[ChunkTask]) -> None:
-    """The assembler's assumptions: indices 0..n-1 in order; starts and stops increase with no gap."""
+    """The assembler's assumptions: indices 0..n-1 in order; starts and stops increase with no gap;
+    the shared frames are those the neighbours cover."""
     for k, task in enumerate(tasks):
         if task.index != k:
             raise ValueError(f"chunk {task.index} is at position {k}; chunks must be numbered in order")
@@ -154,6 +145,10 @@ def validate_tasks(tasks: Sequence[ChunkTask]) -> None:
     for a, b in zip(tasks, tasks[1:]):
         if not (a.out_start < b.out_start <= a.out_stop < b.out_stop):
             raise ValueError(f"chunks {a.index} and {b.index} do not advance contiguously")
+    for task, (head, tail) in zip(tasks, shared_frames([(t.out_start, t.out_stop) for t in tasks])):
+        if (task.shared_head, task.shared_tail) != (head, tail):
+            raise ValueError(f"chunk {task.index}: {task.shared_head} head and {task.shared_tail} tail frames "
+                             f"marked shared, but its neighbours cover {head} and {tail}")
 
 
 def plan_digest(tasks: Sequence[ChunkTask]) -> str:

@@ -53,9 +53,11 @@ class ChunkProcessor(Protocol):
 
     ``process`` receives the task, the frames ``[task.read_start, task.read_stop)`` as the reader
     returned them, and the job's ``context`` (caller-defined per input, e.g. output size); it returns
-    exactly ``task.out_frames`` frames as uint8/uint16 ``[n, H, W, C]`` (numpy or torch). It must be
-    a pure function of its arguments: no state carried between chunks, noise seeded from the
-    task's window positions. An optional ``close()`` is called when the worker stops.
+    ``spill.ChunkFrames`` of exactly ``task.out_frames`` frames: ``task.shared_head`` and
+    ``task.shared_tail`` of them as float32 partial sums weighted by the chunk's shares, the rest as
+    final uint8/uint16 ``[n, H, W, C]`` (numpy or torch; a plain integer array when the chunk shares
+    no frame). It must be a pure function of its arguments: no state carried between chunks, noise
+    seeded from the task's window positions. An optional ``close()`` is called when the worker stops.
     """
 
     def process(self, task: ChunkTask, frames: Any, context: Any) -> Any: ...
@@ -189,10 +191,7 @@ class _Stages:
                     # Lets the parent blame the right chunk if this process dies while processing.
                     self.send(("started", item.job_id, item.task.index))
                     try:
-                        item.out = as_frames(self.processor.process(item.task, item.frames, item.context))
-                        if item.out.shape[0] != item.task.out_frames:
-                            raise ValueError(
-                                f"processor returned {item.out.shape[0]} frames, expected {item.task.out_frames}")
+                        item.out = as_frames(self.processor.process(item.task, item.frames, item.context), item.task)
                     except Exception:
                         item.out, item.error = None, traceback.format_exc()
                 item.frames = None

@@ -31,7 +31,7 @@ from seedvr_cli.parity.tolerances import (
     VAE_DECODE_MAX_ABS,
 )
 from seedvr_cli.parity.vae import load_fixture_vae
-from seedvr_cli.pipeline.blend import blend_frame, blend_weights
+from seedvr_cli.pipeline.blend import blend_weights, weighted_sum
 from seedvr_cli.pipeline.color import color_correct
 from seedvr_cli.pipeline.condition import add_input_noise, augmentation_noise, build_condition, noise_latent
 from seedvr_cli.pipeline.plan import FrameSize, plan_frame_size
@@ -446,7 +446,7 @@ def run_scenario(name: str, scenario: dict, t: dict, vae, text: torch.Tensor, *,
         results.append(_exact(case, "dit_calls", _flatten_calls(calls), _flatten_calls(scenario["dit_calls"])))
 
     # Blend into the timeline with our assembly (reference weights): frame j from its contributions.
-    timeline = torch.stack([blend_frame(plan.timeline_contributions(j), decoded_windows) for j in range(plan.timeline_length)])
+    timeline = weighted_sum(plan, decoded_windows, 0, plan.timeline_length)
 
     # Phase 4: colour-correct each written slice against its window's clean input, then drop prepends.
     finished = torch.empty_like(timeline)

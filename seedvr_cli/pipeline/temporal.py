@@ -11,16 +11,19 @@ depends on the number of devices.
 Output frame ``i`` is timeline frame ``prepend + i``; ``plan.contributions(i)`` lists
 ``(window, local frame, weight)`` so that assembly is a weighted sum (``blend.assemble``).
 Overlapping windows are folded in window order exactly like numz writes them: the later window's
-first ``overlap`` frames are blended into what is already there.
+first ``overlap`` frames are blended into what is already there (``blend.fold_shares``).
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
 
+import numpy as np
+
 from seedvr_cli.errors import UsageError
-from seedvr_cli.pipeline.blend import BLEND_MODES, blend_weights
+from seedvr_cli.pipeline.blend import BLEND_MODES, blend_weights, fold_shares, summed_shares
 
 
 def append_padding(length: int, count: int) -> list[int]:
@@ -103,7 +106,8 @@ class TemporalPlan:
     prepend: int
     blend: str
     windows: tuple[Window, ...]
-    _weights: tuple[float, ...] = field(repr=False)
+    # Each window's share of each of its real frames; derived from the fields above.
+    _shares: tuple[np.ndarray, ...] = field(repr=False, compare=False)
 
     @property
     def timeline_length(self) -> int:
@@ -135,20 +139,22 @@ class TemporalPlan:
         last = min(len(self.windows) - 1, timeline_index // self.step)
         return range(first, last + 1)
 
+    def window_shares(self, index: int) -> np.ndarray:
+        """Window ``index``'s share of each of its real frames (float64, read-only)."""
+        return self._shares[index]
+
+    def chunk_shares(self, window_indices: Sequence[int], start: int, stop: int) -> np.ndarray:
+        """Share of timeline frames ``[start, stop)`` held by these windows together (the sum of theirs)."""
+        spans = [(w.start, w.stop) for w in self.windows]
+        return summed_shares(spans, self._shares, window_indices, start, stop)
+
     def timeline_contributions(self, timeline_index: int) -> list[Contribution]:
-        """Shares of the covering windows, folded in window order as numz writes them."""
-        covering = self.windows_covering(timeline_index)
-        shares: list[tuple[int, float]] = []
-        for k in covering:
+        """Shares of the covering windows, folded in window order as numz writes them (zeros kept)."""
+        contributions = []
+        for k in self.windows_covering(timeline_index):
             local = timeline_index - self.windows[k].start
-            if not shares:
-                shares.append((k, 1.0))
-                continue
-            earlier = self._weights[local]
-            shares = [(w, share * earlier) for w, share in shares]
-            shares.append((k, 1.0 - earlier))
-        # Zero shares (numz's hard cuts) are kept: the window does cover the frame.
-        return [Contribution(window=k, local=timeline_index - self.windows[k].start, weight=share) for k, share in shares]
+            contributions.append(Contribution(window=k, local=local, weight=float(self._shares[k][local])))
+        return contributions
 
     def contributions(self, output_index: int) -> list[Contribution]:
         """How output frame ``output_index`` (prepended frames excluded) is made from window outputs."""
@@ -210,5 +216,5 @@ def plan_windows(
         write_start = start + (overlap if windows else 0)
         windows.append(Window(len(windows), start, stop, tuple(start + i for i in local), write_start))
 
-    weights = tuple(float(w) for w in blend_weights(overlap, blend))
-    return TemporalPlan(num_frames, batch_size, overlap, prepend, blend, tuple(windows), weights)
+    shares = fold_shares([(w.start, w.stop) for w in windows], lambda length: blend_weights(length, blend).tolist())
+    return TemporalPlan(num_frames, batch_size, overlap, prepend, blend, tuple(windows), tuple(shares))

@@ -12,7 +12,6 @@ from seedvr_cli.config import JobSpec
 from seedvr_cli.errors import UserError
 from seedvr_cli.media.discovery import Job
 from seedvr_cli.parallel.tasks import ChunkTask, plan_chunks
-from seedvr_cli.pipeline.blend import blend_weights
 from seedvr_cli.pipeline.plan import FrameSize, plan_frame_size
 from seedvr_cli.pipeline.temporal import TemporalPlan, plan_windows
 from seedvr_cli.run.outputs import is_video_output, output_keeps_alpha
@@ -63,8 +62,7 @@ def plan_input(job: Job, spec: JobSpec, reader) -> tuple[InputPlan, FrameSize, T
                            even=is_video_output(job.output, spec.output_settings))
     temporal = plan_windows(frames, batch_size=process.batch_size, overlap=process.temporal_overlap,
                             prepend=process.prepend_frames)
-    tasks = plan_chunks(temporal.windows, windows_per_chunk=spec.run.windows_per_chunk,
-                        blend=lambda length: blend_weights(length, temporal.blend).tolist())
+    tasks = plan_chunks(temporal.windows, windows_per_chunk=spec.run.windows_per_chunk, shares=temporal.chunk_shares)
     tasks = [_with_input_range(task, temporal) for task in tasks]
     deep = bool(reader.deep)
     plan = InputPlan(

@@ -18,11 +18,12 @@ from seedvr_cli.config import MemorySettings
 from seedvr_cli.memory.blockswap import BlockSwap, apply_blockswap
 from seedvr_cli.memory.tiling import TiledVAE
 from seedvr_cli.parallel.devices import DeviceSpec
+from seedvr_cli.parallel.spill import ChunkFrames
 from seedvr_cli.parallel.tasks import ChunkTask
-from seedvr_cli.pipeline.blend import assemble_timeline
 from seedvr_cli.pipeline.precision import resolve_compute_dtype
 from seedvr_cli.pipeline.temporal import TemporalPlan
 from seedvr_cli.pipeline.window import PhaseTimes, WindowSettings, upscale_window
+from seedvr_cli.run.chunk_blend import ChunkBlend
 from seedvr_cli.run.models import ModelFiles
 from seedvr_cli.weights.detect import inspect_checkpoint
 from seedvr_cli.weights.loader import load_dit, load_vae
@@ -83,7 +84,7 @@ class SeedVRProcessorFactory:
 
 @dataclass
 class SeedVRProcessor:
-    """Upscales the windows of a chunk and blends them into the chunk's output frames."""
+    """Upscales the windows of a chunk and blends them on the device into the chunk's output frames."""
 
     dit: torch.nn.Module
     vae: torch.nn.Module
@@ -92,21 +93,23 @@ class SeedVRProcessor:
     device: torch.device
     times: PhaseTimes = field(default_factory=PhaseTimes)
 
-    def process(self, task: ChunkTask, frames, context: InputContext) -> np.ndarray:
+    def process(self, task: ChunkTask, frames, context: InputContext) -> ChunkFrames:
         plan = context.plan
-        settings = replace(context.settings, dtype=self.dtype)
+        # Windows stay float until blended: an overlap frame is quantised once, not per window.
+        settings = replace(context.settings, dtype=self.dtype, output_dtype=None)
         frames = torch.as_tensor(np.asarray(frames)) if not isinstance(frames, torch.Tensor) else frames
         if not context.alpha and frames.shape[-1] == 4:
             frames = frames[..., :3]
-        outputs: dict[int, torch.Tensor] = {}
+        blend = ChunkBlend(task, context.settings.output_dtype)
         for window in task.windows:
             local = torch.tensor([i - task.read_start for i in plan.window_input_frames(window)])
             window_frames = frames.index_select(0, local).to(self.device, non_blocking=True)
-            outputs[window.index] = upscale_window(
+            output = upscale_window(
                 window_frames, vae=self.vae, dit=self.dit, text_embedding=self.text_embedding,
                 settings=settings, window=window, times=self.times,
-            ).cpu()
-        return assemble_timeline(plan, outputs, task.out_start, task.out_stop).numpy()
+            )
+            blend.add(window.start, output, plan.window_shares(window.index))
+        return blend.result()
 
     def close(self) -> None:
         del self.dit, self.vae

@@ -7,10 +7,10 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 import torch
 
 from seedvr_cli.parallel.devices import DeviceSpec
+from seedvr_cli.parallel.spill import ChunkFrames
 from seedvr_cli.parallel.tasks import ChunkTask
 from seedvr_cli.run.processor import InputContext, SeedVRProcessor, SeedVRProcessorFactory
 
@@ -31,7 +31,7 @@ class _StatsRecordingProcessor:
     def __init__(self, inner: SeedVRProcessor, path: Path, label: str) -> None:
         self.inner, self.path, self.label = inner, path, label
 
-    def process(self, task: ChunkTask, frames, context: InputContext) -> np.ndarray:
+    def process(self, task: ChunkTask, frames, context: InputContext) -> ChunkFrames:
         out = self.inner.process(task, frames, context)
         peak = torch.cuda.max_memory_allocated(self.inner.device) if self.inner.device.type == "cuda" else 0
         stats = {"device": self.label, "peak_vram_bytes": peak, "phase_seconds": self.inner.times.seconds}
