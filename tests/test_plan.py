@@ -1,4 +1,4 @@
-"""Size plan and temporal plan: fixed examples from PIPELINE.md plus property tests over random settings."""
+"""Size plan and temporal plan: numz's examples (docs/reference-behaviour.md R4, R6) plus random property tests."""
 
 from __future__ import annotations
 
@@ -22,7 +22,7 @@ from seedvr_cli.pipeline.temporal import (
 
 # ---------------------------------------------------------------- frame sizes
 
-# PIPELINE.md a.1 "verified examples": input, resolution, max_resolution -> resized, true, padded.
+# numz's sizes (docs/reference-behaviour.md R4): input, resolution, max_resolution -> resized, true, padded.
 SIZE_EXAMPLES = [
     ((120, 212), 1080, 0, (1080, 1908), (1080, 1908), (1088, 1920)),
     ((360, 640), 1080, 0, (1080, 1920), (1080, 1920), (1088, 1920)),
@@ -139,7 +139,8 @@ def test_overlap_must_be_smaller_than_batch():
 # ---------------------------------------------------------------- windows
 
 
-# PIPELINE.md b.2 batch-plan table (N after prepend, batch, overlap, uniform) -> (start, end), encoded lengths.
+# numz's window plans (docs/reference-behaviour.md R6):
+# (N after prepend, batch, overlap, uniform) -> (start, end), encoded lengths.
 BATCH_EXAMPLES = [
     (7, 0, 5, 0, False, [(0, 5), (5, 7)], [5, 5]),
     (11, 2, 5, 3, True, [(0, 5), (2, 7), (4, 9), (6, 11), (8, 13)], [5] * 5),

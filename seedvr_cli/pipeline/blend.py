@@ -27,7 +27,7 @@ def blend_weights(overlap: int, mode: str = "crossfade") -> torch.Tensor:
     ``w_i = 0.5 + 0.5 cos(pi (i+1) / (L+1))``, so every shared frame mixes both windows, the
     weights fall monotonically and ``w_i + w_{L-1-i} = 1``. ``reference``: numz's weights (a cosine
     over the middle third, linear for L <= 2), whose overlaps 1, 2 and 4 are hard cuts
-    (PIPELINE.md b.2.6, h.6); float32 evaluation order chosen to match numz bit for bit.
+    (docs/reference-behaviour.md R9); float32 evaluation order chosen to match numz bit for bit.
     """
     if overlap < 0:
         raise ValueError(f"overlap must be >= 0, got {overlap}")

@@ -3,7 +3,7 @@
 Timeline: the ``prepend`` mirrored frames come first, then the ``num_frames`` input frames
 (``N = prepend + num_frames``). Window ``k`` covers ``[k*step, min(k*step + batch_size, N))`` of
 that timeline, ``step = batch_size - overlap``, and is padded at its end to 4n+1 frames with the
-reference padding function (PIPELINE.md b.2). A window's input is fully described by
+reference padding function (docs/reference-behaviour.md R6, R7). A window's input is fully described by
 ``plan.window_input_frames(window)`` (input frame indices, padding included), and its noise by
 its ``start``, so windows are independent units of work: any device, any order. The plan never
 depends on the number of devices.
@@ -31,7 +31,7 @@ def append_padding(length: int, count: int) -> list[int]:
 
     Fewer than ``length``: a mirror without repeating the last frame (t=6, 3 -> 4 3 2). Otherwise
     the reference's non-mirror sequence: frames ``length-1 .. 1`` then the last frame repeated
-    (t=3, 4 -> 2 1 2 2; bug h.7, kept so padded windows encode the same pixels as numz).
+    (t=3, 4 -> 2 1 2 2; a reference quirk, kept so padded windows encode the same pixels as numz).
     """
     if count <= 0:
         return []

@@ -73,7 +73,7 @@ class WindowSettings:
     color: str = DEFAULT_COLOR_METHOD
     input_noise_scale: float = 0.0
     latent_noise_scale: float = 0.0
-    # numz noises the condition with a timestep shifted for the wrong shape (h.1); "as_called"
+    # numz shifts the condition-noise timestep for the wrong shape, (h, w, 16) for (T', h, w); "as_called"
     # keeps its pictures, "intended" uses the latent grid.
     latent_noise_shift: str = "as_called"
     seed: int = 42
@@ -222,7 +222,7 @@ def encode_window(
         style = crop_frames(clip, window.length, settings.frame_size.true).contiguous()
         alpha = None
         if frames.shape[-1] == 4:
-            # Alpha of the real frames only: numz keeps the padded length here and crashes (h.5).
+            # Alpha of the real frames only: numz keeps the padded length here and crashes.
             alpha = to_unit_float(frames[: window.length, ..., 3:]).permute(0, 3, 1, 2).contiguous()
     with timed("encode", frames.device):
         # 2. VAE encode (posterior mean)

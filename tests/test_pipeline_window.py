@@ -61,7 +61,7 @@ def _scenario_settings(info: dict, params: dict, frames: torch.Tensor) -> Window
 
 # Scenarios without overlap/prepend: colour correction per window equals numz's per written slice.
 @pytest.mark.parametrize("name", ["s1_video_wavelet", "s3_image_maxres_adain", "s4_batch8_hsv", "s5_noise_wavelet_adaptive"])
-def test_upscale_chunk_matches_e2e_fixture(e2e, fixture_vae, name):
+def test_upscale_window_matches_e2e_fixture(e2e, fixture_vae, name):
     from seedvr_cli.parity.pipeline import SORT_METHODS, numz_input_noise, numz_latent_noise
     from seedvr_cli.parity.tolerances import E2E_MAX_ABS, OUTLIER_MAX, OUTLIER_SHARE
 
@@ -119,7 +119,7 @@ def _rgba_clip(frames: int, height: int, width: int, dtype=torch.uint8) -> torch
 
 
 def test_rgba_video_with_padded_and_overlapped_windows(random_tiny_vae):
-    """numz crashes here (bug h.5): alpha must be trimmed to the same frames as RGB."""
+    """numz crashes here (docs/reference-behaviour.md R11): alpha must be trimmed to the same frames as RGB."""
     clip = _rgba_clip(11, 12, 16)
     size = plan_frame_size(12, 16, resolution=16)
     settings = WindowSettings(frame_size=size, dtype=torch.float32, color="wavelet", output_dtype=None)
