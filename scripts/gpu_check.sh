@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # GPU checks and benchmarks, run on a CUDA machine from the repository root.
 #
-#   bash scripts/gpu_check.sh STAGE...      stages: tests smoke loading e2e multi long info
+#   bash scripts/gpu_check.sh STAGE...      stages: tests smoke loading loading3b e2e multi long fixtures savings memory info
 #
 # tests    pytest -m gpu (parity on the GPU, bf16 bounds, GPU loading)
 # smoke    real-size 3B / 7B DiT and VAE forward at a 1080p latent size (scripts/gpu_models_smoke.py)
@@ -13,6 +13,7 @@
 #          GPUs 0,1; outputs compared
 # long     the CLI on a clip of $LONG_FRAMES (3000) frames to 1080p h264 with audio on $LONG_DEVICES (0,1),
 #          batch $LONG_BATCH (33), sampling the main process's RSS; Ctrl-C after $LONG_LIMIT (540) s if unfinished
+# fixtures the float32 fixture tests and parity.py on this machine's CPU (another CPU's float noise)
 # savings  the 66-frame 1080p CLI run with no memory saver, with BlockSwap of all blocks, and with
 #          BlockSwap + VAE tiling: peak VRAM, fps, and the pictures compared (scripts/compare_videos.py)
 # info     seedvr info (versions, devices, free VRAM)
@@ -30,7 +31,7 @@ if [ -d .whl ] && ls .whl/*.whl >/dev/null 2>&1; then
 else
     export PYTHONPATH=$PWD
 fi
-PY=python3
+PY=${PY:-python3}
 SEEDVR="$PY -m seedvr_cli"
 
 synth() {  # synth VARIANT FORMAT FILE
@@ -100,6 +101,18 @@ PYEOF
             --resolution 1080 --batch-size "${LONG_BATCH:-33}" --devices "${LONG_DEVICES:-0,1}" --log-format json 2>&1 \
             | grep -v -E '"kind": "(chunk|write)"' | tee "$OUT/long.log"
         [ -f "$WORK/long.mp4" ] && $SEEDVR probe "$WORK/long.mp4" 2>&1 | tee -a "$OUT/long.log" ;;
+    fixtures)
+        # The float32 fixture tests and parity.py on this machine's CPU (CUDA hidden): another CPU's
+        # float noise than the developers' (an H200 host is an AVX-512 Xeon). Needs the fixtures:
+        # SEEDVR_SHARED_DIR, or ../shared beside the checkout.
+        shared=${SEEDVR_SHARED_DIR:-../shared}
+        { lscpu | grep -E 'Model name' ; $PY -c "import torch; print('torch', torch.__version__, 'CPU capability', torch.backends.cpu.get_cpu_capability())"; } 2>&1 | tee "$OUT/fixtures_cpu.log"
+        CUDA_VISIBLE_DEVICES= $PY -m pytest -q -p no:cacheprovider -m "not gpu" tests/test_dit.py tests/test_vae.py \
+            tests/test_tiling.py tests/test_pipeline_window.py tests/test_pipeline_parity.py tests/test_sampler.py \
+            tests/test_color.py tests/test_rope.py tests/test_preprocess.py 2>&1 | tail -15 | tee -a "$OUT/fixtures_cpu.log"
+        for fixture in dit vae pipeline; do
+            CUDA_VISIBLE_DEVICES= $PY scripts/parity.py "$shared/fixtures/$fixture" 2>&1 | tail -2 | tee -a "$OUT/fixtures_cpu.log"
+        done ;;
     savings)
         # The same 1080p run with each memory saver: peak VRAM (run summary), fps, and whether the
         # pictures changed (BlockSwap must not change them; tiling may, a little).
@@ -123,6 +136,6 @@ PYEOF
     info)
         $SEEDVR info 2>&1 | tee "$OUT/info.log" ;;
     *)
-        echo "unknown stage $stage (tests smoke loading loading3b e2e multi long savings info)"; exit 2 ;;
+        echo "unknown stage $stage (tests smoke loading loading3b e2e multi long fixtures savings info)"; exit 2 ;;
     esac
 done
