@@ -18,8 +18,8 @@ For each variant (an implementation of ``VideoVAE`` and its settings) it runs ``
 
 Variants: ``--variant NAME[:key=value,...]``, keys ``impl`` (a vae.py file, e.g. an older
 revision from ``git show REV:seedvr_cli/models/vae.py > old_vae.py``), ``slice_gib`` and
-``layout`` (``cl`` or ``ncdhw``) where the implementation has those settings. All variants share
-the weights.
+``layout`` (``cl`` or ``ncdhw``) where the implementation has those settings, and ``detail=1`` for
+``--modules`` and ``--timeline`` on that variant alone. All variants share the weights.
 
 Usage (GPU): python3 scripts/gpu_memory_timeline.py --vae ema_vae_fp16.safetensors
     --variant before:impl=old_vae.py --variant after --modules --timeline --json out.json
@@ -249,7 +249,7 @@ def main() -> int:
     parser.add_argument("--width", type=int, default=1920)
     parser.add_argument("--dtype", default="bfloat16")
     parser.add_argument("--phases", default="encode,decode")
-    parser.add_argument("--variant", action="append", default=[], help="NAME[:impl=FILE,slice_gib=X,layout=cl|ncdhw]")
+    parser.add_argument("--variant", action="append", default=[], help="NAME[:impl=FILE,slice_gib=X,layout=cl|ncdhw,detail=1]")
     parser.add_argument("--repeats", type=int, default=2, help="timed runs after the warm-up")
     parser.add_argument("--modules", action="store_true", help="per-module peak table (one extra run)")
     parser.add_argument("--timeline", action="store_true", help="live allocations at the peak by source line")
@@ -303,7 +303,8 @@ def main() -> int:
             else:
                 firsts[phase] = out.cpu()
             del out
-            if args.modules:
+            detail = spec.get("detail") == "1"
+            if args.modules or detail:
                 peaks = ModulePeaks(memory)
                 undo = peaks.instrument(module, vae)
                 with torch.inference_mode():
@@ -315,7 +316,7 @@ def main() -> int:
                 row["cache_gib"] = gib(peaks.cache_bytes)
                 row["modules"] = [{**r, "over_entry": gib(r["over_entry"]), "peak": gib(r["peak"]), "out": gib(r["out"])}
                                   for r in peaks.table(args.top)]
-            if args.timeline and memory.cuda:
+            if (args.timeline or detail) and memory.cuda:
                 memory.sync()
                 torch.cuda.memory._record_memory_history(max_entries=2_000_000, stacks="python")
                 with torch.inference_mode():
