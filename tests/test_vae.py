@@ -108,12 +108,13 @@ def test_sliced_equals_unsliced():
 
 
 @pytest.mark.parametrize("layout", [torch.contiguous_format, torch.channels_last_3d])
+@pytest.mark.parametrize("slice_bytes", [1, 60_000, 250_000])
 @torch.no_grad()
-def test_one_frame_pieces_equal_one_pass(layout):
-    """The depth-first pieces (one frame per piece when the budget is tiny) and the channels-last
-    buffers give the single pass's result."""
+def test_depth_first_pieces_equal_one_pass(layout, slice_bytes):
+    """The depth-first pieces (one frame per piece when the budget is tiny, a few frames at some
+    stages for the others) and the channels-last buffers give the single pass's result."""
     vae = random_tiny_vae()
-    vae.slice_bytes, vae.memory_format = 1, layout
+    vae.slice_bytes, vae.memory_format = slice_bytes, layout
     x = clip(13)
     torch.testing.assert_close(vae.encode_moments(x), vae.encode_moments(x, sliced=False), atol=1e-6, rtol=0)
     z = torch.randn(1, 16, 4, 4, 5, generator=torch.Generator().manual_seed(2))

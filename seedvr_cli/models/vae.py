@@ -7,7 +7,7 @@ clip can be processed in temporal slices (``CausalCache`` carries the frames eac
 needs from the previous slice) with the same result as one pass.
 
 Memory at 1080p: the carried frames are two input frames of every temporal convolution, about
-17 GiB for the decoder and 8 GiB for the encoder, whatever the slice length. What a slice adds
+14 GiB for the decoder and 8 GiB for the encoder, whatever the slice length. What a slice adds
 on top is bounded by running the full-resolution layers a few frames at a time, depth first
 (``run_depth_first``), so that no tensor spans more than ``slice_bytes``.
 
@@ -284,6 +284,10 @@ class Upsample3D(nn.Module):
     Channels are read as (row, column, time, C) sub-positions, C fastest. Temporal upsampling turns
     latent frame 0 into two frames of which only the first is kept (frame 0 is a still image);
     a continuing slice keeps both.
+
+    In a sliced pass the frames the conv carries over are rebuilt from the last input frame(s)
+    rather than kept: the input is 4x (8x temporal) smaller, which at 1080p saves ~2.6 GiB of
+    cache across the decoder for a repeated 1x1x1 conv on one or two small frames per slice.
     """
 
     def __init__(self, channels: int, temporal: bool) -> None:
@@ -293,23 +297,58 @@ class Upsample3D(nn.Module):
         self.upscale_conv = nn.Conv3d(channels, channels * 4 * self.time_ratio, kernel_size=1)
         self.conv = CausalConv3d(channels, channels, (3, 3, 3), spatial_padding=1)
 
-    def forward(self, x: Tensor, cache: CausalCache | None = None) -> Tensor:
+    def _depth_to_space(self, x: Tensor, out: Tensor, drop_head: bool) -> None:
+        """``upscale_conv(x)`` rearranged into ``out`` ``[B, C, frames', 2h, 2w]``: channel (row,
+        col, time, c) of input frame f goes to frame f * ratio + time, pixel (2h + row, 2w + col)."""
         sub = self.upscale_conv(x)
         batch, _, frames, height, width = sub.shape
         channels, ratio = self.conv.in_channels, self.time_ratio
-        drop_head = ratio > 1 and not (cache is not None and cache.continues(self.conv))
-        out_frames = frames * ratio - (1 if drop_head else 0)
-        padded, body = self.conv.padded_input((batch, channels, out_frames, 2 * height, 2 * width), sub, cache)
-        # Depth-to-space written straight into the conv's buffer: channel (row, col, time, c) of
-        # latent frame f goes to frame f * ratio + time, pixel (2h + row, 2w + col).
         source = sub.view(batch, 2, 2, ratio, channels, frames, height, width).permute(0, 4, 5, 3, 6, 1, 7, 2)
         if drop_head:
-            body[:, :, 0].view(batch, channels, height, 2, width, 2).copy_(source[:, :, 0, 0])
-            body[:, :, 1:].view(batch, channels, frames - 1, ratio, height, 2, width, 2).copy_(source[:, :, 1:])
+            out[:, :, 0].view(batch, channels, height, 2, width, 2).copy_(source[:, :, 0, 0])
+            out[:, :, 1:].view(batch, channels, frames - 1, ratio, height, 2, width, 2).copy_(source[:, :, 1:])
         else:
-            body.view(batch, channels, frames, ratio, height, 2, width, 2).copy_(source)
-        del sub, source  # as large as the output; free it before the conv runs
-        return self.conv.forward_padded(padded, cache)
+            out.view(batch, channels, frames, ratio, height, 2, width, 2).copy_(source)
+
+    def forward(self, x: Tensor, cache: CausalCache | None = None) -> Tensor:
+        batch, _, frames, height, width = x.shape
+        ratio, conv = self.time_ratio, self.conv
+        starting = cache is None or not cache.continues(self)
+        drop_head = ratio > 1 and starting
+        head = conv.kernel_size[0] - 1  # copies of frame 0 at a start, carried frames after: both 2
+        layout = cache.memory_format if cache is not None else torch.contiguous_format
+        padded = torch.empty((batch, conv.in_channels, head + frames * ratio - drop_head, 2 * height, 2 * width),
+                             dtype=x.dtype, device=x.device, memory_format=layout)
+        carried = None if starting else cache.frames.pop(self)
+        if carried is not None:
+            if carried.shape[-1] == width:
+                self._depth_to_space(carried, padded[:, :, :head], drop_head=False)
+            else:  # conv frames kept as they were (see _carry)
+                padded[:, :, :head] = carried
+        # Written straight into the conv's buffer: no separate upsampled tensor.
+        self._depth_to_space(x, padded[:, :, head:], drop_head)
+        if starting:
+            padded[:, :, :head] = padded[:, :, head : head + 1]
+        if cache is not None:
+            cache.frames[self] = self._carry(x, carried, padded, head, drop_head, layout)
+            cache.started.add(self)
+        del carried
+        return F.conv3d(padded, conv.weight, conv.bias, conv.stride, conv.padding)
+
+    def _carry(self, x: Tensor, carried: Tensor | None, padded: Tensor, head: int, drop_head: bool,
+               layout: torch.memory_format) -> Tensor:
+        """What the next slice needs to rebuild the conv's last ``head`` input frames: the last
+        ``head / ratio`` input frames. Two exceptions: a start of one temporal frame (the conv has
+        seen copies of one kept sub-frame, no depth-to-space of any input) keeps the conv frames;
+        a spatial slice of one frame takes the frame before it from ``carried``, or at a start
+        from the copies of frame 0."""
+        if drop_head and x.shape[2] == 1:
+            return padded[:, :, -head:].clone(memory_format=layout)
+        keep = head // self.time_ratio
+        if x.shape[2] < keep:
+            earlier = x[:, :, :1] if carried is None else carried[:, :, -1:]
+            x = torch.cat([earlier.expand(-1, -1, keep - x.shape[2], -1, -1), x], dim=2)
+        return x[:, :, -keep:].clone(memory_format=layout)
 
 
 class DownEncoderBlock3D(nn.Module):
@@ -524,9 +563,10 @@ class VideoVAE(nn.Module):
     where cuDNN's 3-D convolutions run NDHWC natively, and the standard layout elsewhere.
     """
 
-    # Per-tensor bound for the depth-first pieces (see run_depth_first); measured in
-    # docs/benchmarks.md against speed.
-    slice_bytes: float = 1 * 2**30
+    # Per-tensor bound for the depth-first pieces (see run_depth_first). On an H200 at 1080p,
+    # channels-last, 0.5 GiB (one frame at full resolution) was both the leanest and the fastest
+    # setting tried: cuDNN's NDHWC kernels ran faster on 3-frame inputs than on 6 or 7.
+    slice_bytes: float = 0.5 * 2**30
     memory_format: torch.memory_format | None = None
 
     def __init__(self, config: VAEConfig) -> None:
