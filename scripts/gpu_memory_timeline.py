@@ -300,6 +300,7 @@ def main() -> int:
                 diff = (out.float() - firsts[phase].to(out.device).float()).abs()
                 row["max_abs_diff"] = float(diff.max())
                 row["mean_abs_diff"] = float(diff.mean())
+                del diff  # else the next phase's "before" counts it
             else:
                 firsts[phase] = out.cpu()
             del out
