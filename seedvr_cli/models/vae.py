@@ -70,9 +70,6 @@ class CausalCache:
     def continues(self, module: nn.Module) -> bool:
         return module in self.started
 
-    def nbytes(self) -> int:
-        return sum(t.numel() * t.element_size() for t in self.frames.values())
-
 
 class CausalConv3d(nn.Conv3d):
     """Conv3d that pads time at the front only: ``kt - 1`` copies of the first frame, or, when
