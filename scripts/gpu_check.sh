@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # GPU checks and benchmarks, run on a CUDA machine from the repository root.
 #
-#   bash scripts/gpu_check.sh STAGE...      stages: tests smoke loading loading3b e2e multi long fixtures savings memory info
+#   bash scripts/gpu_check.sh STAGE...      stages: tests smoke loading loading3b e2e memory multi long fixtures savings info
 #
 # tests    pytest -m gpu (parity on the GPU, bf16 bounds, GPU loading)
 # smoke    real-size 3B / 7B DiT and VAE forward at a 1080p latent size (scripts/gpu_models_smoke.py)
@@ -9,6 +9,10 @@
 # e2e      real-size 3B fp16 (synthesized): in-process per-phase benchmark and the CLI on a 66-frame
 #          640x360 clip to 1080p and 720p (scripts/bench.py, scripts/watch_run.py)
 # loading3b  the same for the real-size 3B files
+# memory   the real-size VAE (synthesized) on one 33-frame 1088x1920 window: per-phase and per-module peaks, live
+#          allocations at each peak by source line, bf16 noise scale (scripts/gpu_memory_timeline.py); with
+#          MEMORY_BASELINE=some/vae.py (e.g. from git show REV:seedvr_cli/models/vae.py) that version runs first and
+#          the current one is compared with it
 # multi    the CLI on a clip of $MULTI_FRAMES (240) frames to 1080p, batch $MULTI_BATCH (21), on GPU 0 and on
 #          GPUs 0,1; outputs compared
 # long     the CLI on a clip of $LONG_FRAMES (3000) frames to 1080p h264 with audio on $LONG_DEVICES (0,1),
@@ -63,6 +67,13 @@ for stage in "$@"; do
                 --vae "$WORK/ema_vae_fp16.safetensors" --resolution $res --batch-size 33 --devices 0 2>&1 | tee "$OUT/cli_$res.log"
             $SEEDVR probe "$WORK/out_$res.mp4" 2>&1 | tee -a "$OUT/cli_$res.log"
         done ;;
+    memory)
+        synth vae fp16 "$WORK/ema_vae_fp16.safetensors"
+        variants=()
+        [ -n "${MEMORY_BASELINE:-}" ] && variants+=(--variant "before:impl=$MEMORY_BASELINE,detail=1")
+        variants+=(--variant "current:detail=1")
+        $PY scripts/gpu_memory_timeline.py --vae "$WORK/ema_vae_fp16.safetensors" --frames 33 --height 1088 --width 1920 \
+            --repeats 3 --floor "${variants[@]}" --json "$OUT/memory.json" 2>&1 | grep -v '^{' | tee "$OUT/memory.log" ;;
     multi)
         frames=${MULTI_FRAMES:-240}
         batch=${MULTI_BATCH:-21}
@@ -136,6 +147,6 @@ PYEOF
     info)
         $SEEDVR info 2>&1 | tee "$OUT/info.log" ;;
     *)
-        echo "unknown stage $stage (tests smoke loading loading3b e2e multi long fixtures savings info)"; exit 2 ;;
+        echo "unknown stage $stage (tests smoke loading loading3b e2e memory multi long fixtures savings info)"; exit 2 ;;
     esac
 done

@@ -6,9 +6,10 @@ import json
 
 import pytest
 import torch
+import torch.nn.functional as F
 from conftest import shared_path
 
-from seedvr_cli.models.vae import VideoVAE, normalize_vae_keys
+from seedvr_cli.models.vae import FrameGroupNorm, VideoVAE, normalize_vae_keys
 from seedvr_cli.models.vae_config import VAEConfig, vae_config, vae_config_from_reference_kwargs
 from seedvr_cli.parity.tolerances import MISTAKE_SHARE_MAX, VAE_DECODE_MAX_ABS, VAE_ENCODE_MAX_ABS, share_of_mistake
 
@@ -134,6 +135,38 @@ def test_sliced_equals_unsliced():
     decoded = vae.decode(z)
     assert decoded.shape == (1, 3, 13, 32, 40)
     torch.testing.assert_close(decoded, vae.decode(z, sliced=False), atol=VAE_DECODE_MAX_ABS, rtol=0)
+
+
+@pytest.mark.parametrize("layout", [torch.contiguous_format, torch.channels_last_3d])
+@pytest.mark.parametrize("slice_bytes", [1, 60_000, 250_000])
+@torch.no_grad()
+def test_depth_first_pieces_equal_one_pass(layout, slice_bytes):
+    """The depth-first pieces (one frame per piece when the budget is tiny, a few frames at some
+    stages for the others) and the channels-last buffers give the single pass's result."""
+    vae = random_tiny_vae()
+    vae.slice_bytes, vae.memory_format = slice_bytes, layout
+    x = clip(13)
+    torch.testing.assert_close(vae.encode_moments(x), vae.encode_moments(x, sliced=False), atol=1e-6, rtol=0)
+    z = torch.randn(1, 16, 4, 4, 5, generator=torch.Generator().manual_seed(2))
+    decoded = vae.decode(z)
+    assert decoded.shape == (1, 3, 13, 32, 40) and decoded.is_contiguous()
+    torch.testing.assert_close(decoded, vae.decode(z, sliced=False), atol=1e-5, rtol=0)
+
+
+@torch.no_grad()
+def test_frame_group_norm_matches_group_norm_per_frame():
+    norm = FrameGroupNorm(4, 16, eps=1e-6)
+    generator = torch.Generator().manual_seed(4)
+    with torch.no_grad():
+        norm.weight.copy_(1 + 0.1 * torch.randn(16, generator=generator))
+        norm.bias.copy_(0.1 * torch.randn(16, generator=generator))
+    # An offset mean: E[x^2] - E[x]^2 must not lose the variance to cancellation.
+    x = 3 + torch.randn(2, 16, 3, 8, 10, generator=generator)
+    expected = torch.stack([F.group_norm(x[:, :, t], 4, norm.weight, norm.bias, 1e-6) for t in range(3)], dim=2)
+    torch.testing.assert_close(norm(x), expected, atol=2e-6, rtol=0)
+    out = torch.empty_like(x, memory_format=torch.channels_last_3d)
+    norm.silu_into(x, out)
+    torch.testing.assert_close(out, F.silu(expected), atol=2e-6, rtol=0)
 
 
 @torch.no_grad()
