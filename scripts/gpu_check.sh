@@ -18,7 +18,7 @@
 # long     the CLI on a clip of $LONG_FRAMES (3000) frames to 1080p h264 with audio on $LONG_DEVICES (0,1),
 #          batch $LONG_BATCH (33), sampling the main process's RSS; Ctrl-C after $LONG_LIMIT (540) s if unfinished
 # fixtures the float32 fixture tests and parity.py on this machine's CPU (another CPU's float noise)
-# savings  the 66-frame 1080p CLI run with no memory saver, with BlockSwap of all blocks, and with
+# savings  the 66-frame 1080p CLI run (windows of 33 crossfaded over 3, two per chunk) with no memory saver, with BlockSwap of all blocks, and with
 #          BlockSwap + VAE tiling: peak VRAM, fps, and the pictures compared (scripts/compare_videos.py)
 # info     seedvr info (versions, devices, free VRAM)
 #
@@ -139,7 +139,7 @@ PYEOF
             $PY scripts/watch_run.py --json "$OUT/savings_$setting.json" -- $SEEDVR upscale "$WORK/clip66.mp4" \
                 -o "$WORK/savings_$setting.mkv" --overwrite --codec ffv1 --no-resume \
                 --model "$WORK/seedvr2_ema_3b_fp16.safetensors" --vae "$WORK/ema_vae_fp16.safetensors" \
-                --resolution 1080 --batch-size 33 --devices 0 --log-format json $extra 2>&1 \
+                --resolution 1080 --batch-size 33 --temporal-overlap 3 --chunk-windows 2 --devices 0 --log-format json $extra 2>&1 \
                 | grep -v -E '"kind": "(chunk|write)"' | tee "$OUT/savings_$setting.log"
         done
         $PY scripts/compare_videos.py "$WORK/savings_none.mkv" "$WORK/savings_swap32.mkv" "$WORK/savings_swap32_tiled.mkv" \
