@@ -24,12 +24,12 @@ from pathlib import Path
 
 import numpy as np
 
+from seedvr_cli.arrays import as_numpy
 from seedvr_cli.errors import MediaError, UsageError, UserError
 from seedvr_cli.media.images import IMAGE_SUFFIXES, encode_image, is_sequence_pattern
 from seedvr_cli.media.pixels import ColorTags, array_to_frame, pixel_format_facts, reformat, sws_matrix
-from seedvr_cli.media.settings import IMAGE_CODECS, DEFAULT_SEQUENCE_PATTERN, OutputSettings, required_multiple
+from seedvr_cli.media.settings import DEFAULT_SEQUENCE_PATTERN, IMAGE_CODECS, OutputSettings, required_multiple
 from seedvr_cli.system import process_alive
-
 
 _X265_MIN_SIDE = 64
 
@@ -66,9 +66,7 @@ def refuse_existing(path: Path, settings: OutputSettings) -> None:
 
 
 def _as_numpy(frames) -> np.ndarray:
-    if hasattr(frames, "detach"):
-        frames = frames.detach().cpu().numpy()
-    frames = np.asarray(frames)
+    frames = as_numpy(frames)
     if frames.ndim == 3:
         frames = frames[None]
     if frames.ndim != 4 or frames.shape[3] not in (3, 4):

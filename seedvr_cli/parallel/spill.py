@@ -19,6 +19,7 @@ from typing import Any
 
 import numpy as np
 
+from seedvr_cli.arrays import as_numpy
 from seedvr_cli.parallel.tasks import ChunkTask
 from seedvr_cli.system import process_alive
 
@@ -68,12 +69,6 @@ class ChunkFrames:
         return self.body.dtype
 
 
-def _as_array(frames: Any) -> np.ndarray:
-    if hasattr(frames, "detach"):
-        frames = frames.detach().cpu().numpy()
-    return np.ascontiguousarray(frames)
-
-
 def as_frames(output: Any, task: ChunkTask) -> ChunkFrames:
     """A processor's output for ``task`` as checked, C-contiguous numpy ``ChunkFrames`` (torch accepted).
 
@@ -81,12 +76,12 @@ def as_frames(output: Any, task: ChunkTask) -> ChunkFrames:
     right when it shares none with its neighbours.
     """
     if isinstance(output, ChunkFrames):
-        chunk = ChunkFrames(_as_array(output.head), _as_array(output.body), _as_array(output.tail))
+        chunk = ChunkFrames(as_numpy(output.head), as_numpy(output.body), as_numpy(output.tail))
     else:
         if task.shared_head or task.shared_tail:
             raise ValueError(f"chunk {task.index} shares {task.shared_head} + {task.shared_tail} frames with its "
                              "neighbours: return ChunkFrames with their weighted partial sums, not final frames")
-        chunk = ChunkFrames.whole(_as_array(output))
+        chunk = ChunkFrames.whole(as_numpy(output))
     for name, part, dtypes in (("head", chunk.head, (_PARTIAL_DTYPE,)), ("body", chunk.body, _OUTPUT_DTYPES),
                                ("tail", chunk.tail, (_PARTIAL_DTYPE,))):
         if part.ndim != 4:
