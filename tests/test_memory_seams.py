@@ -26,7 +26,7 @@ class LinearStandInDiT:
 @pytest.fixture(scope="module")
 def vae():
     torch.manual_seed(0)
-    return VideoVAE(vae_config("tiny-vae")).eval()
+    return VideoVAE(vae_config("tiny-vae")).eval().requires_grad_(False)
 
 
 def _window(vae, codec, frames, size):

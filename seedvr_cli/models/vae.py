@@ -558,6 +558,9 @@ class VideoVAE(nn.Module):
 
     ``memory_format``: layout of the activations; ``None`` picks ``channels_last_3d`` on CUDA,
     where cuDNN's 3-D convolutions run NDHWC natively, and the standard layout elsewhere.
+
+    Inference only: activations are written into preallocated buffers, which autograd refuses, so
+    run it with parameters that need no gradient (the loader's models) or under ``torch.no_grad``.
     """
 
     # Per-tensor bound for the depth-first pieces (see run_depth_first). On an H200 at 1080p,
