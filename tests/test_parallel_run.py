@@ -6,6 +6,8 @@ chunk after chunk, blended by plain accumulation.
 
 from __future__ import annotations
 
+import time
+
 import numpy as np
 import pytest
 
@@ -51,6 +53,12 @@ def two_workers(tmp_path_factory):
     build_log = tmp_path_factory.mktemp("builds")
     with WorkerPool(parse_devices("cpu,cpu"), FakeProcessorFactory(delay_s=0.01, build_log=str(build_log))) as pool:
         pool.build_log = build_log
+        # Both workers ready before the first test: otherwise the first one up may finish a short
+        # clip alone and "both workers took chunks" would measure start-up order, not scheduling.
+        pool.start()
+        deadline = time.monotonic() + 60
+        while not all(slot.ready for slot in pool.live_slots) and time.monotonic() < deadline:
+            pool.poll(0.1)
         yield pool
 
 
@@ -108,8 +116,10 @@ def test_crashed_workers_are_reported_and_their_chunks_retried(tmp_path):
 
 
 def test_a_failing_device_is_dropped_and_the_rest_finish(tmp_path):
-    factory = FakeProcessorFactory(delay_s=0.01, faults=(Fault("raise", device="cpu:1", times=0),),
-                                   fault_dir=str(tmp_path / "faults"))
+    # The healthy worker is slow enough that the failing one, however late it gets ready, is handed
+    # chunks before the clip is done (without that the test measured start-up order, not the policy).
+    factory = FakeProcessorFactory(delay_s=0.01, device_delays=(("cpu:0", 0.4),),
+                                   faults=(Fault("raise", device="cpu:1", times=0),), fault_dir=str(tmp_path / "faults"))
     source, tasks = clip(100)
     with WorkerPool(parse_devices("cpu,cpu"), factory) as pool:
         result, out = run(pool, source, tasks, tmp_path / "w")
