@@ -12,6 +12,7 @@ bad value fails before any file is touched, with a message naming the flag.
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass, field
 
 from seedvr_cli.errors import UsageError
@@ -139,8 +140,13 @@ class MemorySettings:
     vae_tiling: str = "off"
     vae_tile_size: int = 1024
     vae_tile_overlap: int = 128
+    # Cap on what a worker's allocator may take of its GPU, in GiB (also how small cards are
+    # emulated on a big one); None: the whole card.
+    max_vram_gib: float | None = None
 
     def __post_init__(self) -> None:
+        if self.max_vram_gib is not None and not (math.isfinite(self.max_vram_gib) and self.max_vram_gib > 0):
+            raise UsageError(f"--max-vram {self.max_vram_gib}: give the GPU memory a worker may use in GiB, e.g. 8 or 24")
         if self.vae_tiling not in ("on", "off"):
             raise UsageError(f"--vae-tiling {self.vae_tiling}: use on or off")
         if self.vae_tile_size < 64 or self.vae_tile_size % 8:

@@ -63,3 +63,30 @@ def test_tiles_larger_than_the_frame_change_nothing(vae):
     torch.testing.assert_close(whole, plain, rtol=0, atol=0)
     with pytest.raises(ValueError):
         TiledVAE(vae, tile_size=(32, 32), tile_overlap=(32, 32))
+
+
+def test_max_vram_must_be_a_positive_number():
+    from seedvr_cli.config import MemorySettings
+    from seedvr_cli.errors import UsageError
+
+    assert MemorySettings(max_vram_gib=8).max_vram_gib == 8
+    for bad in (0, -1, float("nan"), float("inf")):
+        with pytest.raises(UsageError, match="--max-vram"):
+            MemorySettings(max_vram_gib=bad)
+
+
+@pytest.mark.gpu
+def test_max_vram_caps_what_the_allocator_may_take():
+    from seedvr_cli.run.processor import cap_vram
+
+    device = torch.device("cuda:0")
+    torch.cuda.empty_cache()
+    cap_vram(device, 1.0)
+    try:
+        kept = torch.empty(2**29, dtype=torch.uint8, device=device)  # 0.5 GiB fits
+        with pytest.raises(torch.OutOfMemoryError):
+            torch.empty(2**30, dtype=torch.uint8, device=device)  # 1 GiB more does not
+        del kept
+    finally:
+        torch.cuda.set_per_process_memory_fraction(1.0, device)
+        torch.cuda.empty_cache()

@@ -478,6 +478,8 @@ def test_blockswap_gives_the_same_pixels_and_is_checked_against_the_model(tmp_pa
     assert code == 2 and "--blocks-to-swap 99" in err and "has 4 blocks" in err
     code, _, err = _run(capsys, *common, "-o", str(tmp_path / "x.mkv"), "--blocks-to-swap", "-1")
     assert code == 2 and "--blocks-to-swap -1" in err
+    code, _, err = _run(capsys, *common, "-o", str(tmp_path / "x.mkv"), "--max-vram", "0")
+    assert code == 2 and "--max-vram 0" in err
 
 
 def test_vae_tiling_codes_in_tiles_and_is_part_of_the_resume_key(tmp_path, capsys, checkpoints):

@@ -129,6 +129,9 @@ def upscale(
     dit_offload_device: Annotated[str, typer.Option(
         help="Where swapped DiT weights wait between uses (cpu).",
         rich_help_panel=_MEMORY)] = _MEMORY_DEFAULTS.dit_offload_device,
+    max_vram: Annotated[Optional[float], typer.Option(
+        help="GPU memory a worker may use, in GiB (e.g. 8 to behave like an 8 GB card); allocations past it "
+             "fail that chunk [default: the whole card].", rich_help_panel=_MEMORY, show_default=False)] = None,
     vae_tiling: Annotated[str, typer.Option(
         help="on: encode and decode frames in overlapping spatial tiles (less VRAM at large sizes; tiles are "
              "blended with raised-cosine ramps), off: whole frames.", rich_help_panel=_MEMORY)] = _MEMORY_DEFAULTS.vae_tiling,
@@ -194,7 +197,7 @@ def upscale(
                         log_format=log_format),
         memory=MemorySettings(blocks_to_swap=blocks_to_swap, swap_io_components=swap_io_components,
                               dit_offload_device=dit_offload_device, vae_tiling=vae_tiling,
-                              vae_tile_size=vae_tile_size, vae_tile_overlap=vae_tile_overlap),
+                              vae_tile_size=vae_tile_size, vae_tile_overlap=vae_tile_overlap, max_vram_gib=max_vram),
         output_settings=output_settings,
     )
     _validate_early(spec)

@@ -55,6 +55,8 @@ class SeedVRProcessorFactory:
             # No cuDNN autotuning: at 1080p it cost ~45 s on the first window for a 2% faster
             # steady state (H100, docs/benchmarks.md), a bad trade for all but very long clips.
             torch.backends.cudnn.benchmark = False
+            if self.memory.max_vram_gib is not None:
+                cap_vram(torch_device, self.memory.max_vram_gib)
         dtype = resolve_compute_dtype(self.dtype, torch_device)
         dit = self._load_dit(torch_device, dtype)
         vae = load_vae(self.files.vae, device=torch_device, dtype=dtype)
@@ -80,6 +82,13 @@ class SeedVRProcessorFactory:
         # model keeps it alive and is called exactly as before.
         apply_blockswap(dit, swap, device=device)
         return dit
+
+
+def cap_vram(device: torch.device, gib: float) -> None:
+    """Let this process's allocator take at most ``gib`` of ``device``: an allocation past it fails
+    as if the card were that small (the chunk then fails like any out-of-memory error)."""
+    total = torch.cuda.get_device_properties(device).total_memory
+    torch.cuda.set_per_process_memory_fraction(min(1.0, gib * 2**30 / total), device)
 
 
 @dataclass
