@@ -350,6 +350,16 @@ def test_rerun_skips_existing_and_refuses_to_overwrite(folder_run, folder_result
 # ---------------------------------------------------------------- no model needed
 
 
+def test_dry_run_estimates_vram_from_the_checkpoint_headers(tmp_path, capsys, checkpoints):
+    clip = make_video(tmp_path / "clip.mp4", frames=5, width=64, height=48)
+    common = [str(clip), "-o", str(tmp_path / "out.mkv"), *_models(checkpoints), "--batch-size", "5", "--dry-run"]
+    code, _, err = _run(capsys, *common, "--resolution", "1080")
+    plain = float(err.split(" GiB VRAM per GPU")[0].rsplit("~", 1)[1])
+    code, _, err = _run(capsys, *common, "--resolution", "1080", "--vae-tiling", "on")
+    tiled = float(err.split(" GiB VRAM per GPU")[0].rsplit("~", 1)[1])
+    assert code == 0 and 0 < tiled < plain
+
+
 def test_dry_run_prints_the_plan_without_loading_models(tmp_path, capsys):
     clip = make_video(tmp_path / "clip.mp4", frames=17, width=64, height=48)
     code, _, err = _run(capsys, str(clip), "-o", str(tmp_path / "out.mp4"), "--model", "/nonexistent/dit.safetensors",
@@ -358,6 +368,7 @@ def test_dry_run_prints_the_plan_without_loading_models(tmp_path, capsys):
     assert code == 0, err
     assert "64x48 -> 128x96" in err and "17 frames" in err and "4 windows" in err and "out.mp4" in err
     assert "1 planned (dry run)" in err
+    assert "VRAM not estimated (model unknown)" in err  # missing files given by path
     assert not (tmp_path / "out.mp4").exists()
 
     code, out, _ = _run(capsys, str(clip), "-o", str(tmp_path / "out.mp4"), "--model", "/nonexistent/dit.safetensors",

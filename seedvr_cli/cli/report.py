@@ -29,8 +29,9 @@ def describe_plan(job: Job, plan: InputPlan) -> str:
     extra = " 16-bit" if plan.deep else ""
     extra += " +alpha" if plan.alpha else ""
     return (f"{job.input} -> {job.output}: {plan.frames} frames{extra} {w0}x{h0} -> {w}x{h} "
-            f"(model {plan.model_size[1]}x{plan.model_size[0]}), {plan.windows} windows in {plan.chunks} chunks, "
-            f"~{plan.estimated_vram_gib:.0f} GiB VRAM per GPU (estimate)")
+            f"(model {plan.model_size[1]}x{plan.model_size[0]}), {plan.windows} windows in {plan.chunks} chunks"
+            + (f", ~{plan.estimated_vram_gib:.1f} GiB VRAM per GPU (estimate)" if plan.estimated_vram_gib is not None
+               else ", VRAM not estimated (model unknown)"))
 
 
 class TextReporter:

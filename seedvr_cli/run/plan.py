@@ -13,8 +13,9 @@ from seedvr_cli.errors import UserError
 from seedvr_cli.media.discovery import Job
 from seedvr_cli.parallel.tasks import ChunkTask, plan_chunks
 from seedvr_cli.pipeline.plan import FrameSize, plan_frame_size
-from seedvr_cli.pipeline.temporal import TemporalPlan, plan_windows
+from seedvr_cli.pipeline.temporal import TemporalPlan, padded_length, plan_windows
 from seedvr_cli.run.outputs import is_video_output, output_keeps_alpha
+from seedvr_cli.run.vram import ModelFacts, estimate_vram
 
 
 @dataclass(frozen=True)
@@ -31,24 +32,13 @@ class InputPlan:
     chunks: int
     deep: bool
     alpha: bool
-    estimated_vram_gib: float
+    estimated_vram_gib: float | None  # None: the models are not known well enough to say
 
 
-def estimate_vram_gib(model_size: tuple[int, int], window_frames: int) -> float:
-    """Rough peak VRAM of one worker at this output size (weights + sliced VAE decode + DiT).
-
-    From the 1080p measurements in docs/benchmarks.md: the sliced decode dominates and grows with
-    the pixels of one frame; the DiT activations grow with the pixels of a whole window.
-    """
-    pixels = model_size[0] * model_size[1]
-    decode = 40.0 * pixels / (1088 * 1920)
-    dit = 4.0 * pixels * window_frames / (1088 * 1920 * 21)
-    weights = 7.5
-    return weights + max(decode, dit)
-
-
-def plan_input(job: Job, spec: JobSpec, reader) -> tuple[InputPlan, FrameSize, TemporalPlan, list[ChunkTask]]:
-    """Size, windows and chunks of one input opened as ``reader``."""
+def plan_input(job: Job, spec: JobSpec, reader, models: ModelFacts | None = None,
+               ) -> tuple[InputPlan, FrameSize, TemporalPlan, list[ChunkTask]]:
+    """Size, windows and chunks of one input opened as ``reader``, and the VRAM it needs with
+    ``models`` (``run.vram.model_facts``)."""
     process = spec.process
     first, stop = 0, reader.num_frames
     if process.frames is not None:
@@ -69,7 +59,8 @@ def plan_input(job: Job, spec: JobSpec, reader) -> tuple[InputPlan, FrameSize, T
         frames=frames, first_frame=first, input_size=(reader.height, reader.width), output_size=size.true,
         model_size=size.padded, fps=str(reader.fps), windows=len(temporal.windows), chunks=len(tasks),
         deep=deep, alpha=bool(reader.has_alpha) and output_keeps_alpha(job.output, spec.output_settings, deep),
-        estimated_vram_gib=estimate_vram_gib(size.padded, process.batch_size),
+        estimated_vram_gib=(None if models is None else
+                            estimate_vram(models, size.padded, padded_length(process.batch_size), spec.memory).total_gib),
     )
     return plan, size, temporal, tasks
 

@@ -36,6 +36,7 @@ from seedvr_cli.run.plan import plan_input
 from seedvr_cli.run.processor import InputContext, SeedVRProcessorFactory
 from seedvr_cli.run.sources import InputSource
 from seedvr_cli.run.stats import StatsRecordingFactory, read_stats
+from seedvr_cli.run.vram import ModelFacts, model_facts
 
 
 def run_upscale(spec: JobSpec, reporter: Reporter) -> RunSummary:
@@ -44,8 +45,9 @@ def run_upscale(spec: JobSpec, reporter: Reporter) -> RunSummary:
     jobs = discover_jobs(spec.inputs, spec.output, spec.output_settings, sequence=spec.sequence)
     outcomes: list[JobOutcome] = []
     if spec.run.dry_run:
+        facts = model_facts(spec.model)
         for index, job in enumerate(jobs):
-            outcomes.append(_dry_run(index, len(jobs), job, spec, reporter))
+            outcomes.append(_dry_run(index, len(jobs), job, spec, reporter, facts))
         return RunSummary(outcomes, time.monotonic() - started, {}, {})
     if all(job.skip for job in jobs):
         # A finished folder re-run with --skip-existing needs no model (nor its download).
@@ -54,6 +56,7 @@ def run_upscale(spec: JobSpec, reporter: Reporter) -> RunSummary:
         return RunSummary(outcomes, time.monotonic() - started, {}, {})
     files = resolve_models(spec.model, spec.memory)
     reporter.message(f"model {files.dit}, vae {files.vae}, text embedding {files.text_embedding}")
+    facts = model_facts(spec.model)
     devices = parse_devices(spec.run.devices)
     with tempfile.TemporaryDirectory(prefix="seedvr-stats-") as stats_dir:
         factory = StatsRecordingFactory(SeedVRProcessorFactory(files, dtype=spec.model.dtype, memory=spec.memory),
@@ -64,19 +67,19 @@ def run_upscale(spec: JobSpec, reporter: Reporter) -> RunSummary:
                     outcomes.append(finish(reporter, JobOutcome(job, "skipped",
                                                                 message="output exists (--skip-existing)")))
                     continue
-                outcomes.append(_run_one(index, len(jobs), job, spec, pool, reporter, files))
+                outcomes.append(_run_one(index, len(jobs), job, spec, pool, reporter, files, facts))
         peaks, phases = read_stats(stats_dir)
     return RunSummary(outcomes, time.monotonic() - started, peaks, phases)
 
 
 def _run_one(index: int, total: int, job: Job, spec: JobSpec, pool: WorkerPool, reporter: Reporter,
-             files: ModelFiles) -> JobOutcome:
+             files: ModelFiles, facts: ModelFacts | None) -> JobOutcome:
     started = time.monotonic()
     writer = None
     lock = None
     try:
         with open_reader(job.input, sequence=spec.sequence, fps=spec.fps) as reader:
-            plan, size, temporal, tasks = plan_input(job, spec, reader)
+            plan, size, temporal, tasks = plan_input(job, spec, reader, facts)
             reporter.job_started(index, total, job, plan)
             deep_output = plan.deep or deep_output_asked(spec.output_settings)
             settings = WindowSettings(
@@ -169,10 +172,11 @@ def _output_frames_only(progress, prepend: int):
     return report
 
 
-def _dry_run(index: int, total: int, job: Job, spec: JobSpec, reporter: Reporter) -> JobOutcome:
+def _dry_run(index: int, total: int, job: Job, spec: JobSpec, reporter: Reporter,
+             facts: ModelFacts | None) -> JobOutcome:
     try:
         with open_reader(job.input, sequence=spec.sequence, fps=spec.fps) as reader:
-            plan, *_ = plan_input(job, spec, reader)
+            plan, *_ = plan_input(job, spec, reader, facts)
     except UserError as err:
         return finish(reporter, JobOutcome(job, "failed", message=str(err)))
     reporter.job_started(index, total, job, plan)

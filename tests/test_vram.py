@@ -1,0 +1,57 @@
+"""The VRAM estimate: the measured 1080p rows, what each saver takes off, where the facts come from."""
+
+from __future__ import annotations
+
+import pytest
+
+from seedvr_cli.config import MemorySettings, ModelSettings
+from seedvr_cli.run.vram import ModelFacts, estimate_vram, model_facts
+
+THREE_B = ModelFacts("3b", "vae", 2.0, "test")
+SWAP_ALL = dict(blocks_to_swap=32, swap_io_components=True)
+
+# Peak allocated of the CLI's 1080p runs on an H200 (docs/benchmarks.md, "Memory savers end to end").
+MEASURED = [
+    (MemorySettings(), 29.73),
+    (MemorySettings(**SWAP_ALL), 23.95),
+    (MemorySettings(**SWAP_ALL, vae_tiling="on"), 13.98),
+    (MemorySettings(**SWAP_ALL, vae_tiling="on"), 13.22),  # the --max-vram 16 run, no window overlap
+]
+
+
+@pytest.mark.parametrize(("memory", "measured"), MEASURED)
+def test_estimate_is_within_15_percent_of_the_measured_peaks(memory, measured):
+    estimate = estimate_vram(THREE_B, (1088, 1920), 33, memory)
+    assert abs(estimate.total_gib - measured) <= 0.15 * measured
+    assert estimate.phase == "VAE decode"
+
+
+def test_each_saver_takes_off_what_it_should():
+    plain = estimate_vram(THREE_B, (1088, 1920), 33, MemorySettings())
+    swapped = estimate_vram(THREE_B, (1088, 1920), 33, MemorySettings(**SWAP_ALL))
+    tiled = estimate_vram(THREE_B, (1088, 1920), 33, MemorySettings(vae_tiling="on"))
+    # BlockSwap moves weights, not working memory; tiling the reverse.
+    assert swapped.working_gib == plain.working_gib and swapped.weights_gib < plain.weights_gib - 5
+    assert tiled.weights_gib == plain.weights_gib and tiled.working_gib < plain.working_gib - 8
+    # A frame smaller than a tile is coded whole, so tiling changes nothing there.
+    small = (544, 960)
+    assert (estimate_vram(THREE_B, small, 33, MemorySettings(vae_tiling="on")).total_gib
+            == estimate_vram(THREE_B, small, 33, MemorySettings()).total_gib)
+    # fp8 weights take half the bytes; the 7B more than the 3B.
+    fp8 = estimate_vram(ModelFacts("3b", "vae", 1.0, "test"), (1088, 1920), 33, MemorySettings())
+    assert fp8.weights_gib == pytest.approx(plain.weights_gib / 2, rel=0.1)
+    assert estimate_vram(ModelFacts("7b", "vae", 2.0, "test"), (1088, 1920), 33, MemorySettings()).weights_gib > 15
+
+
+def test_facts_come_from_the_files_or_else_the_registry(tmp_path):
+    from seedvr_cli.weights.synthesize import write_checkpoint
+
+    dit = write_checkpoint("tiny-3b", "fp8_e4m3fn", tmp_path / "dit.safetensors", seed=0)
+    vae = write_checkpoint("tiny-vae", "fp16", tmp_path / "vae.safetensors", seed=0)
+    from_files = model_facts(ModelSettings(model=str(dit), vae=str(vae)))
+    assert (from_files.variant, from_files.vae_variant, from_files.bytes_per_weight) == ("tiny-3b", "tiny-vae", 1.0)
+    # Registry names whose files are not here (nothing is downloaded for an estimate).
+    from_registry = model_facts(ModelSettings(model_dir=str(tmp_path / "empty")))
+    assert (from_registry.variant, from_registry.bytes_per_weight) == ("3b", 2.0)
+    assert "registry" in from_registry.source
+    assert model_facts(ModelSettings(model=str(tmp_path / "missing.safetensors"))) is None
