@@ -55,3 +55,18 @@ def test_json_log_reports_an_early_error_on_stdout(tmp_path, capsys):
     assert exit_info.value.code == 1
     event = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert event["event"] == "error" and "missing.mp4" in event["message"] and event["exit_code"] == 1
+
+
+def test_upscale_help_shows_the_defaults_written_into_option_texts(capsys, monkeypatch):
+    """Rich reads "[default: ...]" as markup unless escaped; it then vanished and left " ."."""
+    from seedvr_cli.cli import main
+
+    monkeypatch.setenv("COLUMNS", "200")
+    with pytest.raises(SystemExit):
+        main(["upscale", "--help"])
+    out = capsys.readouterr().out
+    for default in ("[default: 1080]", "[default: 25]", "[default: medium]", "[default: the whole card]",
+                    "[default: 2 per worker + 2]"):
+        assert default in out, default
+    # The stray full stop a vanished default left behind ("in pixels ." at the end of a text).
+    assert not [line for line in out.splitlines() if line.rstrip(" │").endswith(" .")]

@@ -16,7 +16,7 @@ def assemble(
         help="Work directories of one job (the hidden .OUTPUT.seedvr-* folders the shards wrote; one shared "
              "folder, or one per machine).", show_default=False)],
     output: Annotated[Optional[str], typer.Option(
-        "-o", "--output", help="Output file [default: the output the shards were started with].",
+        "-o", "--output", help="Output file \\[default: the output the shards were started with].",
         show_default=False)] = None,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing output.")] = False,
     keep: Annotated[bool, typer.Option("--keep", help="Keep the work directories after a successful join.")] = False,

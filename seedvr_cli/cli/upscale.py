@@ -56,7 +56,7 @@ def upscale(
              f"{', '.join(DTYPE_CHOICES)}.", rich_help_panel=_MODEL)] = _MODEL_DEFAULTS.dtype,
     # Size and time
     resolution: Annotated[Optional[int], typer.Option(
-        "--resolution", "-r", help=f"Short side of the output in pixels [default: {DEFAULT_RESOLUTION}].",
+        "--resolution", "-r", help=f"Short side of the output in pixels \\[default: {DEFAULT_RESOLUTION}].",
         rich_help_panel=_SIZE, show_default=False)] = None,
     max_resolution: Annotated[int, typer.Option(
         help="Cap on the long side of the output (0 = no cap).", rich_help_panel=_SIZE)] = _PROCESS_DEFAULTS.max_resolution,
@@ -80,7 +80,7 @@ def upscale(
         "--sequence", help="Treat a folder INPUT as one image sequence (a video), not as separate images.",
         rich_help_panel=_SIZE)] = False,
     fps: Annotated[Optional[float], typer.Option(
-        help="Frame rate of image-sequence inputs [default: 25].", rich_help_panel=_SIZE, show_default=False)] = None,
+        help="Frame rate of image-sequence inputs \\[default: 25].", rich_help_panel=_SIZE, show_default=False)] = None,
     # Quality
     color_correction: Annotated[str, typer.Option(
         "--color-correction", help=f"Match the output's colours to the input: {', '.join(COLOR_METHODS)}.",
@@ -96,13 +96,13 @@ def upscale(
     # Output
     codec: Annotated[Optional[str], typer.Option(
         help="h264, h265, av1, prores, prores4444, ffv1, or png/tiff/jpeg/webp/dpx for image output "
-             "[default: h264; h265 for 10-bit; prores4444 in .mov with alpha].", rich_help_panel=_OUTPUT,
+             "\\[default: h264; h265 for 10-bit; prores4444 in .mov with alpha].", rich_help_panel=_OUTPUT,
         show_default=False)] = None,
     crf: Annotated[Optional[int], typer.Option(
-        help="Quality of h264/h265/av1 (lower is better; 0 lossless) [default: 16 h264, 18 h265].",
+        help="Quality of h264/h265/av1 (lower is better; 0 lossless) \\[default: 16 h264, 18 h265].",
         rich_help_panel=_OUTPUT, show_default=False)] = None,
     preset: Annotated[Optional[str], typer.Option(
-        help="Encoder speed preset (h264/h265: ultrafast ... veryslow) [default: medium].",
+        help="Encoder speed preset (h264/h265: ultrafast ... veryslow) \\[default: medium].",
         rich_help_panel=_OUTPUT, show_default=False)] = None,
     pix_fmt: Annotated[Optional[str], typer.Option(
         help="Output pixel format, e.g. yuv420p, yuv444p10le.", rich_help_panel=_OUTPUT, show_default=False)] = None,
@@ -131,7 +131,7 @@ def upscale(
         rich_help_panel=_MEMORY)] = _MEMORY_DEFAULTS.dit_offload_device,
     max_vram: Annotated[Optional[float], typer.Option(
         help="GPU memory a worker may use, in GiB (e.g. 8 to behave like an 8 GB card); allocations past it "
-             "fail that chunk [default: the whole card].", rich_help_panel=_MEMORY, show_default=False)] = None,
+             "fail that chunk \\[default: the whole card].", rich_help_panel=_MEMORY, show_default=False)] = None,
     vae_tiling: Annotated[str, typer.Option(
         help="on: encode and decode frames in overlapping spatial tiles (less VRAM at large sizes; tiles are "
              "blended with raised-cosine ramps), off: whole frames.", rich_help_panel=_MEMORY)] = _MEMORY_DEFAULTS.vae_tiling,
@@ -150,7 +150,7 @@ def upscale(
         help="Windows per chunk, the unit of work handed to a worker.",
         rich_help_panel=_RUN)] = _RUN_DEFAULTS.windows_per_chunk,
     max_in_flight: Annotated[Optional[int], typer.Option(
-        help="Chunks finished or running but not yet written (bounds RAM and disk) [default: 2 per worker + 2].",
+        help="Chunks finished or running but not yet written (bounds RAM and disk) \\[default: 2 per worker + 2].",
         rich_help_panel=_RUN, show_default=False)] = None,
     resume: Annotated[bool, typer.Option(
         "--resume/--no-resume", help="Keep finished chunks next to the output and resume an interrupted run.",
