@@ -70,7 +70,7 @@ class ProcessSettings:
     def __post_init__(self) -> None:
         if self.resolution is not None and self.resolution < 16:
             raise UsageError(f"--resolution {self.resolution}: must be at least 16 pixels (short side of the output)")
-        if self.scale is not None and self.scale <= 0:
+        if self.scale is not None and not (math.isfinite(self.scale) and self.scale > 0):
             raise UsageError(f"--scale {self.scale}: must be positive, e.g. 2 or 4")
         if self.resolution is not None and self.scale is not None:
             raise UsageError("--resolution and --scale both set the output size; pass only one")
@@ -179,7 +179,7 @@ class JobSpec:
     output_settings: OutputSettings = field(default_factory=OutputSettings)
 
     def __post_init__(self) -> None:
-        if self.fps is not None and self.fps <= 0:
+        if self.fps is not None and not (math.isfinite(self.fps) and self.fps > 0):
             raise UsageError(f"--fps {self.fps}: must be a positive frame rate, e.g. 24 or 29.97")
 
     def pixel_settings(self) -> dict:

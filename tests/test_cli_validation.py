@@ -70,3 +70,14 @@ def test_upscale_help_shows_the_defaults_written_into_option_texts(capsys, monke
         assert default in out, default
     # The stray full stop a vanished default left behind ("in pixels ." at the end of a text).
     assert not [line for line in out.splitlines() if line.rstrip(" │").endswith(" .")]
+
+
+@pytest.mark.parametrize("flag", ["--scale", "--fps", "--max-vram"])
+@pytest.mark.parametrize("value", ["nan", "inf", "-inf"])
+def test_non_finite_numbers_are_usage_errors_even_in_a_dry_run(tmp_path, capsys, flag, value):
+    from seedvr_cli.cli import main
+
+    with pytest.raises(SystemExit) as exit_info:
+        main(["upscale", str(tmp_path / "clip.mp4"), flag, value, "--dry-run"])
+    err = capsys.readouterr().err
+    assert exit_info.value.code == 2 and flag in err and "Traceback" not in err
