@@ -143,8 +143,13 @@ class MemorySettings:
     # Cap on what a worker's allocator may take of its GPU, in GiB (also how small cards are
     # emulated on a big one); None: the whole card.
     max_vram_gib: float | None = None
+    # auto: with a --max-vram budget, choose the savers the largest input needs (``run.fit``);
+    # manual: use the savers exactly as given.
+    vram: str = "auto"
 
     def __post_init__(self) -> None:
+        if self.vram not in ("auto", "manual"):
+            raise UsageError(f"--vram {self.vram}: use auto or manual")
         if self.max_vram_gib is not None and not (math.isfinite(self.max_vram_gib) and self.max_vram_gib > 0):
             raise UsageError(f"--max-vram {self.max_vram_gib}: give the GPU memory a worker may use in GiB, e.g. 8 or 24")
         if self.vae_tiling not in ("on", "off"):

@@ -129,6 +129,10 @@ def upscale(
     dit_offload_device: Annotated[str, typer.Option(
         help="Where swapped DiT weights wait between uses (cpu).",
         rich_help_panel=_MEMORY)] = _MEMORY_DEFAULTS.dit_offload_device,
+    vram: Annotated[str, typer.Option(
+        help="auto: with --max-vram, choose BlockSwap and VAE tiling so that the largest input fits, and say "
+             "what was chosen (memory flags given on the command line are kept as they are); manual: use the "
+             "memory flags as given.", rich_help_panel=_MEMORY)] = _MEMORY_DEFAULTS.vram,
     max_vram: Annotated[Optional[float], typer.Option(
         help="GPU memory a worker may use, in GiB (e.g. 8 to behave like an 8 GB card); allocations past it "
              "fail that chunk \\[default: the whole card].", rich_help_panel=_MEMORY, show_default=False)] = None,
@@ -197,7 +201,8 @@ def upscale(
                         log_format=log_format),
         memory=MemorySettings(blocks_to_swap=blocks_to_swap, swap_io_components=swap_io_components,
                               dit_offload_device=dit_offload_device, vae_tiling=vae_tiling,
-                              vae_tile_size=vae_tile_size, vae_tile_overlap=vae_tile_overlap, max_vram_gib=max_vram),
+                              vae_tile_size=vae_tile_size, vae_tile_overlap=vae_tile_overlap, max_vram_gib=max_vram,
+                              vram="manual" if _savers_given(ctx) else vram),
         output_settings=output_settings,
     )
     _validate_early(spec)
@@ -220,6 +225,16 @@ def upscale(
 # Flags that map one to one onto ProcessSettings fields.
 _PROCESS_FLAGS = ("resolution", "max_resolution", "scale", "batch_size", "temporal_overlap", "prepend_frames",
                   "color_correction", "input_noise_scale", "latent_noise_scale", "seed")
+
+
+# Memory flags that, given on the command line, the user means as they are (--vram auto keeps off them).
+_SAVER_FLAGS = ("blocks_to_swap", "swap_io_components", "vae_tiling", "vae_tile_size", "vae_tile_overlap")
+
+
+def _savers_given(ctx: typer.Context) -> bool:
+    # Compared by name: Typer may bring its own copy of click and with it another enum class.
+    sources = (ctx.get_parameter_source(name) for name in _SAVER_FLAGS)
+    return any(source is not None and source.name != "DEFAULT" for source in sources)
 
 
 def _profile_values(ctx: typer.Context, name: str) -> dict:

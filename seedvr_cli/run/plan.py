@@ -35,6 +35,14 @@ class InputPlan:
     estimated_vram_gib: float | None  # None: the models are not known well enough to say
 
 
+def frame_size(job: Job, spec: JobSpec, reader) -> FrameSize:
+    """The sizes of one input's output frames (what is written, what the models see)."""
+    process = spec.process
+    return plan_frame_size(reader.height, reader.width, resolution=process.resolution,
+                           max_resolution=process.max_resolution, scale=process.scale,
+                           even=is_video_output(job.output, spec.output_settings))
+
+
 def plan_input(job: Job, spec: JobSpec, reader, models: ModelFacts | None = None,
                ) -> tuple[InputPlan, FrameSize, TemporalPlan, list[ChunkTask]]:
     """Size, windows and chunks of one input opened as ``reader``, and the VRAM it needs with
@@ -47,9 +55,7 @@ def plan_input(job: Job, spec: JobSpec, reader, models: ModelFacts | None = None
         if first >= reader.num_frames:
             raise UserError(f"{job.input}: --frames starts at {first} but the input has {reader.num_frames} frames")
     frames = stop - first
-    size = plan_frame_size(reader.height, reader.width, resolution=process.resolution,
-                           max_resolution=process.max_resolution, scale=process.scale,
-                           even=is_video_output(job.output, spec.output_settings))
+    size = frame_size(job, spec, reader)
     temporal = plan_windows(frames, batch_size=process.batch_size, overlap=process.temporal_overlap,
                             prepend=process.prepend_frames)
     tasks = plan_chunks(temporal.windows, windows_per_chunk=spec.run.windows_per_chunk, shares=temporal.chunk_shares)

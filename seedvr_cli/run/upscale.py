@@ -28,11 +28,13 @@ from seedvr_cli.parallel.outputlock import OutputLock
 from seedvr_cli.parallel.pool import WorkerPool
 from seedvr_cli.parallel.progress import ProgressEvent, RunFailed
 from seedvr_cli.parallel.tasks import shard_indices
+from seedvr_cli.pipeline.temporal import padded_length
 from seedvr_cli.pipeline.window import WindowSettings
+from seedvr_cli.run.fit import fit_memory
 from seedvr_cli.run.models import ModelFiles, resolve_models
 from seedvr_cli.run.outcome import JobOutcome, Reporter, RunSummary, finish
 from seedvr_cli.run.outputs import DropLeadingFrames, deep_output_asked, open_output, output_settings_meta
-from seedvr_cli.run.plan import plan_input
+from seedvr_cli.run.plan import frame_size, plan_input
 from seedvr_cli.run.processor import InputContext, SeedVRProcessorFactory
 from seedvr_cli.run.sources import InputSource
 from seedvr_cli.run.stats import StatsRecordingFactory, read_stats
@@ -46,6 +48,7 @@ def run_upscale(spec: JobSpec, reporter: Reporter) -> RunSummary:
     outcomes: list[JobOutcome] = []
     if spec.run.dry_run:
         facts = model_facts(spec.model)
+        spec = _fit_memory(spec, jobs, facts, reporter)
         for index, job in enumerate(jobs):
             outcomes.append(_dry_run(index, len(jobs), job, spec, reporter, facts))
         return RunSummary(outcomes, time.monotonic() - started, {}, {})
@@ -54,9 +57,10 @@ def run_upscale(spec: JobSpec, reporter: Reporter) -> RunSummary:
         for job in jobs:
             outcomes.append(finish(reporter, JobOutcome(job, "skipped", message="output exists (--skip-existing)")))
         return RunSummary(outcomes, time.monotonic() - started, {}, {})
+    facts = model_facts(spec.model)
+    spec = _fit_memory(spec, jobs, facts, reporter)
     files = resolve_models(spec.model, spec.memory)
     reporter.message(f"model {files.dit}, vae {files.vae}, text embedding {files.text_embedding}")
-    facts = model_facts(spec.model)
     devices = parse_devices(spec.run.devices)
     with tempfile.TemporaryDirectory(prefix="seedvr-stats-") as stats_dir:
         factory = StatsRecordingFactory(SeedVRProcessorFactory(files, dtype=spec.model.dtype, memory=spec.memory),
@@ -70,6 +74,33 @@ def run_upscale(spec: JobSpec, reporter: Reporter) -> RunSummary:
                 outcomes.append(_run_one(index, len(jobs), job, spec, pool, reporter, files, facts))
         peaks, phases = read_stats(stats_dir)
     return RunSummary(outcomes, time.monotonic() - started, peaks, phases)
+
+
+def _fit_memory(spec: JobSpec, jobs: list[Job], facts: ModelFacts | None, reporter: Reporter) -> JobSpec:
+    """``--vram auto`` with a ``--max-vram`` budget: the savers the largest input of the run needs
+    (the workers load their models once, for every input)."""
+    if spec.memory.vram != "auto" or spec.memory.max_vram_gib is None:
+        return spec
+    if facts is None:
+        reporter.message("--vram auto: the models are not known before they are downloaded; "
+                         "memory savers stay as given")
+        return spec
+    largest = None
+    for job in jobs:
+        if job.skip:
+            continue
+        try:
+            with open_reader(job.input, sequence=spec.sequence, fps=spec.fps) as reader:
+                size = frame_size(job, spec, reader).padded
+        except UserError:
+            continue  # reported when that input is planned
+        if largest is None or size[0] * size[1] > largest[0] * largest[1]:
+            largest = size
+    if largest is None:
+        return spec
+    fit = fit_memory(facts, largest, padded_length(spec.process.batch_size), spec.memory)
+    reporter.message(fit.reason)
+    return replace(spec, memory=fit.memory)
 
 
 def _run_one(index: int, total: int, job: Job, spec: JobSpec, pool: WorkerPool, reporter: Reporter,
