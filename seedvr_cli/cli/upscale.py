@@ -231,24 +231,22 @@ _PROCESS_FLAGS = ("resolution", "max_resolution", "scale", "batch_size", "tempor
 _SAVER_FLAGS = ("blocks_to_swap", "swap_io_components", "vae_tiling", "vae_tile_size", "vae_tile_overlap")
 
 
-def _savers_given(ctx: typer.Context) -> bool:
+def _given(ctx: typer.Context, name: str) -> bool:
+    """Whether flag ``name`` was given on the command line (not left at its default)."""
+    source = ctx.get_parameter_source(name)
     # Compared by name: Typer may bring its own copy of click and with it another enum class.
-    sources = (ctx.get_parameter_source(name) for name in _SAVER_FLAGS)
-    return any(source is not None and source.name != "DEFAULT" for source in sources)
+    return source is not None and source.name != "DEFAULT"
+
+
+def _savers_given(ctx: typer.Context) -> bool:
+    return any(_given(ctx, name) for name in _SAVER_FLAGS)
 
 
 def _profile_values(ctx: typer.Context, name: str) -> dict:
     """The profile's settings for every flag that was not given explicitly on the command line."""
-    from click.core import ParameterSource
-
     from seedvr_cli.presets import load_preset
 
-    values = {}
-    for key, value in load_preset(name).settings.items():
-        source = ctx.get_parameter_source(key)
-        if source is None or source.name == ParameterSource.DEFAULT.name:
-            values[key] = value
-    return values
+    return {key: value for key, value in load_preset(name).settings.items() if not _given(ctx, key)}
 
 
 def _validate_early(spec) -> None:

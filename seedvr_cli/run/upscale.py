@@ -46,19 +46,17 @@ def run_upscale(spec: JobSpec, reporter: Reporter) -> RunSummary:
     started = time.monotonic()
     jobs = discover_jobs(spec.inputs, spec.output, spec.output_settings, sequence=spec.sequence)
     outcomes: list[JobOutcome] = []
-    if spec.run.dry_run:
-        facts = model_facts(spec.model)
-        spec = _fit_memory(spec, jobs, facts, reporter)
-        for index, job in enumerate(jobs):
-            outcomes.append(_dry_run(index, len(jobs), job, spec, reporter, facts))
-        return RunSummary(outcomes, time.monotonic() - started, {}, {})
-    if all(job.skip for job in jobs):
+    if not spec.run.dry_run and all(job.skip for job in jobs):
         # A finished folder re-run with --skip-existing needs no model (nor its download).
         for job in jobs:
             outcomes.append(finish(reporter, JobOutcome(job, "skipped", message="output exists (--skip-existing)")))
         return RunSummary(outcomes, time.monotonic() - started, {}, {})
     facts = model_facts(spec.model)
     spec = _fit_memory(spec, jobs, facts, reporter)
+    if spec.run.dry_run:
+        for index, job in enumerate(jobs):
+            outcomes.append(_dry_run(index, len(jobs), job, spec, reporter, facts))
+        return RunSummary(outcomes, time.monotonic() - started, {}, {})
     files = resolve_models(spec.model, spec.memory)
     reporter.message(f"model {files.dit}, vae {files.vae}, text embedding {files.text_embedding}")
     devices = parse_devices(spec.run.devices)
