@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from model_standins import StandInDiT
 
 from seedvr_cli.memory.tiling import TiledVAE, tiled_decode, tiled_encode
 from seedvr_cli.models.vae import VideoVAE
@@ -15,14 +16,6 @@ from seedvr_cli.pipeline.window import WindowSettings, upscale_window
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
-class LinearStandInDiT:
-    """Velocity ``x_t - (0.8 cond + 0.1)``: the restored latent follows the encoded input."""
-
-    def __call__(self, vid, txt, vid_shape, txt_shape, timestep):
-        x_t, cond = vid[:, :16], vid[:, 16:32]
-        return x_t - (0.8 * cond + 0.1)
-
-
 @pytest.fixture(scope="module")
 def vae():
     torch.manual_seed(0)
@@ -32,7 +25,7 @@ def vae():
 def _window(vae, codec, frames, size):
     plan = plan_windows(frames.shape[0], batch_size=5)
     settings = WindowSettings(frame_size=size, dtype=torch.float32, output_dtype=None)
-    return upscale_window(frames, vae=codec, dit=LinearStandInDiT(), text_embedding=torch.zeros(58, 5120),
+    return upscale_window(frames, vae=codec, dit=StandInDiT(), text_embedding=torch.zeros(58, 5120),
                           settings=settings, window=plan.windows[0])
 
 
