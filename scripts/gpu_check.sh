@@ -87,19 +87,7 @@ for stage in "$@"; do
                 --vae "$WORK/ema_vae_fp16.safetensors" --resolution 1080 --batch-size "$batch" --devices "$devs" \
                 --log-format json 2>&1 | grep -v -E '"kind": "(chunk|write)"' | tee "$OUT/multi_$tag.log"
         done
-        $PY - "$WORK/multi_0.mkv" "$WORK/multi_0_1.mkv" <<'PYEOF' 2>&1 | tee "$OUT/multi_compare.log"
-import hashlib, sys
-import av
-digests = []
-for path in sys.argv[1:]:
-    h, n = hashlib.sha256(), 0
-    with av.open(path) as c:
-        for frame in c.decode(video=0):
-            h.update(frame.to_ndarray(format="rgb24").tobytes()); n += 1
-    digests.append((n, h.hexdigest()))
-    print(path, n, "frames", digests[-1][1][:16])
-print("IDENTICAL" if digests[0] == digests[1] else "DIFFERENT")
-PYEOF
+        $PY scripts/compare_videos.py "$WORK/multi_0.mkv" "$WORK/multi_0_1.mkv" 2>&1 | tee "$OUT/multi_compare.log"
         ;;
     long)
         frames=${LONG_FRAMES:-3000}
