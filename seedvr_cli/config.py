@@ -130,19 +130,22 @@ class MemorySettings:
     layers before and after the blocks. Whether N fits the model is checked against the
     checkpoint's header (``run.models``), which knows how many blocks it has. ``vae_tiling``
     codes frames in spatial tiles (``memory.tiling.TiledVAE``): less memory, pictures within the
-    tiling's blending of the untiled ones.
+    tiling's blending of the untiled ones; ``auto`` leaves it to ``--vram auto`` (``run.fit``), which
+    turns it on only where the budget needs it, and means off otherwise. ``vae_offload_device``
+    keeps the VAE in host memory while the DiT runs (``memory.offload``).
     """
 
     blocks_to_swap: int = 0
     swap_io_components: bool = False
     dit_offload_device: str = "cpu"
     # VAE tiling: frames coded in overlapping spatial tiles (sizes in output pixels).
-    vae_tiling: str = "off"
+    vae_tiling: str = "auto"
     vae_tile_size: int = 1024
     vae_tile_overlap: int = 128
     # Cap on what a worker's allocator may take of its GPU, in GiB (also how small cards are
     # emulated on a big one); None: the whole card.
     max_vram_gib: float | None = None
+    vae_offload_device: str = "none"
     # auto: with a --max-vram budget, choose the savers the largest input needs (``run.fit``);
     # manual: use the savers exactly as given.
     vram: str = "auto"
@@ -152,8 +155,8 @@ class MemorySettings:
             raise UsageError(f"--vram {self.vram}: use auto or manual")
         if self.max_vram_gib is not None and not (math.isfinite(self.max_vram_gib) and self.max_vram_gib > 0):
             raise UsageError(f"--max-vram {self.max_vram_gib}: give the GPU memory a worker may use in GiB, e.g. 8 or 24")
-        if self.vae_tiling not in ("on", "off"):
-            raise UsageError(f"--vae-tiling {self.vae_tiling}: use on or off")
+        if self.vae_tiling not in ("auto", "on", "off"):
+            raise UsageError(f"--vae-tiling {self.vae_tiling}: use auto, on or off")
         if self.vae_tile_size < 64 or self.vae_tile_size % 8:
             raise UsageError(f"--vae-tile-size {self.vae_tile_size}: use a multiple of 8, at least 64 pixels")
         if not 0 <= self.vae_tile_overlap < self.vae_tile_size:
@@ -163,10 +166,20 @@ class MemorySettings:
             raise UsageError(f"--blocks-to-swap {self.blocks_to_swap}: must be >= 0 (0 keeps every block on the GPU)")
         if self.dit_offload_device != "cpu":
             raise UsageError(f"--dit-offload-device {self.dit_offload_device}: only cpu is supported")
+        if self.vae_offload_device not in ("none", "cpu"):
+            raise UsageError(f"--vae-offload-device {self.vae_offload_device}: use none or cpu")
 
     @property
     def swaps(self) -> bool:
         return self.blocks_to_swap > 0 or self.swap_io_components
+
+    @property
+    def tiles_vae(self) -> bool:
+        return self.vae_tiling == "on"
+
+    @property
+    def offloads_vae(self) -> bool:
+        return self.vae_offload_device != "none"
 
 
 @dataclass(frozen=True)
@@ -193,7 +206,7 @@ class JobSpec:
         settings = {"process": process, "model": {"model": self.model.model, "vae": self.model.vae,
                                                    "text_embedding": self.model.text_embedding,
                                                    "dtype": self.model.dtype}}
-        if self.memory.vae_tiling == "on":
+        if self.memory.tiles_vae:
             # Tiles change pixels (a little); BlockSwap does not, so it is not part of the key.
             settings["vae_tiles"] = [self.memory.vae_tile_size, self.memory.vae_tile_overlap]
         return settings

@@ -7,8 +7,10 @@ from media_factory import make_video
 
 from seedvr_cli.config import MemorySettings
 from seedvr_cli.errors import UsageError
-from seedvr_cli.run.fit import MARGIN, fit_memory
-from seedvr_cli.run.vram import ModelFacts
+from dataclasses import replace
+
+from seedvr_cli.run.fit import MARGIN, fit_memory, step_down
+from seedvr_cli.run.vram import ModelFacts, estimate_vram
 
 THREE_B, SEVEN_B = ModelFacts("3b", "vae", 2.0, "test"), ModelFacts("7b", "vae", 2.0, "test")
 HD = (1088, 1920)
@@ -19,19 +21,57 @@ def test_the_lightest_saver_that_fits_is_chosen(budget):
     fit = fit_memory(THREE_B, HD, 33, MemorySettings(max_vram_gib=budget))
     assert fit.estimate.total_gib <= MARGIN * budget
     if budget >= 48:
-        assert not fit.memory.swaps and fit.memory.vae_tiling == "off"
+        assert not fit.memory.swaps and not fit.memory.tiles_vae
     elif budget >= 32:
-        assert fit.memory.blocks_to_swap == 32 and fit.memory.vae_tiling == "off"
+        assert fit.memory.blocks_to_swap == 32 and not fit.memory.tiles_vae
     else:
-        assert fit.memory.blocks_to_swap == 32 and fit.memory.vae_tiling == "on"
+        assert fit.memory.blocks_to_swap == 32 and fit.memory.tiles_vae
+    assert fit.window_frames == 33  # savers come before shorter windows
     assert f"--max-vram {budget}" in fit.reason
 
 
 def test_smaller_budgets_get_smaller_tiles_and_the_impossible_is_said():
     tiles = [fit_memory(THREE_B, HD, 33, MemorySettings(max_vram_gib=b)).memory.vae_tile_size for b in (16, 12, 8)]
     assert tiles == sorted(tiles, reverse=True) and tiles[-1] < tiles[0]
-    with pytest.raises(UsageError, match="--max-vram 4.*lower --batch-size or --resolution"):
-        fit_memory(SEVEN_B, HD, 33, MemorySettings(max_vram_gib=4))
+    with pytest.raises(UsageError, match="--max-vram 1.5.*lower --resolution"):
+        fit_memory(SEVEN_B, HD, 33, MemorySettings(max_vram_gib=1.5))
+
+
+def test_shorter_windows_come_last_and_keep_the_overlap_possible():
+    # 2160p output: the DiT's tokens set the peak; with every saver the window has to shrink for 12 GiB.
+    uhd = (2160, 3840)
+    fit = fit_memory(THREE_B, uhd, 33, MemorySettings(max_vram_gib=12))
+    assert fit.window_frames < 33 and fit.memory.tiles_vae and fit.memory.blocks_to_swap == 32
+    assert f"--batch-size {fit.window_frames}" in fit.reason and fit.estimate.total_gib <= MARGIN * 12
+    # The window must stay longer than --temporal-overlap: then nothing fits, and that is said.
+    with pytest.raises(UsageError, match="--max-vram 12"):
+        fit_memory(THREE_B, uhd, 33, MemorySettings(max_vram_gib=12), min_window=fit.window_frames + 1)
+
+
+def test_vae_offload_is_chosen_only_where_the_dit_sets_the_peak():
+    plain = MemorySettings(blocks_to_swap=32, swap_io_components=True, vae_tiling="on", vae_tile_size=512)
+    offloaded = replace(plain, vae_offload_device="cpu")
+    # At 2160p the DiT phase is the peak: offloading the VAE lowers it by the VAE's weights.
+    dit_bound = estimate_vram(THREE_B, (2160, 3840), 33, plain)
+    assert dit_bound.phase == "DiT"
+    saved = dit_bound.total_gib - estimate_vram(THREE_B, (2160, 3840), 33, offloaded).total_gib
+    assert saved == pytest.approx(0.467, abs=0.01)
+    # At 1080p the decode is the peak and the VAE must be on the GPU then: no gain, not chosen.
+    big_tiles = replace(plain, vae_tile_size=1024)
+    assert estimate_vram(THREE_B, HD, 33, big_tiles).phase == "VAE decode"
+    assert (estimate_vram(THREE_B, HD, 33, replace(big_tiles, vae_offload_device="cpu")).total_gib
+            == estimate_vram(THREE_B, HD, 33, big_tiles).total_gib)
+    assert not fit_memory(THREE_B, HD, 33, MemorySettings(max_vram_gib=12)).memory.offloads_vae
+
+
+def test_step_down_takes_the_next_saver_with_the_same_window():
+    none = MemorySettings()
+    first = step_down(THREE_B, HD, 33, none)
+    assert first.memory.blocks_to_swap == 32 and not first.memory.tiles_vae and first.window_frames == 33
+    second = step_down(THREE_B, HD, 33, first.memory)
+    assert second.memory.tiles_vae and second.memory.vae_tile_size == 1024
+    smallest = replace(second.memory, vae_tile_size=256, vae_tile_overlap=32, vae_offload_device="cpu")
+    assert step_down(THREE_B, HD, 33, smallest) is None
 
 
 def test_the_cli_reports_the_choice_and_keeps_given_flags(tmp_path, capsys):

@@ -485,6 +485,12 @@ def test_blockswap_gives_the_same_pixels_and_is_checked_against_the_model(tmp_pa
     # Every block of the tiny 3B and its input/output layers streamed from host memory.
     assert _run(capsys, *common, "-o", str(swapped), "--blocks-to-swap", "4", "--swap-io-components")[0] == 0
     assert np.array_equal(_decode_deep(plain)[0], _decode_deep(swapped)[0])
+    # The VAE waiting in host memory while the DiT runs changes no pixel either.
+    offloaded = tmp_path / "offloaded.mkv"
+    assert _run(capsys, *common, "-o", str(offloaded), "--vae-offload-device", "cpu")[0] == 0
+    assert np.array_equal(_decode_deep(plain)[0], _decode_deep(offloaded)[0])
+    code, _, err = _run(capsys, *common, "-o", str(tmp_path / "x.mkv"), "--vae-offload-device", "gpu")
+    assert code == 2 and "--vae-offload-device gpu: use none or cpu" in err
     code, _, err = _run(capsys, *common, "-o", str(tmp_path / "x.mkv"), "--blocks-to-swap", "99")
     assert code == 2 and "--blocks-to-swap 99" in err and "has 4 blocks" in err
     code, _, err = _run(capsys, *common, "-o", str(tmp_path / "x.mkv"), "--blocks-to-swap", "-1")

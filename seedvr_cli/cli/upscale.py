@@ -129,16 +129,23 @@ def upscale(
     dit_offload_device: Annotated[str, typer.Option(
         help="Where swapped DiT weights wait between uses (cpu).",
         rich_help_panel=_MEMORY)] = _MEMORY_DEFAULTS.dit_offload_device,
+    vae_offload_device: Annotated[str, typer.Option(
+        help="cpu: keep the VAE in host memory while the DiT runs (it comes onto the GPU only to encode and "
+             "decode; saves ~0.5 GiB where the DiT sets the peak); none: keep it on the GPU.",
+        rich_help_panel=_MEMORY)] = _MEMORY_DEFAULTS.vae_offload_device,
     vram: Annotated[str, typer.Option(
-        help="auto: with --max-vram, choose BlockSwap and VAE tiling so that the largest input fits, and say "
-             "what was chosen (memory flags given on the command line are kept as they are); manual: use the "
-             "memory flags as given.", rich_help_panel=_MEMORY)] = _MEMORY_DEFAULTS.vram,
+        help="auto: fit the run into the GPU memory it may use (--max-vram, else the free memory of the "
+             "devices): choose BlockSwap, VAE and DiT tiling, VAE offload and, as a last resort, shorter "
+             "windows so that the largest input fits, say in one line what was chosen, and step down once more "
+             "if a chunk still runs out of memory (memory flags given on the command line are kept as they "
+             "are); manual: use the memory flags as given.", rich_help_panel=_MEMORY)] = _MEMORY_DEFAULTS.vram,
     max_vram: Annotated[Optional[float], typer.Option(
         help="GPU memory a worker may use, in GiB (e.g. 8 to behave like an 8 GB card); allocations past it "
              "fail that chunk \\[default: the whole card].", rich_help_panel=_MEMORY, show_default=False)] = None,
     vae_tiling: Annotated[str, typer.Option(
         help="on: encode and decode frames in overlapping spatial tiles (less VRAM at large sizes; tiles are "
-             "blended with raised-cosine ramps), off: whole frames.", rich_help_panel=_MEMORY)] = _MEMORY_DEFAULTS.vae_tiling,
+             "blended with raised-cosine ramps), off: whole frames, auto: tiles only where --vram auto needs "
+             "them.", rich_help_panel=_MEMORY)] = _MEMORY_DEFAULTS.vae_tiling,
     vae_tile_size: Annotated[int, typer.Option(
         help="VAE tile size in pixels (multiple of 8).", rich_help_panel=_MEMORY)] = _MEMORY_DEFAULTS.vae_tile_size,
     vae_tile_overlap: Annotated[int, typer.Option(
@@ -200,7 +207,8 @@ def upscale(
                         resume=resume, restart=restart, max_retries=max_retries, shard=shard, dry_run=dry_run,
                         log_format=log_format),
         memory=MemorySettings(blocks_to_swap=blocks_to_swap, swap_io_components=swap_io_components,
-                              dit_offload_device=dit_offload_device, vae_tiling=vae_tiling,
+                              dit_offload_device=dit_offload_device, vae_offload_device=vae_offload_device,
+                              vae_tiling=vae_tiling,
                               vae_tile_size=vae_tile_size, vae_tile_overlap=vae_tile_overlap, max_vram_gib=max_vram,
                               vram="manual" if _savers_given(ctx) else vram),
         output_settings=output_settings,
@@ -228,7 +236,8 @@ _PROCESS_FLAGS = ("resolution", "max_resolution", "scale", "batch_size", "tempor
 
 
 # Memory flags that, given on the command line, the user means as they are (--vram auto keeps off them).
-_SAVER_FLAGS = ("blocks_to_swap", "swap_io_components", "vae_tiling", "vae_tile_size", "vae_tile_overlap")
+_SAVER_FLAGS = ("blocks_to_swap", "swap_io_components", "vae_tiling", "vae_tile_size", "vae_tile_overlap",
+                "vae_offload_device")
 
 
 def _given(ctx: typer.Context, name: str) -> bool:
@@ -239,7 +248,9 @@ def _given(ctx: typer.Context, name: str) -> bool:
 
 
 def _savers_given(ctx: typer.Context) -> bool:
-    return any(_given(ctx, name) for name in _SAVER_FLAGS)
+    # "--vae-tiling auto" hands the choice to --vram auto rather than taking it.
+    return any(_given(ctx, name) and not (name == "vae_tiling" and ctx.params.get(name) == "auto")
+               for name in _SAVER_FLAGS)
 
 
 def _profile_values(ctx: typer.Context, name: str) -> dict:

@@ -205,6 +205,8 @@ class _Scheduler:
             self._device_failed(slot, restart=False)
         elif event.kind == "init_failed":
             pass  # reported once, with the exit that follows it
+        elif event.kind == "note":
+            self.progress.emit("warning", device=label, message=f"{label}: {event.detail}")
         elif event.kind == "died":
             ours = [chunk for job, chunk in event.held if job == self.job_id]
             if event.running is not None and event.running[0] == self.job_id and event.running[1] in ours:

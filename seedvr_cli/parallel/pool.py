@@ -22,7 +22,7 @@ from seedvr_cli.parallel.launcher import worker_context
 from seedvr_cli.parallel.tasks import ChunkTask
 from seedvr_cli.parallel.worker import ProcessorFactory, worker_main
 
-EventKind = Literal["ready", "init_failed", "done", "failed", "died"]
+EventKind = Literal["ready", "init_failed", "done", "failed", "died", "note"]
 
 
 @dataclass
@@ -247,6 +247,8 @@ class WorkerPool:
                 events.append(WorkerEvent("init_failed", slot, detail=message[1]))
             elif kind == "started":
                 slot.running = (message[1], message[2])
+            elif kind == "note":
+                events.append(WorkerEvent("note", slot, message[1], detail=message[2]))
             elif kind == "done":
                 _, job_id, chunk, shape, dtype, seconds = message
                 self._unassign(slot, job_id, chunk)

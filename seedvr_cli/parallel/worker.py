@@ -194,10 +194,17 @@ class _Stages:
                         item.out = as_frames(self.processor.process(item.task, item.frames, item.context), item.task)
                     except Exception:
                         item.out, item.error = None, traceback.format_exc()
+                    self._send_notes(item.job_id)
                 item.frames = None
                 self.encoded.put(item)
         finally:
             self.encoded.put(_STOP)
+
+    def _send_notes(self, job_id: int) -> None:
+        """What the processor wants the user to know (e.g. that it stepped down after running out of memory)."""
+        notes = getattr(self.processor, "notes", None)
+        while notes:
+            self.send(("note", job_id, notes.pop(0)))
 
     def write(self) -> None:
         while True:

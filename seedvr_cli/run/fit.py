@@ -1,12 +1,20 @@
-"""``--vram auto``: choose the memory savers that let the largest input of a run fit the budget.
+"""``--vram auto``: choose the memory savers (and, last, the window length) that let the largest
+input of a run fit the GPU memory a worker may use.
 
-The budget is ``--max-vram`` (the parent never touches a GPU, so without it there is nothing to
-fit to and the settings stay as given). Candidates go from the fastest to the most frugal, and
-the first whose estimate (``run.vram``) fits under the budget, less a margin for the allocator's
-rounding and fragmentation, wins: no saver; BlockSwap of every block and the layers around them
-(same pictures, no slower per window on an H200); then VAE tiles of 1024, 768, 512, 384 and 256
-pixels on top (pictures change a little at tile seams). The window length is never changed: that
-would change the pictures more than any saver.
+The budget is ``--max-vram``, else the free memory of the run's GPUs as NVML reports it before any
+worker starts (``parallel.gpu_memory``), less what a CUDA context takes. Candidates go from the
+fastest to the most frugal, and the first whose estimate (``run.vram``) fits under the budget,
+less a margin for the allocator's rounding and fragmentation, wins:
+
+1. no saver;
+2. BlockSwap of every block and the layers around them (same pictures, no slower per window on an
+   H200: the copies hide behind the compute);
+3. on top, VAE tiles of 1024, 768, 512, 384 and 256 pixels (pictures change a little at tile
+   seams), with the VAE offloaded while the DiT runs where the DiT phase sets the peak;
+4. then shorter windows with the smallest tiles (pictures change most: fewer frames seen at once).
+
+``step_down`` gives the next candidate after the one in use, for a chunk that still ran out of
+memory (the estimate is a model; fragmentation and other processes are not in it).
 """
 
 from __future__ import annotations
@@ -21,39 +29,91 @@ from seedvr_cli.run.vram import ModelFacts, VRAMEstimate, estimate_vram
 # Measured peaks sat up to 6 % below or above the estimate; allocator rounding comes on top.
 MARGIN = 0.9
 TILE_SIZES = (1024, 768, 512, 384, 256)
+# What a CUDA context and the allocator's first pools take before the models load (H200, torch 2.11).
+CONTEXT_GIB = 0.75
+# Window lengths tried when no saver is enough, longest first (all 4n+1).
+WINDOW_STEPS = (29, 25, 21, 17, 13, 9, 5, 1)
+
+
+@dataclass(frozen=True)
+class Candidate:
+    memory: MemorySettings
+    window_frames: int
+    what: str
 
 
 @dataclass(frozen=True)
 class Fit:
     memory: MemorySettings
+    window_frames: int  # frames per window (the --batch-size to use)
     estimate: VRAMEstimate
     reason: str  # one line for the user
 
 
-def candidates(facts: ModelFacts, memory: MemorySettings) -> list[tuple[MemorySettings, str]]:
+def candidates(facts: ModelFacts, model_size: tuple[int, int], window_frames: int, memory: MemorySettings,
+               min_window: int = 1) -> list[Candidate]:
+    """Every candidate in the order they are tried (lightest first)."""
     blocks = dit_config(facts.variant).num_layers
     swapped = replace(memory, blocks_to_swap=blocks, swap_io_components=True)
-    found = [(memory, "no memory saver needed"),
-             (swapped, f"BlockSwap of all {blocks} blocks and the layers around them")]
-    for tile in TILE_SIZES:
-        tiled = replace(swapped, vae_tiling="on", vae_tile_size=tile, vae_tile_overlap=tile // 8)
-        found.append((tiled, f"BlockSwap of all {blocks} blocks + VAE tiles of {tile} px"))
+    found = [Candidate(memory, window_frames, "no memory saver needed"),
+             Candidate(swapped, window_frames, f"BlockSwap of all {blocks} blocks and the layers around them")]
+    windows = [window_frames] + [frames for frames in WINDOW_STEPS if min_window <= frames < window_frames]
+    for frames in windows:
+        for tile in TILE_SIZES:
+            tiled = _with_vae_offload_if_it_helps(
+                facts, model_size, frames,
+                replace(swapped, vae_tiling="on", vae_tile_size=tile, vae_tile_overlap=tile // 8))
+            what = f"BlockSwap of all {blocks} blocks + VAE tiles of {tile} px"
+            if tiled.offloads_vae:
+                what += " + VAE offload"
+            if frames != window_frames:
+                what += f" + {frames}-frame windows (--batch-size {frames}: pictures change)"
+            found.append(Candidate(tiled, frames, what))
     return found
 
 
-def fit_memory(facts: ModelFacts, model_size: tuple[int, int], window_frames: int,
-               memory: MemorySettings) -> Fit:
-    """The lightest candidate whose estimate fits ``memory.max_vram_gib`` (with the margin)."""
-    budget = memory.max_vram_gib
+def _with_vae_offload_if_it_helps(facts: ModelFacts, model_size: tuple[int, int], window_frames: int,
+                                  memory: MemorySettings) -> MemorySettings:
+    offloaded = replace(memory, vae_offload_device="cpu")
+    if (estimate_vram(facts, model_size, window_frames, offloaded).total_gib
+            < estimate_vram(facts, model_size, window_frames, memory).total_gib):
+        return offloaded
+    return memory
+
+
+def budget_line(budget: float, source: str) -> str:
+    return f"--max-vram {budget:g}" if source == "--max-vram" else f"{budget:.1f} GiB free on {source}"
+
+
+def fit_memory(facts: ModelFacts, model_size: tuple[int, int], window_frames: int, memory: MemorySettings,
+               budget: float | None = None, source: str = "--max-vram", min_window: int = 1) -> Fit:
+    """The lightest candidate whose estimate fits ``budget`` GiB (default ``memory.max_vram_gib``)
+    with the margin. ``min_window``: windows must stay longer than the temporal overlap."""
+    budget = memory.max_vram_gib if budget is None else budget
     if budget is None:
         raise ValueError("fit_memory needs a budget (max_vram_gib)")
-    for settings, what in candidates(facts, memory):
-        estimate = estimate_vram(facts, model_size, window_frames, settings)
+    found = candidates(facts, model_size, window_frames, memory, min_window)
+    for candidate in found:
+        estimate = estimate_vram(facts, model_size, candidate.window_frames, candidate.memory)
         if estimate.total_gib <= MARGIN * budget:
-            return Fit(settings, estimate, f"--vram auto, --max-vram {budget:g}: {what} "
-                                           f"(estimate {estimate.total_gib:.1f} GiB at {model_size[1]}x{model_size[0]}, "
-                                           f"{window_frames}-frame windows)")
-    smallest = estimate_vram(facts, model_size, window_frames, candidates(facts, memory)[-1][0])
-    raise UsageError(f"--max-vram {budget:g}: even with every block swapped and 256 px VAE tiles the "
-                     f"{model_size[1]}x{model_size[0]} output needs about {smallest.total_gib:.1f} GiB; "
-                     "lower --batch-size or --resolution, or allow more memory")
+            return Fit(candidate.memory, candidate.window_frames, estimate,
+                       f"--vram auto, {budget_line(budget, source)}: {candidate.what} "
+                       f"(estimate {estimate.total_gib:.1f} GiB at {model_size[1]}x{model_size[0]}, "
+                       f"{candidate.window_frames}-frame windows)")
+    last = found[-1]
+    smallest = estimate_vram(facts, model_size, last.window_frames, last.memory)
+    raise UsageError(f"{budget_line(budget, source)}: even with every block swapped, 256 px VAE tiles and "
+                     f"{last.window_frames}-frame windows the {model_size[1]}x{model_size[0]} output needs about "
+                     f"{smallest.total_gib:.1f} GiB; lower --resolution, or allow more memory")
+
+
+def step_down(facts: ModelFacts, model_size: tuple[int, int], window_frames: int,
+              memory: MemorySettings) -> Candidate | None:
+    """The next saver after ``memory`` that keeps the window length (a chunk's windows are
+    planned already), or None when there is none left."""
+    found = [c for c in candidates(facts, model_size, window_frames, memory) if c.window_frames == window_frames]
+    current = estimate_vram(facts, model_size, window_frames, memory).total_gib
+    for candidate in found:
+        if estimate_vram(facts, model_size, window_frames, candidate.memory).total_gib < current:
+            return candidate
+    return None

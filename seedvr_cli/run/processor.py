@@ -16,6 +16,7 @@ import torch
 
 from seedvr_cli.config import MemorySettings
 from seedvr_cli.memory.blockswap import BlockSwap, apply_blockswap
+from seedvr_cli.memory.offload import HostResidentWeights, OffloadedVAE
 from seedvr_cli.memory.tiling import TiledVAE
 from seedvr_cli.parallel.devices import DeviceSpec
 from seedvr_cli.parallel.spill import ChunkFrames
@@ -24,7 +25,9 @@ from seedvr_cli.pipeline.precision import resolve_compute_dtype
 from seedvr_cli.pipeline.temporal import TemporalPlan
 from seedvr_cli.pipeline.window import PhaseTimes, WindowSettings, upscale_window
 from seedvr_cli.run.chunk_blend import ChunkBlend
+from seedvr_cli.run.fit import step_down
 from seedvr_cli.run.models import ModelFiles
+from seedvr_cli.run.vram import ModelFacts
 from seedvr_cli.weights.detect import inspect_checkpoint
 from seedvr_cli.weights.loader import load_dit, load_vae
 from seedvr_cli.weights.text_embedding import load_text_embedding
@@ -47,6 +50,8 @@ class SeedVRProcessorFactory:
     dtype: str = "auto"
     attention_backend: str = "sdpa"
     memory: MemorySettings = MemorySettings()
+    # With --vram auto: what a chunk that runs out of memory needs to step down to the next saver.
+    facts: ModelFacts | None = None
 
     def __call__(self, device: DeviceSpec) -> SeedVRProcessor:
         torch_device = torch.device(device.worker_torch_device)
@@ -60,12 +65,13 @@ class SeedVRProcessorFactory:
         dtype = resolve_compute_dtype(self.dtype, torch_device)
         dit = self._load_dit(torch_device, dtype)
         vae = load_vae(self.files.vae, device=torch_device, dtype=dtype)
-        if self.memory.vae_tiling == "on":
-            tile, overlap = self.memory.vae_tile_size, self.memory.vae_tile_overlap
-            vae = TiledVAE(vae, tile_size=(tile, tile), tile_overlap=(overlap, overlap))
         text = load_text_embedding(self.files.text_embedding, expected_dim=dit.config.txt_in_dim,
                                    device=torch_device, dtype=dtype)
-        return SeedVRProcessor(dit=dit, vae=vae, text_embedding=text, dtype=dtype, device=torch_device)
+        vae_weights = HostResidentWeights(vae, torch_device) if self.memory.offloads_vae else None
+        return SeedVRProcessor(dit=dit, vae=wrap_vae(vae, self.memory, vae_weights), text_embedding=text,
+                               dtype=dtype, device=torch_device, memory=self.memory,
+                               facts=self.facts if self.memory.vram == "auto" else None,
+                               vae_module=vae, vae_weights=vae_weights)
 
     def _load_dit(self, device: torch.device, dtype: torch.dtype) -> torch.nn.Module:
         """The DiT on ``device``; with BlockSwap its swapped tensors are loaded straight into host
@@ -84,6 +90,18 @@ class SeedVRProcessorFactory:
         return dit
 
 
+def wrap_vae(vae: torch.nn.Module, memory: MemorySettings, host_weights: HostResidentWeights | None):
+    """The VAE with the memory savers of ``memory`` around it (same ``encode``/``decode`` calls);
+    ``host_weights``: the VAE's weights moved to the host, for ``memory.offloads_vae``."""
+    codec = vae
+    if memory.tiles_vae:
+        tile, overlap = memory.vae_tile_size, memory.vae_tile_overlap
+        codec = TiledVAE(vae, tile_size=(tile, tile), tile_overlap=(overlap, overlap))
+    if memory.offloads_vae:
+        codec = OffloadedVAE(codec, host_weights)
+    return codec
+
+
 def cap_vram(device: torch.device, gib: float) -> None:
     """Let this process's allocator take at most ``gib`` of ``device``: an allocation past it fails
     as if the card were that small (the chunk then fails like any out-of-memory error)."""
@@ -91,18 +109,48 @@ def cap_vram(device: torch.device, gib: float) -> None:
     torch.cuda.set_per_process_memory_fraction(min(1.0, gib * 2**30 / total), device)
 
 
+class ChunkOutOfMemory(RuntimeError):
+    """A chunk ran out of GPU memory with every saver ``--vram`` could still add."""
+
+
 @dataclass
 class SeedVRProcessor:
-    """Upscales the windows of a chunk and blends them on the device into the chunk's output frames."""
+    """Upscales the windows of a chunk and blends them on the device into the chunk's output frames.
+
+    With ``facts`` (``--vram auto``), a chunk that runs out of GPU memory is retried with the next
+    saver of ``run.fit`` (more swapping, smaller VAE tiles, VAE offload), which then stays in use
+    for the following chunks; each step is left in ``notes`` for the worker to pass on.
+    """
 
     dit: torch.nn.Module
-    vae: torch.nn.Module
+    vae: object
     text_embedding: torch.Tensor
     dtype: torch.dtype
     device: torch.device
     times: PhaseTimes = field(default_factory=PhaseTimes)
+    memory: MemorySettings = MemorySettings()
+    facts: ModelFacts | None = None
+    vae_module: torch.nn.Module | None = None  # the bare VAE inside ``vae``'s wrappers
+    vae_weights: HostResidentWeights | None = None
+    notes: list[str] = field(default_factory=list)
 
     def process(self, task: ChunkTask, frames, context: InputContext) -> ChunkFrames:
+        while True:
+            try:
+                return self._process(task, frames, context)
+            except torch.OutOfMemoryError as err:
+                message = str(err).split(". ")[0]
+            # Outside the except clause: the traceback's references to the window's tensors are gone.
+            if self.device.type == "cuda":
+                torch.cuda.empty_cache()
+            if not self._step_down(task, context):
+                raise ChunkOutOfMemory(
+                    f"{self.device} ran out of GPU memory ({message}) at {_size_text(context)} with "
+                    f"{task.windows[0].padded_length}-frame windows and {describe_memory(self.memory)}; "
+                    "use --vram auto with --max-vram set below the card's free memory, or lower --batch-size "
+                    "or --resolution") from None
+
+    def _process(self, task: ChunkTask, frames, context: InputContext) -> ChunkFrames:
         plan = context.plan
         # Windows stay float until blended: an overlap frame is quantised once, not per window.
         settings = replace(context.settings, dtype=self.dtype, output_dtype=None)
@@ -120,7 +168,45 @@ class SeedVRProcessor:
             blend.add(window.start, output, plan.window_shares(window.index))
         return blend.result()
 
-    def close(self) -> None:
-        del self.dit, self.vae
+    def _step_down(self, task: ChunkTask, context: InputContext) -> bool:
+        if self.facts is None or self.vae_module is None:
+            return False
+        found = step_down(self.facts, context.settings.frame_size.padded, task.windows[0].padded_length, self.memory)
+        # Swapping is only ever added here (taking it back would need the whole DiT on the GPU at once).
+        if found is None or (self.memory.swaps and found.memory.blocks_to_swap != self.memory.blocks_to_swap):
+            return False
+        memory = found.memory
+        if memory.swaps and not self.memory.swaps:
+            apply_blockswap(self.dit, BlockSwap(memory.blocks_to_swap, memory.swap_io_components,
+                                                memory.dit_offload_device), device=self.device)
+        if memory.offloads_vae and self.vae_weights is None:
+            self.vae_weights = HostResidentWeights(self.vae_module, self.device)
+        self.vae = wrap_vae(self.vae_module, memory, self.vae_weights)
+        self.memory = memory
         if self.device.type == "cuda":
             torch.cuda.empty_cache()
+            # The run's reported peak is the one of the settings that work.
+            torch.cuda.reset_peak_memory_stats(self.device)
+        self.notes.append(f"chunk {task.index} ran out of GPU memory; retrying it and the rest with {found.what}")
+        return True
+
+    def close(self) -> None:
+        del self.dit, self.vae, self.vae_module, self.vae_weights
+        if self.device.type == "cuda":
+            torch.cuda.empty_cache()
+
+
+def describe_memory(memory: MemorySettings) -> str:
+    parts = []
+    if memory.swaps:
+        parts.append(f"{memory.blocks_to_swap} blocks swapped" + (" + io layers" if memory.swap_io_components else ""))
+    if memory.tiles_vae:
+        parts.append(f"VAE tiles of {memory.vae_tile_size} px")
+    if memory.offloads_vae:
+        parts.append("VAE offload")
+    return "no memory saver" if not parts else ", ".join(parts)
+
+
+def _size_text(context: InputContext) -> str:
+    height, width = context.settings.frame_size.padded
+    return f"{width}x{height}"

@@ -40,6 +40,10 @@ class _StatsRecordingProcessor:
         tmp.replace(self.path)
         return out
 
+    @property
+    def notes(self) -> list[str]:
+        return self.inner.notes
+
     def close(self) -> None:
         self.inner.close()
 

@@ -23,6 +23,7 @@ from seedvr_cli.media.discovery import Job, discover_jobs
 from seedvr_cli.media.reader import open_reader
 from seedvr_cli.parallel.devices import parse_devices
 from seedvr_cli.parallel.engine import RunOptions, run_job
+from seedvr_cli.parallel.gpu_memory import read_gpu_memory
 from seedvr_cli.parallel.journal import fingerprint_input, job_key, stale_workdirs, workdir_for
 from seedvr_cli.parallel.outputlock import OutputLock
 from seedvr_cli.parallel.pool import WorkerPool
@@ -30,7 +31,7 @@ from seedvr_cli.parallel.progress import ProgressEvent, RunFailed
 from seedvr_cli.parallel.tasks import shard_indices
 from seedvr_cli.pipeline.temporal import padded_length
 from seedvr_cli.pipeline.window import WindowSettings
-from seedvr_cli.run.fit import fit_memory
+from seedvr_cli.run.fit import CONTEXT_GIB, fit_memory
 from seedvr_cli.run.models import ModelFiles, resolve_models
 from seedvr_cli.run.outcome import JobOutcome, Reporter, RunSummary, finish
 from seedvr_cli.run.outputs import DropLeadingFrames, deep_output_asked, open_output, output_settings_meta
@@ -61,7 +62,8 @@ def run_upscale(spec: JobSpec, reporter: Reporter) -> RunSummary:
     reporter.message(f"model {files.dit}, vae {files.vae}, text embedding {files.text_embedding}")
     devices = parse_devices(spec.run.devices)
     with tempfile.TemporaryDirectory(prefix="seedvr-stats-") as stats_dir:
-        factory = StatsRecordingFactory(SeedVRProcessorFactory(files, dtype=spec.model.dtype, memory=spec.memory),
+        factory = StatsRecordingFactory(SeedVRProcessorFactory(files, dtype=spec.model.dtype, memory=spec.memory,
+                                                               facts=facts),
                                         stats_dir)
         with WorkerPool(devices, factory) as pool:
             for index, job in enumerate(jobs):
@@ -75,9 +77,12 @@ def run_upscale(spec: JobSpec, reporter: Reporter) -> RunSummary:
 
 
 def _fit_memory(spec: JobSpec, jobs: list[Job], facts: ModelFacts | None, reporter: Reporter) -> JobSpec:
-    """``--vram auto`` with a ``--max-vram`` budget: the savers the largest input of the run needs
-    (the workers load their models once, for every input)."""
-    if spec.memory.vram != "auto" or spec.memory.max_vram_gib is None:
+    """``--vram auto``: the savers (and if need be the window length) that the largest input of the
+    run needs under the budget (the workers load their models once, for every input)."""
+    if spec.memory.vram != "auto":
+        return spec
+    budget = _memory_budget(spec, reporter)
+    if budget is None:
         return spec
     if facts is None:
         reporter.message("--vram auto: the models are not known before they are downloaded; "
@@ -96,9 +101,34 @@ def _fit_memory(spec: JobSpec, jobs: list[Job], facts: ModelFacts | None, report
             largest = size
     if largest is None:
         return spec
-    fit = fit_memory(facts, largest, padded_length(spec.process.batch_size), spec.memory)
+    fit = fit_memory(facts, largest, padded_length(spec.process.batch_size), spec.memory, budget=budget[0],
+                     source=budget[1], min_window=spec.process.temporal_overlap + 1)
     reporter.message(fit.reason)
-    return replace(spec, memory=fit.memory)
+    process = spec.process
+    if fit.window_frames < padded_length(process.batch_size):
+        process = replace(process, batch_size=fit.window_frames)
+    return replace(spec, memory=fit.memory, process=process)
+
+
+def _memory_budget(spec: JobSpec, reporter: Reporter) -> tuple[float, str] | None:
+    """GiB a worker may use and where that figure comes from: ``--max-vram``, else the smallest free
+    memory of the run's GPUs (read without a CUDA context), less a context's worth."""
+    if spec.memory.max_vram_gib is not None:
+        return spec.memory.max_vram_gib, "--max-vram"
+    try:
+        devices = parse_devices(spec.run.devices)
+    except UserError:
+        return None  # reported when the run starts
+    gpus = [device.index for device in devices if device.kind == "cuda"]
+    if not gpus:
+        return None
+    memory = read_gpu_memory(gpus)
+    if memory is None:
+        reporter.message("--vram auto: could not read the GPUs' free memory (no NVML); memory savers stay as "
+                         "given (--max-vram GIB sets the budget by hand)")
+        return None
+    free, index = min((m.free, i) for i, m in zip(gpus, memory))
+    return free / 2**30 - CONTEXT_GIB, f"cuda:{index}"
 
 
 def _run_one(index: int, total: int, job: Job, spec: JobSpec, pool: WorkerPool, reporter: Reporter,

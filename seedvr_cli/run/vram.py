@@ -124,22 +124,25 @@ def estimate_vram(facts: ModelFacts, model_size: tuple[int, int], window_frames:
     swap = BlockSwap(memory.blocks_to_swap, memory.swap_io_components, memory.dit_offload_device)
     num_blocks = dit_config(facts.variant).num_layers
     dit_weights = weight_vram(sizes, swap, num_blocks).total if memory.swaps else sum(sizes.values())
-    weights = (dit_weights + _vae_bytes(facts.vae_variant)) / GIB
+    vae_weights = _vae_bytes(facts.vae_variant)
 
     height, width = model_size
     pixels = height * width
     clip_gib = 3 * window_frames * pixels * 4 / GIB  # one float32 clip of the window
     coded = pixels
     tiling_gib = 0.0
-    if memory.vae_tiling == "on" and (height > memory.vae_tile_size or width > memory.vae_tile_size):
+    if memory.tiles_vae and (height > memory.vae_tile_size or width > memory.vae_tile_size):
         coded = min(height, memory.vae_tile_size) * min(width, memory.vae_tile_size)
         tiling_gib = clip_gib
     latent_frames = (window_frames - 1) // 4 + 1
     tokens = latent_frames * (height // 16) * (width // 16)
-    phases = {
+    working = {
         "VAE decode": _DECODE_GIB * coded / _REFERENCE_PIXELS + _FLOAT32_CLIPS_BESIDE_DECODE * clip_gib + tiling_gib,
         "VAE encode": _ENCODE_GIB * coded / _REFERENCE_PIXELS + clip_gib + tiling_gib,
         "DiT": _DIT_GIB_PER_TOKEN * tokens + clip_gib,
     }
-    phase = max(phases, key=phases.get)
-    return VRAMEstimate(weights, phases[phase], phase)
+    # With VAE offload the VAE's weights are on the GPU only while it codes.
+    weights = {phase: (dit_weights + (0 if phase == "DiT" and memory.offloads_vae else vae_weights)) / GIB
+               for phase in working}
+    phase = max(working, key=lambda name: weights[name] + working[name])
+    return VRAMEstimate(weights[phase], working[phase], phase)

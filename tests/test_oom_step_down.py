@@ -1,0 +1,109 @@
+"""--vram auto in the worker: a chunk that runs out of GPU memory steps down to the next saver and is
+retried; with nothing left it fails with one line that says what to change."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+import seedvr_cli.run.processor as processor_module
+from seedvr_cli.config import MemorySettings
+from seedvr_cli.memory.blockswap import BlockSwapper
+from seedvr_cli.parallel.devices import DeviceSpec
+from seedvr_cli.parallel.tasks import plan_chunks
+from seedvr_cli.pipeline.plan import plan_frame_size
+from seedvr_cli.pipeline.temporal import plan_windows
+from seedvr_cli.pipeline.window import WindowSettings
+from seedvr_cli.run.models import ModelFiles
+from seedvr_cli.run.processor import ChunkOutOfMemory, InputContext, SeedVRProcessorFactory
+from seedvr_cli.run.vram import ModelFacts
+from seedvr_cli.weights.synthesize import write_checkpoint
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("models")
+    dit = write_checkpoint("tiny-3b", "fp16", folder / "dit.safetensors", seed=0)
+    vae = write_checkpoint("tiny-vae", "fp16", folder / "vae.safetensors", seed=0)
+    return ModelFiles(dit, vae, folder / "pos_emb.safetensors")
+
+
+def _chunk():
+    frames = torch.randint(0, 256, (5, 24, 32, 3), dtype=torch.uint8, generator=torch.Generator().manual_seed(3))
+    plan = plan_windows(5, batch_size=5)
+    task = plan_chunks(plan.windows, windows_per_chunk=1, shares=plan.chunk_shares)[0]
+    size = plan_frame_size(24, 32, resolution=32)
+    return frames, task, InputContext(plan, WindowSettings(frame_size=size, dtype=torch.float32))
+
+
+def _processor(files, **memory):
+    facts = ModelFacts("tiny-3b", "tiny-vae", 2.0, "test")
+    factory = SeedVRProcessorFactory(files, dtype="fp32", memory=MemorySettings(**memory), facts=facts)
+    return factory(DeviceSpec("cpu", 0))
+
+
+def _run_out_of_memory(monkeypatch, times: int) -> list[int]:
+    """Make the first ``times`` windows raise CUDA's out-of-memory error."""
+    real = processor_module.upscale_window
+    calls = [0]
+
+    def window(*args, **kwargs):
+        calls[0] += 1
+        if calls[0] <= times:
+            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(processor_module, "upscale_window", window)
+    return calls
+
+
+def test_a_chunk_that_runs_out_of_memory_is_retried_with_blockswap_and_the_same_pictures(files, monkeypatch):
+    frames, task, context = _chunk()
+    expected = _processor(files).process(task, frames, context)
+
+    calls = _run_out_of_memory(monkeypatch, times=1)
+    processor = _processor(files)
+    result = processor.process(task, frames, context)
+    assert calls[0] == 2
+    assert processor.memory.swaps and isinstance(processor.dit.block_runner, BlockSwapper)
+    assert len(processor.notes) == 1 and "ran out of GPU memory; retrying it and the rest with BlockSwap" in processor.notes[0]
+    # BlockSwap changes no pixel.
+    for part in ("head", "body", "tail"):
+        assert (getattr(result, part) == getattr(expected, part)).all()
+
+
+def test_a_step_to_vae_tiles_and_offload_rewraps_the_vae(files, monkeypatch):
+    # The tiny frames are smaller than any tile the fit offers, so the step is given here.
+    from dataclasses import replace
+
+    from seedvr_cli.memory.offload import OffloadedVAE
+    from seedvr_cli.memory.tiling import TiledVAE
+    from seedvr_cli.run.fit import Candidate
+
+    frames, task, context = _chunk()
+    _run_out_of_memory(monkeypatch, times=1)
+    processor = _processor(files)
+    tiled = replace(processor.memory, vae_tiling="on", vae_tile_size=64, vae_tile_overlap=16, vae_offload_device="cpu")
+    monkeypatch.setattr(processor_module, "step_down", lambda *args: Candidate(tiled, 5, "VAE tiles of 64 px + VAE offload"))
+    processor.process(task, frames, context)
+    assert isinstance(processor.vae, OffloadedVAE) and isinstance(processor.vae.codec, TiledVAE)
+    assert processor.vae.codec.tile_size == (64, 64) and processor.memory == tiled
+    assert "retrying it and the rest with VAE tiles of 64 px + VAE offload" in processor.notes[0]
+
+
+def test_with_nothing_left_the_chunk_fails_in_one_line(files, monkeypatch):
+    frames, task, context = _chunk()
+    _run_out_of_memory(monkeypatch, times=10**6)
+    processor = _processor(files)
+    with pytest.raises(ChunkOutOfMemory, match=r"ran out of GPU memory \(CUDA out of memory\) at .* with 5-frame "
+                                               r"windows and 4 blocks swapped.*lower --batch-size"):
+        processor.process(task, frames, context)
+
+
+def test_manual_memory_settings_never_step_down(files, monkeypatch):
+    frames, task, context = _chunk()
+    _run_out_of_memory(monkeypatch, times=1)
+    processor = _processor(files, vram="manual")
+    with pytest.raises(ChunkOutOfMemory, match="no memory saver"):
+        processor.process(task, frames, context)
+    assert not processor.notes
