@@ -12,6 +12,8 @@ from seedvr_cli.resources import configs_dir, read_json
 PRESET_KEYS = frozenset({
     "model", "vae", "dtype", "resolution", "max_resolution", "scale", "batch_size", "temporal_overlap",
     "prepend_frames", "color_correction", "input_noise_scale", "latent_noise_scale", "seed", "codec", "crf",
+    "max_vram", "vram", "blocks_to_swap", "swap_io_components", "vae_tiling", "vae_tile_size", "vae_tile_overlap",
+    "vae_offload_device",
 })
 
 

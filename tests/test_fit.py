@@ -97,3 +97,28 @@ def test_the_cli_reports_the_choice_and_keeps_given_flags(tmp_path, capsys):
     assert code == 0 and "--vram auto" not in err
     code, err = run("--max-vram", "0.5")
     assert code == 2 and "--max-vram 0.5: even with every block swapped" in err
+
+
+@pytest.mark.parametrize("card", [8, 12, 16, 24, 48, 80])
+def test_card_presets_set_the_budget_and_leave_the_choice_to_auto(card):
+    from seedvr_cli.presets import load_preset
+
+    preset = load_preset(f"{card}gb")
+    assert preset.settings["max_vram"] == card and f"{card} GB card" in preset.description
+    assert not {"blocks_to_swap", "vae_tiling", "vram"} & set(preset.settings)
+    facts = SEVEN_B if "7b" in preset.settings["model"] else THREE_B
+    fit = fit_memory(facts, HD, preset.settings["batch_size"], MemorySettings(max_vram_gib=card))
+    assert fit.window_frames == preset.settings["batch_size"]  # 1080p fits without shortening the windows
+
+
+def test_a_profile_budget_reaches_the_fit(tmp_path, capsys):
+    from seedvr_cli.cli import main
+    from seedvr_cli.weights.synthesize import write_checkpoint
+
+    dit = write_checkpoint("tiny-3b", "fp16", tmp_path / "dit.safetensors", seed=0)
+    vae = write_checkpoint("tiny-vae", "fp16", tmp_path / "vae.safetensors", seed=0)
+    clip = make_video(tmp_path / "clip.mp4", frames=5, width=64, height=48)
+    with pytest.raises(SystemExit) as exit_info:
+        main(["upscale", str(clip), "-o", str(tmp_path / "o.mkv"), "--profile", "8gb", "--model", str(dit),
+              "--vae", str(vae), "--batch-size", "5", "--resolution", "1080", "--dry-run"])
+    assert exit_info.value.code == 0 and "--vram auto, --max-vram 8: " in capsys.readouterr().err

@@ -206,11 +206,8 @@ def upscale(
         run=RunSettings(devices=devices, windows_per_chunk=chunk_windows, max_in_flight=max_in_flight,
                         resume=resume, restart=restart, max_retries=max_retries, shard=shard, dry_run=dry_run,
                         log_format=log_format),
-        memory=MemorySettings(blocks_to_swap=blocks_to_swap, swap_io_components=swap_io_components,
-                              dit_offload_device=dit_offload_device, vae_offload_device=vae_offload_device,
-                              vae_tiling=vae_tiling,
-                              vae_tile_size=vae_tile_size, vae_tile_overlap=vae_tile_overlap, max_vram_gib=max_vram,
-                              vram="manual" if _savers_given(ctx) else vram),
+        memory=MemorySettings(**{key: flags[key] for key in _MEMORY_FLAGS}, max_vram_gib=flags["max_vram"],
+                              vram="manual" if _savers_given(ctx) else flags["vram"]),
         output_settings=output_settings,
     )
     _validate_early(spec)
@@ -234,6 +231,10 @@ def upscale(
 _PROCESS_FLAGS = ("resolution", "max_resolution", "scale", "batch_size", "temporal_overlap", "prepend_frames",
                   "color_correction", "input_noise_scale", "latent_noise_scale", "seed")
 
+
+# Flags that map one to one onto MemorySettings fields.
+_MEMORY_FLAGS = ("blocks_to_swap", "swap_io_components", "dit_offload_device", "vae_offload_device", "vae_tiling",
+                 "vae_tile_size", "vae_tile_overlap")
 
 # Memory flags that, given on the command line, the user means as they are (--vram auto keeps off them).
 _SAVER_FLAGS = ("blocks_to_swap", "swap_io_components", "vae_tiling", "vae_tile_size", "vae_tile_overlap",
