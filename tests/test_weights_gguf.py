@@ -117,3 +117,38 @@ def test_reader_strips_comfy_prefix_and_reads_logical_shapes(tmp_path):
         # Memory-mapped: the tensor views the reader's map, nothing was copied.
         mapped = reader._reader.data
         assert np.shares_memory(packed_tensor.data.numpy(), mapped)
+
+
+class _Float32Watch(torch.utils._python_dispatch.TorchDispatchMode):
+    """Records every op that produces a float32 tensor."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.float32_ops: list[str] = []
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        out = func(*args, **(kwargs or {}))
+        for tensor in out if isinstance(out, (tuple, list)) else (out,):
+            if isinstance(tensor, torch.Tensor) and tensor.dtype == torch.float32:
+                self.float32_ops.append(str(func))
+        return out
+
+
+@pytest.mark.parametrize("qtype", [t for t in ALL_TYPES if t != Q.F32], ids=lambda q: q.name)
+def test_bf16_dequantization_runs_in_float16_without_float32_temporaries(qtype):
+    rng = np.random.default_rng(7 + int(qtype))
+    rows = torch.from_numpy(_random_blocks(qtype, 64, rng).reshape(8, -1))
+    shape = (8, 8 * gq.block_layout(qtype)[0])
+    with _Float32Watch() as watch:
+        ours = gq.dequantize(rows, qtype, shape, torch.bfloat16)
+    assert ours.dtype == torch.bfloat16 and not watch.float32_ops
+    exact = gq.dequantize(rows, qtype, shape, torch.float32)
+    if qtype in (Q.F16, Q.BF16):
+        assert torch.equal(ours, exact.to(torch.bfloat16))
+        return
+    # The community node's way: float16 arithmetic (R30), then one cast. That differs from the
+    # float32 route by float16 rounding of the products (K-quants subtract two of them, so the
+    # bound is relative to the tensor's largest value, not to each result) and the bf16 cast.
+    half = gq.DEQUANTIZERS[qtype](rows.reshape(-1, gq.block_layout(qtype)[1]), torch.float16).reshape(shape)
+    assert torch.equal(ours, half.to(torch.bfloat16))
+    assert (ours.float() - exact).abs().max() <= 2**-7 * exact.abs().max()

@@ -20,12 +20,12 @@ from gguf import GGML_QUANT_SIZES, GGMLQuantizationType
 
 QK_K = 256
 
-Dequantizer = Callable[[torch.Tensor], torch.Tensor]
+Dequantizer = Callable[[torch.Tensor, torch.dtype], torch.Tensor]
 
 
-def _f16(blocks: torch.Tensor, start: int) -> torch.Tensor:
-    """The fp16 stored at byte ``start`` of every block, as a float32 column."""
-    return blocks[:, start : start + 2].contiguous().view(torch.float16).to(torch.float32)
+def _f16(blocks: torch.Tensor, start: int, t: torch.dtype) -> torch.Tensor:
+    """The fp16 stored at byte ``start`` of every block, as a column of dtype ``t``."""
+    return blocks[:, start : start + 2].contiguous().view(torch.float16).to(t)
 
 
 def _nibbles(qs: torch.Tensor, group: int) -> torch.Tensor:
@@ -44,51 +44,52 @@ def _bits(packed: torch.Tensor, count: int) -> torch.Tensor:
     return ((packed.reshape(n, -1, 1) >> shifts) & 1).reshape(n, count)
 
 
-def dequant_f32(blocks: torch.Tensor) -> torch.Tensor:
+def dequant_f32(blocks: torch.Tensor, t: torch.dtype = torch.float32) -> torch.Tensor:
     return blocks.contiguous().view(torch.float32)
 
 
-def dequant_f16(blocks: torch.Tensor) -> torch.Tensor:
-    return blocks.contiguous().view(torch.float16).to(torch.float32)
+# The float types are returned as stored; ``dequantize`` casts them once to the dtype asked for.
+def dequant_f16(blocks: torch.Tensor, t: torch.dtype = torch.float32) -> torch.Tensor:
+    return blocks.contiguous().view(torch.float16)
 
 
-def dequant_bf16(blocks: torch.Tensor) -> torch.Tensor:
-    return blocks.contiguous().view(torch.bfloat16).to(torch.float32)
+def dequant_bf16(blocks: torch.Tensor, t: torch.dtype = torch.float32) -> torch.Tensor:
+    return blocks.contiguous().view(torch.bfloat16)
 
 
-def dequant_q8_0(blocks: torch.Tensor) -> torch.Tensor:
-    d = _f16(blocks, 0)
-    q = blocks[:, 2:].contiguous().view(torch.int8).to(torch.float32)
+def dequant_q8_0(blocks: torch.Tensor, t: torch.dtype = torch.float32) -> torch.Tensor:
+    d = _f16(blocks, 0, t)
+    q = blocks[:, 2:].contiguous().view(torch.int8).to(t)
     return d * q
 
 
-def dequant_q4_0(blocks: torch.Tensor) -> torch.Tensor:
-    d = _f16(blocks, 0)
-    q = _nibbles(blocks[:, 2:], 16).to(torch.float32) - 8.0
+def dequant_q4_0(blocks: torch.Tensor, t: torch.dtype = torch.float32) -> torch.Tensor:
+    d = _f16(blocks, 0, t)
+    q = _nibbles(blocks[:, 2:], 16).to(t) - 8.0
     return d * q
 
 
-def dequant_q4_1(blocks: torch.Tensor) -> torch.Tensor:
-    d = _f16(blocks, 0)
-    m = _f16(blocks, 2)
-    q = _nibbles(blocks[:, 4:], 16).to(torch.float32)
+def dequant_q4_1(blocks: torch.Tensor, t: torch.dtype = torch.float32) -> torch.Tensor:
+    d = _f16(blocks, 0, t)
+    m = _f16(blocks, 2, t)
+    q = _nibbles(blocks[:, 4:], 16).to(t)
     return d * q + m
 
 
-def dequant_q5_0(blocks: torch.Tensor) -> torch.Tensor:
-    d = _f16(blocks, 0)
+def dequant_q5_0(blocks: torch.Tensor, t: torch.dtype = torch.float32) -> torch.Tensor:
+    d = _f16(blocks, 0, t)
     high = _bits(blocks[:, 2:6], 32)
     low = _nibbles(blocks[:, 6:], 16)
-    q = (low | (high << 4)).to(torch.float32) - 16.0
+    q = (low | (high << 4)).to(t) - 16.0
     return d * q
 
 
-def dequant_q5_1(blocks: torch.Tensor) -> torch.Tensor:
-    d = _f16(blocks, 0)
-    m = _f16(blocks, 2)
+def dequant_q5_1(blocks: torch.Tensor, t: torch.dtype = torch.float32) -> torch.Tensor:
+    d = _f16(blocks, 0, t)
+    m = _f16(blocks, 2, t)
     high = _bits(blocks[:, 4:8], 32)
     low = _nibbles(blocks[:, 8:], 16)
-    return d * (low | (high << 4)).to(torch.float32) + m
+    return d * (low | (high << 4)).to(t) + m
 
 
 def _k_scales_mins(packed: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -98,41 +99,41 @@ def _k_scales_mins(packed: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     d, m, md = p[:, 0], p[:, 1], p[:, 2]
     scales = torch.cat([d & 0x3F, (md & 0x0F) | ((d >> 2) & 0x30)], dim=1)
     mins = torch.cat([m & 0x3F, (md >> 4) | ((m >> 2) & 0x30)], dim=1)
-    return scales.to(torch.float32), mins.to(torch.float32)
+    return scales, mins
 
 
-def dequant_q4_k(blocks: torch.Tensor) -> torch.Tensor:
+def dequant_q4_k(blocks: torch.Tensor, t: torch.dtype = torch.float32) -> torch.Tensor:
     n = blocks.shape[0]
-    d, dmin = _f16(blocks, 0), _f16(blocks, 2)
-    scales, mins = _k_scales_mins(blocks[:, 4:16])
-    q = _nibbles(blocks[:, 16:], 32).reshape(n, 8, 32).to(torch.float32)
+    d, dmin = _f16(blocks, 0, t), _f16(blocks, 2, t)
+    scales, mins = (part.to(t) for part in _k_scales_mins(blocks[:, 4:16]))
+    q = _nibbles(blocks[:, 16:], 32).reshape(n, 8, 32).to(t)
     out = (d * scales).unsqueeze(-1) * q - (dmin * mins).unsqueeze(-1)
     return out.reshape(n, QK_K)
 
 
-def dequant_q5_k(blocks: torch.Tensor) -> torch.Tensor:
+def dequant_q5_k(blocks: torch.Tensor, t: torch.dtype = torch.float32) -> torch.Tensor:
     n = blocks.shape[0]
-    d, dmin = _f16(blocks, 0), _f16(blocks, 2)
-    scales, mins = _k_scales_mins(blocks[:, 4:16])
+    d, dmin = _f16(blocks, 0, t), _f16(blocks, 2, t)
+    scales, mins = (part.to(t) for part in _k_scales_mins(blocks[:, 4:16]))
     qh = blocks[:, 16:48]
     shifts = torch.arange(8, dtype=torch.uint8, device=blocks.device).reshape(1, 8, 1)
     high = (qh.reshape(n, 1, 32) >> shifts) & 1  # [n, sub-block, element]
     low = _nibbles(blocks[:, 48:], 32).reshape(n, 8, 32)
-    q = (low | (high << 4)).to(torch.float32)
+    q = (low | (high << 4)).to(t)
     out = (d * scales).unsqueeze(-1) * q - (dmin * mins).unsqueeze(-1)
     return out.reshape(n, QK_K)
 
 
-def dequant_q6_k(blocks: torch.Tensor) -> torch.Tensor:
+def dequant_q6_k(blocks: torch.Tensor, t: torch.dtype = torch.float32) -> torch.Tensor:
     n = blocks.shape[0]
     ql = blocks[:, :128]
     qh = blocks[:, 128:192]
-    scales = blocks[:, 192:208].contiguous().view(torch.int8).to(torch.float32)
-    d = _f16(blocks, 208)
+    scales = blocks[:, 192:208].contiguous().view(torch.int8).to(t)
+    d = _f16(blocks, 208, t)
     low = _nibbles(ql, 64).reshape(n, 8, 32)
     shifts = torch.tensor([0, 2, 4, 6], dtype=torch.uint8, device=blocks.device).reshape(1, 1, 4, 1)
     high = ((qh.reshape(n, 2, 1, 32) >> shifts) & 0x03).reshape(n, 8, 32)
-    q = (low | (high << 4)).to(torch.float32) - 32.0
+    q = (low | (high << 4)).to(t) - 32.0
     out = (d * scales).reshape(n, 16, 1) * q.reshape(n, 16, 16)
     return out.reshape(n, QK_K)
 
@@ -166,7 +167,12 @@ def dequantize(
     shape: tuple[int, ...] | torch.Size,
     dtype: torch.dtype = torch.float32,
 ) -> torch.Tensor:
-    """Packed uint8 data of one tensor -> a ``dtype`` tensor of the logical ``shape``."""
+    """Packed uint8 data of one tensor -> a ``dtype`` tensor of the logical ``shape``.
+
+    The arithmetic runs in float32 for a float32 result (what ``gguf.quants`` computes, and what the
+    tests compare with) and in float16 for any other: the community node dequantizes in float16 and
+    casts to the compute dtype after (docs/reference-behaviour.md R30), and a layer's weight then
+    never exists in float32 on the GPU, which halves the temporaries of each layer's expansion."""
     try:
         fn = DEQUANTIZERS[qtype]
     except KeyError:
@@ -174,7 +180,8 @@ def dequantize(
         raise NotImplementedError(f"GGUF type {qtype.name} is not supported (supported: {supported})") from None
     _, type_size = block_layout(qtype)
     blocks = packed.reshape(-1, type_size)
-    return fn(blocks).to(dtype).reshape(shape)
+    arithmetic = torch.float32 if dtype == torch.float32 else torch.float16
+    return fn(blocks, arithmetic).to(dtype).reshape(shape)
 
 
 # ---------------------------------------------------------------------------------------------
