@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # GPU checks and benchmarks, run on a CUDA machine from the repository root.
 #
-#   bash scripts/gpu_check.sh STAGE...      stages: tests smoke loading loading3b e2e memory multi long fixtures savings info
+#   bash scripts/gpu_check.sh STAGE...      stages: tests smoke loading loading3b e2e memory multi long fixtures savings table3b table7b info
 #
 # tests    pytest -m gpu (parity on the GPU, bf16 bounds, GPU loading)
 # smoke    real-size 3B / 7B DiT and VAE forward at a 1080p latent size (scripts/gpu_models_smoke.py)
@@ -20,6 +20,9 @@
 # fixtures the float32 fixture tests and parity.py on this machine's CPU (another CPU's float noise)
 # savings  the 66-frame 1080p CLI run (windows of 33 crossfaded over 3, two per chunk) with no memory saver, with BlockSwap of all blocks, and with
 #          BlockSwap + VAE tiling: peak VRAM, fps, and the pictures compared (scripts/compare_videos.py)
+# table3b / table7b  the memory table of issue 12: no saver, fp8 + BlockSwap of every block, GGUF Q4_K_M +
+#          BlockSwap + VAE tiling, the 8/12/16/24 GB card presets (--vram auto), for 7B also the 48/80 GB presets,
+#          and for 3B a 2160p output within 24 GiB (scripts/memory_table.py; rows in $OUT/table/table.md)
 # info     seedvr info (versions, devices, free VRAM)
 #
 # Missing pure-Python packages can be given as wheels in .whl/ (installed to /tmp/site).
@@ -132,6 +135,47 @@ for stage in "$@"; do
         done
         $PY scripts/compare_videos.py "$WORK/savings_none.mkv" "$WORK/savings_swap32.mkv" "$WORK/savings_swap32_tiled.mkv" \
             2>&1 | tee "$OUT/savings_compare.log" ;;
+    table3b|table7b)
+        # The memory table of issue 12 (docs/benchmarks.md): one CLI run per row on a 66-frame 640x360
+        # clip to 1080p, batch 33 (card presets set it), FFV1 output; each row's numbers from
+        # scripts/memory_table.py. table3b also upscales a 33-frame 1920x1080 clip to 2160p within 24 GiB.
+        variant=${stage#table}
+        blocks=$([ "$variant" = 7b ] && echo 36 || echo 32)
+        synth "$variant" fp16 "$WORK/seedvr2_ema_${variant}_fp16.safetensors"
+        synth "$variant" fp8_e4m3fn "$WORK/seedvr2_ema_${variant}_fp8_e4m3fn.safetensors"
+        synth "$variant" gguf-q4_k_m "$WORK/seedvr2_ema_${variant}-Q4_K_M.gguf"
+        synth vae fp16 "$WORK/ema_vae_fp16.safetensors"
+        [ -f "$WORK/clip66.mp4" ] || $PY scripts/make_clip.py "$WORK/clip66.mp4" --frames 66 --width 640 --height 360
+        fp16="$WORK/seedvr2_ema_${variant}_fp16.safetensors"
+        common=(--vae "$WORK/ema_vae_fp16.safetensors" --resolution 1080 --batch-size 33 --codec ffv1 --no-resume
+                --overwrite --devices 0)
+        row() {  # row NAME ARGS...
+            local name=$1; shift
+            timeout "${ROW_LIMIT:-150}" $PY scripts/memory_table.py --row "${variant}_$name" --log-dir "$OUT/table" -- \
+                "$@" 2>&1 | tee -a "$OUT/table_$variant.log"
+        }
+        if [ "$variant" = 7b ]; then
+            nosave=(--profile 80gb); also48=(--profile 48gb)
+        else
+            nosave=(); also48=()
+        fi
+        row none "$WORK/clip66.mp4" -o "$WORK/t_none.mkv" --model "$fp16" "${common[@]}" "${nosave[@]}"
+        [ "$variant" = 7b ] && row 48gb "$WORK/clip66.mp4" -o "$WORK/t_48.mkv" --model "$fp16" "${common[@]}" "${also48[@]}"
+        row fp8_swap "$WORK/clip66.mp4" -o "$WORK/t_fp8.mkv" "${common[@]}" \
+            --model "$WORK/seedvr2_ema_${variant}_fp8_e4m3fn.safetensors" --blocks-to-swap "$blocks" --swap-io-components
+        row q4km_swap_tiled "$WORK/clip66.mp4" -o "$WORK/t_q4.mkv" "${common[@]}" \
+            --model "$WORK/seedvr2_ema_${variant}-Q4_K_M.gguf" --blocks-to-swap "$blocks" --swap-io-components --vae-tiling on
+        for card in 8 12 16 24; do
+            row "${card}gb" "$WORK/clip66.mp4" -o "$WORK/t_$card.mkv" --model "$fp16" "${common[@]}" --profile "${card}gb"
+        done
+        if [ "$variant" = 3b ]; then
+            [ -f "$WORK/clip1080.mp4" ] || $PY scripts/make_clip.py "$WORK/clip1080.mp4" --frames 33 --width 1920 --height 1080
+            row 2160p_24gb "$WORK/clip1080.mp4" -o "$WORK/t_2160.mkv" --model "$fp16" --vae "$WORK/ema_vae_fp16.safetensors" \
+                --resolution 2160 --batch-size 33 --codec ffv1 --no-resume --overwrite --devices 0 --max-vram 24
+            $PY scripts/compare_videos.py "$WORK/t_none.mkv" "$WORK/t_fp8.mkv" "$WORK/t_8.mkv" "$WORK/t_24.mkv" 2>&1 \
+                | tee "$OUT/table_${variant}_compare.log"
+        fi
+        cp "$OUT/table/table.md" "$OUT/table_all.md" 2>/dev/null ;;
     info)
         $SEEDVR info 2>&1 | tee "$OUT/info.log" ;;
     *)
