@@ -59,12 +59,21 @@ def test_error_names_the_visible_devices_and_the_environment(monkeypatch):
 
 def test_worker_environment_pins_one_physical_gpu(monkeypatch):
     monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
+    monkeypatch.setenv("PYTORCH_CUDA_ALLOC_CONF", "backend:native")  # the user's own allocator settings win
     assert worker_environment(DeviceSpec("cuda", 1)) == {"CUDA_VISIBLE_DEVICES": "1"}
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "3, GPU-8f2a,5")
     assert worker_environment(DeviceSpec("cuda", 0)) == {"CUDA_VISIBLE_DEVICES": "3"}
     assert worker_environment(DeviceSpec("cuda", 1)) == {"CUDA_VISIBLE_DEVICES": "GPU-8f2a"}
     assert worker_environment(DeviceSpec("cpu", 1)) == {"CUDA_VISIBLE_DEVICES": ""}
     assert DeviceSpec("cuda", 1).worker_torch_device == "cuda:0"
+
+
+def test_gpu_workers_get_expandable_segments_unless_the_user_set_the_allocator(monkeypatch):
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
+    monkeypatch.delenv("PYTORCH_CUDA_ALLOC_CONF", raising=False)
+    monkeypatch.delenv("PYTORCH_ALLOC_CONF", raising=False)
+    assert worker_environment(DeviceSpec("cuda", 0))["PYTORCH_CUDA_ALLOC_CONF"] == "expandable_segments:True"
+    assert "PYTORCH_CUDA_ALLOC_CONF" not in worker_environment(DeviceSpec("cpu", 0))
 
 
 def test_list_devices_rows_are_printable():

@@ -95,7 +95,7 @@ def test_with_nothing_left_the_chunk_fails_in_one_line(files, monkeypatch):
     frames, task, context = _chunk()
     _run_out_of_memory(monkeypatch, times=10**6)
     processor = _processor(files)
-    with pytest.raises(ChunkOutOfMemory, match=r"ran out of GPU memory \(CUDA out of memory\) at .* with 5-frame "
+    with pytest.raises(ChunkOutOfMemory, match=r"ran out of GPU memory \(CUDA out of memory. Tried to allocate 2.00 GiB\) at .* with 5-frame "
                                                r"windows and 4 blocks swapped.*lower --batch-size"):
         processor.process(task, frames, context)
 

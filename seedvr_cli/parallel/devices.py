@@ -117,13 +117,19 @@ def worker_environment(device: DeviceSpec) -> dict[str, str]:
     """
     if device.kind == "cpu":
         return {"CUDA_VISIBLE_DEVICES": ""}
+    env = {}
+    if "PYTORCH_CUDA_ALLOC_CONF" not in os.environ and "PYTORCH_ALLOC_CONF" not in os.environ:
+        # Windows of one size allocate and free the same shapes over and over, but phases differ;
+        # with fixed segments the cached blocks of one phase fragment the next one's, and under a
+        # --max-vram cap that fails allocations the estimate allows (the 8 GiB row of the memory table).
+        env["PYTORCH_CUDA_ALLOC_CONF"] = "expandable_segments:True"
     inherited = os.environ.get("CUDA_VISIBLE_DEVICES")
     if inherited is None:
-        return {"CUDA_VISIBLE_DEVICES": str(device.index)}
+        return {**env, "CUDA_VISIBLE_DEVICES": str(device.index)}
     entries = [entry.strip() for entry in inherited.split(",") if entry.strip()]
     if device.index >= len(entries):
         raise UsageError(f"GPU {device.index} is not in CUDA_VISIBLE_DEVICES={inherited}")
-    return {"CUDA_VISIBLE_DEVICES": entries[device.index]}
+    return {**env, "CUDA_VISIBLE_DEVICES": entries[device.index]}
 
 
 def thread_environment(workers: int) -> dict[str, str]:

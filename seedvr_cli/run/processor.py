@@ -139,7 +139,8 @@ class SeedVRProcessor:
             try:
                 return self._process(task, frames, context)
             except torch.OutOfMemoryError as err:
-                message = str(err).split(". ")[0]
+                # "CUDA out of memory. Tried to allocate 2.00 GiB": the rest is PyTorch's advice.
+                message = ". ".join(str(err).split(". ")[:2])
             # Outside the except clause: the traceback's references to the window's tensors are gone.
             if self.device.type == "cuda":
                 torch.cuda.empty_cache()
