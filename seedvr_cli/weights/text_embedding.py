@@ -33,7 +33,10 @@ def load_text_embedding(path: str | Path, *, expected_dim: int | None = 5120, de
         if path.suffix == ".safetensors":
             with safe_open(str(path), framework="pt") as f:
                 if SAFETENSORS_KEY not in f.keys():
-                    raise CheckpointError(f"{path}: no tensor named {SAFETENSORS_KEY!r} (found: {', '.join(f.keys())})")
+                    names = list(f.keys())
+                    more = ", ..." if len(names) > 3 else ""
+                    raise CheckpointError(f"{path}: no tensor named {SAFETENSORS_KEY!r} (found: {', '.join(names[:3])}"
+                                          f"{more}); is it a text embedding? pass pos_emb.safetensors or pos_emb.pt")
                 emb = f.get_tensor(SAFETENSORS_KEY)
         else:
             emb = torch.load(path, map_location="cpu", weights_only=True)
