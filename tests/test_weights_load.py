@@ -184,7 +184,7 @@ def test_wrong_kind_and_mismatched_files_are_clear_errors(files, tmp_path):
         load_dit(broken)
     tensors["blocks.1.attn.proj_out.vid.bias"] = torch.zeros(128, dtype=torch.float16)
     save_file(tensors, str(broken))
-    with pytest.raises(CheckpointError, match=r"wrong shape: txt_in.weight \(128, 32\) \(expected \(128, 64\)\)"):
+    with pytest.raises(CheckpointError, match=r"wrong shape \(txt_in.weight \(128, 32\) \(expected \(128, 64\)\)"):
         load_dit(broken)
 
 

@@ -109,6 +109,9 @@ def _expand(text: str, *, sequence: bool, skip_under: Path | None, suffix: str) 
         if kind is None:
             raise UserError(f"{path}: not a video or image this tool reads (by its suffix); rename it or convert it first")
         return [(text, kind, None)]
+    if path.exists():
+        raise UserError(f"{path}: not a regular file (a pipe, a device or a socket); save the stream to a file "
+                        "and pass that")
     if glob.has_magic(text):
         matches = sorted((Path(m) for m in glob.glob(text, recursive=True)), key=lambda p: (str(p.parent), natural_key(p)))
         result = [(str(p), kind_of(p), None) for p in matches if p.is_file() and kind_of(p) is not None]

@@ -105,6 +105,10 @@ def probe(path: str | Path, *, sequence: bool = False, fps: Fraction | float | N
         raise MediaError(f"{target}: is a directory; pass --sequence to read its images as one image sequence")
     if not target.exists():
         raise MediaError(f"{target}: no such file; check the path")
+    if not target.is_file():
+        # Opening a pipe would wait for a writer forever, and a device never ends.
+        raise MediaError(f"{target}: not a regular file (a pipe, a device or a socket); save the stream to a file "
+                         "and pass that")
     if images.is_image_path(target):
         return images.probe_image(target)
     return _probe_video(target)
@@ -143,6 +147,54 @@ def _reason(err: Exception) -> str:
 
 
 def _probe_video(path: Path) -> MediaInfo:
+    try:
+        return _probe_video_streams(path)
+    except MediaError:
+        # A file cut off before its end (a copy or download that stopped) reads as anything from
+        # "no video stream" to "no decoder": say what really happened where the container shows it.
+        cut = _cut_off_box(path)
+        if cut is None:
+            raise
+        raise MediaError(f"{path}: the file is cut off ({cut}); it is damaged or incomplete: copy or download it "
+                         "again") from None
+
+
+# Top-level box types an MP4 / MOV file may start with (ISO base media file format, QuickTime).
+_FIRST_BOXES = {b"ftyp", b"moov", b"mdat", b"free", b"skip", b"wide", b"pnot", b"uuid"}
+
+
+def _cut_off_box(path: Path) -> str | None:
+    """For an MP4 / MOV file: which top-level box runs past the end of the file, or None when all
+    are whole (or the file is not made of such boxes). Reads only the box headers."""
+    size = path.stat().st_size
+    offset = 0
+    with path.open("rb") as f:
+        while offset < size:
+            f.seek(offset)
+            header = f.read(16)
+            kind = header[4:8]
+            if offset == 0 and kind not in _FIRST_BOXES:
+                return None
+            if len(header) < 8:
+                return "it ends inside a box header"
+            if not kind.isascii() or not kind.decode("ascii").isprintable():
+                return None
+            length = int.from_bytes(header[:4], "big")
+            if length == 1:  # a 64-bit size follows the type
+                if len(header) < 16:
+                    return "it ends inside a box header"
+                length = int.from_bytes(header[8:16], "big")
+            if length == 0:  # the last box, up to the end of the file by definition
+                return None
+            if length < 8:
+                return None
+            if offset + length > size:
+                return f"its {kind.decode('ascii')} box lacks {offset + length - size} bytes"
+            offset += length
+    return None
+
+
+def _probe_video_streams(path: Path) -> MediaInfo:
     import av
 
     container = open_container(path)

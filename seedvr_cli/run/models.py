@@ -8,9 +8,10 @@ from pathlib import Path
 
 from seedvr_cli.config import MemorySettings, ModelSettings
 from seedvr_cli.errors import UsageError
-from seedvr_cli.weights.detect import inspect_checkpoint, require_kind
+from seedvr_cli.models.dit_config import dit_config
 from seedvr_cli.weights.download import resolve_model_file
-from seedvr_cli.weights.text_embedding import find_text_embedding
+from seedvr_cli.weights.loader import check_checkpoint
+from seedvr_cli.weights.text_embedding import find_text_embedding, load_text_embedding
 
 
 @dataclass(frozen=True)
@@ -29,15 +30,17 @@ class ModelFiles:
 
 
 def resolve_models(settings: ModelSettings, memory: MemorySettings = MemorySettings()) -> ModelFiles:
-    """The files ``settings`` name, downloaded where allowed. A swapped or foreign checkpoint fails
-    here, from its header, in one line: inside the workers the same mistake would cost a model
-    load per device and a retry before it surfaced."""
+    """The files ``settings`` name, downloaded where allowed. A swapped, foreign or incomplete
+    checkpoint (a missing tensor, one of the wrong shape) and a text embedding that does not fit
+    the DiT fail here, from the headers and the small embedding, in one line: inside the workers
+    the same mistake would cost a model load per device and a retry before it surfaced."""
     dit = resolve_model_file(settings.model, model_dir=settings.model_dir, download=settings.download)
     vae = resolve_model_file(settings.vae, model_dir=settings.model_dir, download=settings.download)
     text = find_text_embedding(dit, override=settings.text_embedding, model_dir=settings.model_dir,
                                download=settings.download)
-    dit_info = require_kind(inspect_checkpoint(dit), "dit")
-    require_kind(inspect_checkpoint(vae), "vae")
+    dit_info = check_checkpoint(dit, "dit")
+    check_checkpoint(vae, "vae")
+    load_text_embedding(text, expected_dim=dit_config(dit_info.variant).txt_in_dim)
     if memory.blocks_to_swap > dit_info.num_blocks:
         raise UsageError(f"--blocks-to-swap {memory.blocks_to_swap}: {dit.name} has {dit_info.num_blocks} blocks; "
                          f"use at most {dit_info.num_blocks}")

@@ -7,8 +7,12 @@ from pathlib import Path
 
 import numpy as np
 
+from seedvr_cli.errors import UserError
+from seedvr_cli.media.encoders import check_image_options, check_video_encoding, has_encoder_choices
+from seedvr_cli.media.images import IMAGE_SUFFIXES, is_sequence_pattern
 from seedvr_cli.media.pixels import pixel_format_facts
-from seedvr_cli.media.settings import VIDEO_CONTAINERS, OutputSettings
+from seedvr_cli.media.probe import probe
+from seedvr_cli.media.settings import IMAGE_CODECS, VIDEO_CONTAINERS, OutputSettings
 from seedvr_cli.media.writer import open_writer
 
 
@@ -86,3 +90,44 @@ def open_output(output: str, settings: OutputSettings, reader, *, first_frame: i
     source = reader if whole else frame_subset(reader, first_frame, frames)
     return open_writer(output, settings, width=size[1], height=size[0], source=source, fps=reader.fps,
                        deep=deep, alpha=alpha)
+
+
+def check_encoders(jobs, settings: OutputSettings, *, sequence: bool, fps) -> None:
+    """Open every encoder the run's outputs will use with the options the user chose (``--preset``,
+    ``--crf``, ``-e``), before any model is loaded: what an encoder refuses or does not know is a
+    usage error now, not after the GPU work. The encoder follows each input's depth and alpha
+    (a 10-bit source gets h265 by default), so the inputs are probed; one that cannot be is
+    reported when it is planned."""
+    if not has_encoder_choices(settings):
+        return
+    checked = set()
+    for job in jobs:
+        if job.skip:
+            continue
+        try:
+            info = probe(job.input, sequence=sequence, fps=fps)
+        except UserError:
+            continue
+        deep = info.bit_depth > 8 or deep_output_asked(settings)
+        alpha = info.has_alpha and output_keeps_alpha(job.output, settings, deep)
+        if is_video_output(job.output, settings):
+            encoding = settings.encoding_for(job.output, deep=deep, alpha=alpha)
+            key = (encoding.encoder, encoding.pix_fmt, tuple(encoding.options.items()))
+            if key not in checked:
+                checked.add(key)
+                check_video_encoding(encoding, settings)
+        else:
+            suffix = _image_suffix(job.output, settings, info.files)
+            if (suffix, deep, alpha) not in checked:
+                checked.add((suffix, deep, alpha))
+                check_image_options(suffix, settings, deep=deep, alpha=alpha)
+
+
+def _image_suffix(output: str, settings: OutputSettings, source_files) -> str:
+    """The image type a non-video output is written as (the choice ``media.writer.open_writer`` makes)."""
+    suffix = Path(output).suffix.lower()
+    if is_sequence_pattern(output) or suffix in IMAGE_SUFFIXES:
+        return suffix
+    if settings.is_image_codec():
+        return IMAGE_CODECS[settings.codec]
+    return Path(source_files[0]).suffix.lower() if source_files else ".png"

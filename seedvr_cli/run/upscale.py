@@ -34,7 +34,13 @@ from seedvr_cli.pipeline.window import WindowSettings
 from seedvr_cli.run.fit import CONTEXT_GIB, fit_memory
 from seedvr_cli.run.models import ModelFiles, resolve_models
 from seedvr_cli.run.outcome import JobOutcome, Reporter, RunSummary, finish
-from seedvr_cli.run.outputs import DropLeadingFrames, deep_output_asked, open_output, output_settings_meta
+from seedvr_cli.run.outputs import (
+    DropLeadingFrames,
+    check_encoders,
+    deep_output_asked,
+    open_output,
+    output_settings_meta,
+)
 from seedvr_cli.run.plan import frame_size, plan_input
 from seedvr_cli.run.processor import InputContext, SeedVRProcessorFactory
 from seedvr_cli.run.sources import InputSource
@@ -52,6 +58,7 @@ def run_upscale(spec: JobSpec, reporter: Reporter) -> RunSummary:
         for job in jobs:
             outcomes.append(finish(reporter, JobOutcome(job, "skipped", message="output exists (--skip-existing)")))
         return RunSummary(outcomes, time.monotonic() - started, {}, {})
+    check_encoders(jobs, spec.output_settings, sequence=spec.sequence, fps=spec.fps)
     facts = model_facts(spec.model)
     spec = _fit_memory(spec, jobs, facts, reporter)
     if spec.run.dry_run:

@@ -16,6 +16,7 @@ the device immediately.
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 
 import torch
@@ -32,7 +33,8 @@ from seedvr_cli.weights.readers import CheckpointReader, GGUFTensor, open_checkp
 
 FP8_DTYPES = (torch.float8_e4m3fn, torch.float8_e5m2)
 
-__all__ = ["CheckpointInfo", "Placement", "inspect_checkpoint", "load_dit", "load_vae", "load_into"]
+__all__ = ["CheckpointInfo", "Placement", "check_checkpoint", "inspect_checkpoint", "load_dit", "load_vae",
+           "load_into"]
 
 # Where each tensor of a model goes, by its state-dict name: the seam for keeping some blocks in
 # host memory (BlockSwap) while the rest lives on the GPU. ``None`` puts every tensor on ``device``.
@@ -62,16 +64,36 @@ def load_vae(path: str | Path, *, device: torch.device | str = "cpu", dtype: tor
         info = _identify(reader, "vae")
         with torch.device("meta"):
             model = VideoVAE(vae_config(info.variant))
-        # Old diffusers attention names map onto ours; the map is built on names only.
-        renames = {new: old for new, old in normalize_vae_keys({n: n for n in reader.names()}).items()}
-        load_into(model, reader, device=device, dtype=dtype, keep_fp8=False, keep_gguf=False, renames=renames,
-                  placement=placement)
+        load_into(model, reader, device=device, dtype=dtype, keep_fp8=False, keep_gguf=False,
+                  renames=_vae_renames(reader), placement=placement)
     model.checkpoint_info = info
     return model.eval()
 
 
 def _identify(reader: CheckpointReader, kind: str) -> CheckpointInfo:
     return require_kind(classify(reader.path, reader.infos, reader.metadata), kind)
+
+
+def check_checkpoint(path: str | Path, kind: str) -> CheckpointInfo:
+    """What ``path`` is, once it is known to hold every tensor the ``kind`` ("dit" or "vae") model
+    it looks like needs, in the right shapes; from the header alone (no tensor data is read).
+
+    The same check runs again when a worker loads the file; run here first, in the parent, a bad
+    file costs one line instead of a model load per device and a retry."""
+    with open_checkpoint(path) as reader:
+        info = _identify(reader, kind)
+        with torch.device("meta"):
+            model = NaDiT(dit_config(info.variant)) if kind == "dit" else VideoVAE(vae_config(info.variant))
+        renames = _vae_renames(reader) if kind == "vae" else {n: n for n in reader.names()}
+        expected = {name: tuple(t.shape) for name, t in model.state_dict().items()
+                    if name in renames or not ROPE_BUFFER.match(name)}  # fmt: skip
+        _check_names_and_shapes(reader, expected, renames, f"SeedVR2 {kind.upper()} {info.variant}")
+        return replace(info, container=reader.container)
+
+
+def _vae_renames(reader: CheckpointReader) -> dict[str, str]:
+    """Our VAE names -> the file's: old diffusers attention names map onto ours, on names only."""
+    return {new: old for new, old in normalize_vae_keys({n: n for n in reader.names()}).items()}
 
 
 def load_into(model: nn.Module, reader: CheckpointReader, *, device: torch.device | str, dtype: torch.dtype,
@@ -103,7 +125,9 @@ def load_into(model: nn.Module, reader: CheckpointReader, *, device: torch.devic
             reader.release(source)  # its bytes are on the device now: keep host RSS near one tensor
     missing, unexpected = model.load_state_dict(state, strict=False, assign=True)
     if missing or unexpected:
-        raise CheckpointError(f"{reader.path}:{_listing('missing', missing)}{_listing('unexpected', unexpected)}")
+        listing = [text for text in (_listing("missing tensors", missing),
+                                     _listing("unexpected tensors", unexpected)) if text]  # fmt: skip
+        raise CheckpointError(f"{reader.path}: {'; '.join(listing)}")
     leftovers = [n for n, t in (*model.named_parameters(), *model.named_buffers()) if t.is_meta]
     if leftovers:
         raise CheckpointError(f"{reader.path}: tensors left unloaded: {', '.join(leftovers[:5])}")
@@ -127,25 +151,24 @@ def _place(model: nn.Module, tensor, linear_name: str | None, linears: dict[str,
     return tensor.to(device)
 
 
-def _check_names_and_shapes(reader: CheckpointReader, expected: dict[str, tuple], renames: dict[str, str]) -> None:
+def _check_names_and_shapes(reader: CheckpointReader, expected: dict[str, tuple], renames: dict[str, str],
+                            model: str = "the model it looks like") -> None:
     missing = [n for n in expected if n not in renames]
     unexpected = [src for new, src in renames.items() if new not in expected]
-    if missing or unexpected:
-        raise CheckpointError(
-            f"{reader.path}: does not fit the model it looks like:"
-            f"{_listing('missing', missing)}{_listing('unexpected', unexpected)}"
-        )
-    wrong = [f"{src} {reader.infos[src].shape} (expected {expected[new]})"
-             for new, src in renames.items() if tuple(reader.infos[src].shape) != expected[new]]  # fmt: skip
-    if wrong:
-        raise CheckpointError(f"{reader.path}: {len(wrong)} tensors have the wrong shape: {'; '.join(wrong[:3])}")
+    wrong = [f"{src} {tuple(reader.infos[src].shape)} (expected {expected[new]})" for new, src in renames.items()
+             if new in expected and tuple(reader.infos[src].shape) != expected[new]]  # fmt: skip
+    problems = [text for text in (_listing("missing tensors", missing), _listing("unexpected tensors", unexpected),
+                                  _listing("tensors of the wrong shape", wrong)) if text]  # fmt: skip
+    if problems:
+        raise CheckpointError(f"{reader.path}: does not fit the {model}: {'; '.join(problems)}; "
+                              "the file is incomplete or not a SeedVR2 checkpoint: download it again")
 
 
-def _listing(label: str, names: list[str], limit: int = 5) -> str:
+def _listing(label: str, names: list[str], limit: int = 3) -> str:
     if not names:
         return ""
     more = f" and {len(names) - limit} more" if len(names) > limit else ""
-    return f" {len(names)} {label.strip()} tensors ({', '.join(names[:limit])}{more});"
+    return f"{len(names)} {label} ({', '.join(names[:limit])}{more})"
 
 
 def load_state_dict(path: str | Path, *, device: torch.device | str = "cpu",

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import math
 import mmap
+import re
 import struct
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -235,7 +236,7 @@ class TorchReader(CheckpointReader):
 
     def __init__(self, path: Path) -> None:
         super().__init__(path)
-        state = _torch_load(path, self._corrupt)
+        state = load_pickled_weights(path, self._corrupt)
         state = _unwrap_state_dict(state)
         if not isinstance(state, dict):
             raise CheckpointError(
@@ -251,19 +252,43 @@ class TorchReader(CheckpointReader):
         self._tensors = {}
 
 
-def _torch_load(path: Path, corrupt) -> Any:
+def load_pickled_weights(path: Path, corrupt) -> Any:
+    """What a ``torch.save`` file holds, read with ``weights_only=True``: tensors and plain
+    containers only, never code. ``corrupt(detail)`` makes the error for a file that cannot be read."""
     try:
         return torch.load(path, map_location="cpu", weights_only=True, mmap=True)
     except RuntimeError as err:
         # Files from the legacy (non-zip) serializer cannot be memory-mapped; read them plainly.
         if "mmap" not in str(err) and "zip" not in str(err):
-            raise corrupt(str(err).splitlines()[0]) from None
+            raise _load_failure(path, err, corrupt) from None
     except Exception as err:
-        raise corrupt(str(err).splitlines()[0] if str(err) else type(err).__name__) from None
+        raise _load_failure(path, err, corrupt) from None
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:
-        raise corrupt(str(err).splitlines()[0] if str(err) else type(err).__name__) from None
+        raise _load_failure(path, err, corrupt) from None
+
+
+# How PyTorch's weights-only unpickler names a callable the file wanted to run ("Unsupported
+# global: GLOBAL builtins.print was not ...", "unsupported GLOBAL posix.system whose module ...").
+_PICKLED_CALL = re.compile(r"\bGLOBAL ([\w.]+)")
+
+
+def _load_failure(path: Path, err: Exception, corrupt) -> CheckpointError:
+    """One line for a failed ``torch.load``. PyTorch's refusal of pickled code comes with advice to
+    load the file with ``weights_only=False``, which would run that code: it is never passed on."""
+    text = str(err)
+    if "Weights only load failed" in text:
+        call = _PICKLED_CALL.search(text)
+        if call is not None:
+            return CheckpointError(
+                f"{path}: holds Python code ({call.group(1)}) besides tensors; it was not loaded and nothing in "
+                "it ran. Use the .safetensors file of this model instead (see `seedvr models list`)"
+            )
+        detail = next((line.split("WeightsUnpickler error:", 1)[1] for line in text.splitlines()
+                       if "WeightsUnpickler error:" in line), "not a plain file of tensors")  # fmt: skip
+        return corrupt(detail.strip())
+    return corrupt(text.splitlines()[0] if text else type(err).__name__)
 
 
 def _unwrap_state_dict(state: Any) -> Any:

@@ -15,6 +15,7 @@ from safetensors import safe_open
 
 from seedvr_cli.errors import CheckpointError
 from seedvr_cli.weights.download import resolve_model_file
+from seedvr_cli.weights.readers import load_pickled_weights
 from seedvr_cli.weights.registry import TEXT_EMBEDDING
 
 SAFETENSORS_KEY = "emb"
@@ -33,10 +34,14 @@ def load_text_embedding(path: str | Path, *, expected_dim: int | None = 5120, de
         if path.suffix == ".safetensors":
             with safe_open(str(path), framework="pt") as f:
                 if SAFETENSORS_KEY not in f.keys():
-                    raise CheckpointError(f"{path}: no tensor named {SAFETENSORS_KEY!r} (found: {', '.join(f.keys())})")
+                    names = list(f.keys())
+                    more = ", ..." if len(names) > 3 else ""
+                    raise CheckpointError(f"{path}: no tensor named {SAFETENSORS_KEY!r} (found: {', '.join(names[:3])}"
+                                          f"{more}); is it a text embedding? pass pos_emb.safetensors or pos_emb.pt")
                 emb = f.get_tensor(SAFETENSORS_KEY)
         else:
-            emb = torch.load(path, map_location="cpu", weights_only=True)
+            emb = load_pickled_weights(
+                path, lambda detail: CheckpointError(f"{path}: cannot read the text embedding ({detail})"))
             if isinstance(emb, dict) and len(emb) == 1:
                 emb = next(iter(emb.values()))
     except CheckpointError:
