@@ -1,0 +1,79 @@
+"""Outputs that look finished but are not: ``seedvr upscale`` must fail them, in the exit code and the JSON events.
+
+NaN checkpoints, cut-off containers, gaps in image sequences and full disks, end to end on the CPU
+with tiny synthesized checkpoints.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from media_factory import make_video
+
+from seedvr_cli.cli import main
+
+
+@pytest.fixture(scope="module")
+def checkpoints(tmp_path_factory) -> tuple[Path, Path]:
+    """A tiny 3B DiT (with its stand-in pos_emb.safetensors beside it) and a tiny VAE."""
+    from seedvr_cli.weights.synthesize import write_checkpoint
+
+    folder = tmp_path_factory.mktemp("checkpoints")
+    dit = write_checkpoint("tiny-3b", "fp16", folder / "tiny3b.safetensors", seed=0)
+    vae = write_checkpoint("tiny-vae", "fp16", folder / "tinyvae.safetensors", seed=0)
+    return Path(dit), Path(vae)
+
+
+def _run(capsys, *args: str) -> tuple[int, str, str]:
+    with pytest.raises(SystemExit) as exit_info:
+        main(["upscale", *args])
+    captured = capsys.readouterr()
+    return exit_info.value.code, captured.out, captured.err
+
+
+def _models(dit: Path, vae: Path) -> list[str]:
+    return ["--model", str(dit), "--vae", str(vae), "--device", "cpu", "--resolution", "32", "--batch-size", "5"]
+
+
+def _events(out: str) -> list[dict]:
+    return [json.loads(line) for line in out.splitlines() if line.strip()]
+
+
+def _finished(out: str) -> dict[str, dict]:
+    return {Path(e["input"]).name: e for e in _events(out) if e["event"] == "job_finished"}
+
+
+# ---------------------------------------------------------------- NaN weights
+
+
+def _nan_copy(checkpoint: Path, out: Path) -> Path:
+    """``checkpoint`` with every floating-point weight replaced by NaN (as a damaged download might be)."""
+    from safetensors import safe_open
+    from safetensors.torch import save_file
+
+    with safe_open(str(checkpoint), "pt") as handle:
+        metadata = handle.metadata()
+        tensors = {name: handle.get_tensor(name) for name in handle.keys()}
+    for name, tensor in tensors.items():
+        if tensor.is_floating_point():
+            tensors[name] = tensor.clone().fill_(float("nan"))
+    save_file(tensors, str(out), metadata=metadata)
+    return out
+
+
+def test_nan_checkpoint_fails_the_file_naming_the_checkpoint(tmp_path, capsys, checkpoints):
+    dit, vae = checkpoints
+    bad_dit = _nan_copy(dit, dit.parent / "nan3b.safetensors")
+    clip = make_video(tmp_path / "clip.mp4", frames=5, width=32, height=32)
+    output = tmp_path / "clip_up.mp4"
+    code, out, err = _run(capsys, str(clip), "-o", str(output), *_models(bad_dit, vae), "--log-format", "json",
+                          "--max-retries", "0")
+    assert code == 1, err
+    finished = _finished(out)["clip.mp4"]
+    assert finished["status"] == "failed"
+    assert "DiT produced NaN or infinite values" in finished["message"]
+    assert str(bad_dit) in finished["message"]
+    assert not output.exists()
+    assert [p.name for p in tmp_path.iterdir()] == ["clip.mp4"]  # no work folder left either
