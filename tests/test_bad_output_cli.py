@@ -77,3 +77,47 @@ def test_nan_checkpoint_fails_the_file_naming_the_checkpoint(tmp_path, capsys, c
     assert str(bad_dit) in finished["message"]
     assert not output.exists()
     assert [p.name for p in tmp_path.iterdir()] == ["clip.mp4"]  # no work folder left either
+
+
+# ---------------------------------------------------------------- cut-off containers
+
+
+def _cut_mkv(path: Path, frames: int = 30) -> Path:
+    """A Matroska clip whose header announces ``frames`` frames, cut off after about 60 % of its bytes."""
+    make_video(path, frames=frames, width=32, height=32)
+    data = path.read_bytes()
+    path.write_bytes(data[: int(len(data) * 0.6)])
+    return path
+
+
+def test_cut_off_input_fails_its_file_unless_allowed(tmp_path, capsys, checkpoints):
+    folder = tmp_path / "in"
+    folder.mkdir()
+    make_video(folder / "good.mp4", frames=5, width=32, height=32)
+    _cut_mkv(folder / "cut.mkv")
+    code, out, err = _run(capsys, str(folder), "-o", str(tmp_path / "out"), *_models(*checkpoints),
+                          "--log-format", "json")
+    assert code == 3, err  # some files of the folder failed
+    finished = _finished(out)
+    assert finished["good.mp4"]["status"] == "done"
+    assert finished["cut.mkv"]["status"] == "failed"
+    assert "announces 30 frames but only" in finished["cut.mkv"]["message"]
+    assert "--allow-short-input" in finished["cut.mkv"]["message"]
+    assert not (tmp_path / "out" / "cut_upscaled.mkv").exists()
+
+    code, out, err = _run(capsys, str(folder / "cut.mkv"), "-o", str(tmp_path / "short.mkv"),
+                          *_models(*checkpoints), "--log-format", "json", "--allow-short-input")
+    assert code == 0, err
+    finished = _finished(out)["cut.mkv"]
+    assert finished["status"] == "done" and 0 < finished["frames"] < 30
+    assert any("announces 30 frames" in note for note in finished["notes"])
+    assert any(e["event"] == "message" and e["text"].startswith("warning:") for e in _events(out))
+
+
+def test_cut_off_single_input_exits_1(tmp_path, capsys, checkpoints):
+    clip = _cut_mkv(tmp_path / "cut.mkv")
+    code, _, err = _run(capsys, str(clip), *_models(*checkpoints), "--dry-run")
+    assert code == 1
+    assert "announces 30 frames" in err and "--allow-short-input" in err
+    code, _, err = _run(capsys, str(clip), *_models(*checkpoints), "--dry-run", "--allow-short-input")
+    assert code == 0, err

@@ -171,6 +171,10 @@ def upscale(
                                           rich_help_panel=_RUN)] = False,
     log_format: Annotated[str, typer.Option(help="text (progress bar on a terminal) or json (JSON lines on stdout).",
                                             rich_help_panel=_RUN)] = _RUN_DEFAULTS.log_format,
+    allow_short_input: Annotated[bool, typer.Option(
+        "--allow-short-input", help="Upscale the frames a cut-off video holds (fewer than its container "
+                                    "announces) instead of failing that file; the output is as short, with a note.",
+        rich_help_panel=_RUN)] = _RUN_DEFAULTS.allow_short_input,
 ) -> None:
     """Upscale and restore videos and images with SeedVR2."""
     if not dry_run:
@@ -198,7 +202,7 @@ def upscale(
         ),
         run=RunSettings(devices=devices, windows_per_chunk=chunk_windows, max_in_flight=max_in_flight,
                         resume=resume, restart=restart, max_retries=max_retries, shard=shard, dry_run=dry_run,
-                        log_format=log_format),
+                        log_format=log_format, allow_short_input=allow_short_input),
         memory=MemorySettings(blocks_to_swap=blocks_to_swap, swap_io_components=swap_io_components,
                               dit_offload_device=dit_offload_device, vae_tiling=vae_tiling,
                               vae_tile_size=vae_tile_size, vae_tile_overlap=vae_tile_overlap, max_vram_gib=max_vram,

@@ -55,6 +55,10 @@ def plan_input(job: Job, spec: JobSpec, reader, models: ModelFacts | None = None
         if first >= reader.num_frames:
             raise UserError(f"{job.input}: --frames starts at {first} but the input has {reader.num_frames} frames")
     frames = stop - first
+    short = short_input_note(job, reader)
+    if short is not None and not spec.run.allow_short_input:
+        raise UserError(f"{short}; copy or download it again, or pass --allow-short-input to upscale the "
+                        f"{reader.num_frames} frames it has")
     size = frame_size(job, spec, reader)
     temporal = plan_windows(frames, batch_size=process.batch_size, overlap=process.temporal_overlap,
                             prepend=process.prepend_frames)
@@ -69,6 +73,15 @@ def plan_input(job: Job, spec: JobSpec, reader, models: ModelFacts | None = None
                             estimate_vram(models, size.padded, padded_length(process.batch_size), spec.memory).total_gib),
     )
     return plan, size, temporal, tasks
+
+
+def short_input_note(job: Job, reader) -> str | None:
+    """One line when the input holds fewer frames than its container announces (a cut-off file), else None."""
+    info = reader.info
+    if not info.short:
+        return None
+    return (f"{job.input}: the container announces {info.promised_frames} frames but only {info.frame_count} "
+            "can be read; the file looks cut off")
 
 
 def _with_input_range(task: ChunkTask, temporal: TemporalPlan) -> ChunkTask:

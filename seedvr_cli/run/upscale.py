@@ -34,7 +34,7 @@ from seedvr_cli.run.fit import fit_memory
 from seedvr_cli.run.models import ModelFiles, resolve_models
 from seedvr_cli.run.outcome import JobOutcome, Reporter, RunSummary, finish
 from seedvr_cli.run.outputs import DropLeadingFrames, deep_output_asked, open_output, output_settings_meta
-from seedvr_cli.run.plan import frame_size, plan_input
+from seedvr_cli.run.plan import frame_size, plan_input, short_input_note
 from seedvr_cli.run.processor import InputContext, SeedVRProcessorFactory
 from seedvr_cli.run.sources import InputSource
 from seedvr_cli.run.stats import StatsRecordingFactory, read_stats
@@ -110,6 +110,11 @@ def _run_one(index: int, total: int, job: Job, spec: JobSpec, pool: WorkerPool, 
         with open_reader(job.input, sequence=spec.sequence, fps=spec.fps) as reader:
             plan, size, temporal, tasks = plan_input(job, spec, reader, facts)
             reporter.job_started(index, total, job, plan)
+            # Only reached with --allow-short-input: said now, and again in the outcome for scripts.
+            short = short_input_note(job, reader)
+            if short is not None:
+                reporter.message(f"warning: {short}; upscaling the {reader.num_frames} frames it has "
+                                 "(--allow-short-input)")
             deep_output = plan.deep or deep_output_asked(spec.output_settings)
             settings = WindowSettings(
                 frame_size=size, color=spec.process.color_correction,
@@ -158,6 +163,8 @@ def _run_one(index: int, total: int, job: Job, spec: JobSpec, pool: WorkerPool, 
                              context=context, meta=meta, options=options,
                              progress=_output_frames_only(reporter.progress, temporal.prepend))
         notes = list(getattr(writer, "notes", []) or [])
+        if short is not None:
+            notes.append(f"short input: {short}")
         for failure in result.failures:
             notes.append(f"recovered: {failure.summary()}")
         if chunks is not None:
