@@ -121,3 +121,41 @@ def test_cut_off_single_input_exits_1(tmp_path, capsys, checkpoints):
     assert "announces 30 frames" in err and "--allow-short-input" in err
     code, _, err = _run(capsys, str(clip), *_models(*checkpoints), "--dry-run", "--allow-short-input")
     assert code == 0, err
+
+
+# ---------------------------------------------------------------- full disks
+
+
+def test_full_disk_is_announced_then_named_and_the_work_folder_freed(tmp_path, capsys, checkpoints, monkeypatch):
+    import errno
+    import shutil
+    from collections import namedtuple
+
+    import av
+
+    from seedvr_cli.media.writer import VideoWriter
+    from seedvr_cli.run.space import mount_point
+
+    usage = namedtuple("usage", "total used free")
+    monkeypatch.setattr(shutil, "disk_usage", lambda path: usage(10**9, 10**9 - 5000, 5000))
+
+    def full_disk(self, packets):
+        av.error.err_check(-errno.ENOSPC, str(self._temp))
+
+    monkeypatch.setattr(VideoWriter, "_mux", full_disk)
+    clip = make_video(tmp_path / "clip.mp4", frames=9, width=32, height=32)
+    out = tmp_path / "out"
+    code, stdout, err = _run(capsys, str(clip), "-o", str(out / "clip_up.mp4"), *_models(*checkpoints),
+                             "--log-format", "json")
+    assert code == 1, err
+    events = _events(stdout)
+    warnings = [e["text"] for e in events if e["event"] == "message" and e["text"].startswith("warning:")]
+    started = next(i for i, e in enumerate(events) if e["event"] == "progress")
+    assert warnings and events.index(next(e for e in events if e.get("text") == warnings[0])) < started
+    assert "4.9 KiB free" in warnings[0] and "0.0 GiB" not in warnings[0]
+    failed = _finished(stdout)["clip.mp4"]
+    assert failed["status"] == "failed"
+    message = failed["message"]
+    assert f"the disk {mount_point(out)} holding {out} is full" in message
+    assert "needs about" in message and "--codec" not in message and "re-run" not in message
+    assert list(out.iterdir()) == []  # no work folder keeps the disk full, no partial output

@@ -14,6 +14,7 @@ streams (see ``passthrough``), so the output lasts exactly as long as the input.
 
 from __future__ import annotations
 
+import errno
 import os
 import re
 import shutil
@@ -236,6 +237,9 @@ class VideoWriter(FrameWriter):
                 self._mux(self._stream.encode(frame))
         except av.error.FFmpegError as err:
             self.abort()
+            if getattr(err, "errno", None) in (errno.ENOSPC, errno.EDQUOT):
+                # The settings are fine; the disk is not (the caller says which and how much is needed).
+                raise MediaError(f"{self.path}: writing failed ({err})") from None
             raise MediaError(f"{self.path}: encoding failed ({err}); check --codec, --pix-fmt and -e options") from None
 
     def _mux(self, packets) -> None:
