@@ -159,3 +159,25 @@ def test_full_disk_is_announced_then_named_and_the_work_folder_freed(tmp_path, c
     assert f"the disk {mount_point(out)} holding {out} is full" in message
     assert "needs about" in message and "--codec" not in message and "re-run" not in message
     assert list(out.iterdir()) == []  # no work folder keeps the disk full, no partial output
+
+
+# ---------------------------------------------------------------- gaps in image sequences
+
+
+def test_sequence_gap_is_named_and_output_frames_keep_their_numbers(tmp_path, capsys, checkpoints):
+    from media_factory import make_image
+
+    frames = tmp_path / "frames"
+    frames.mkdir()
+    for number in (1, 2, 3, 5, 6, 9):
+        make_image(frames / f"{number:04d}.png", width=32, height=32)
+    out = tmp_path / "out"
+    code, stdout, err = _run(capsys, str(frames / "%04d.png"), "-o", str(out / "%04d.png"), *_models(*checkpoints),
+                             "--log-format", "json")
+    assert code == 0, err
+    finished = _finished(stdout)["%04d.png"]
+    assert finished["frames"] == 6
+    assert any("3 frame number(s) missing from the sequence (4, 7-8)" in note for note in finished["notes"])
+    assert any(e["event"] == "message" and "missing from the sequence" in e["text"] for e in _events(stdout))
+    assert sorted(p.name for p in out.iterdir()) == ["0001.png", "0002.png", "0003.png", "0005.png", "0006.png",
+                                                      "0009.png"]

@@ -34,7 +34,7 @@ from seedvr_cli.run.fit import fit_memory
 from seedvr_cli.run.models import ModelFiles, resolve_models
 from seedvr_cli.run.outcome import JobOutcome, Reporter, RunSummary, finish
 from seedvr_cli.run.outputs import DropLeadingFrames, deep_output_asked, open_output, output_settings_meta
-from seedvr_cli.run.plan import frame_size, plan_input, short_input_note
+from seedvr_cli.run.plan import frame_size, plan_input, sequence_gap_note, short_input_note
 from seedvr_cli.run.processor import InputContext, SeedVRProcessorFactory
 from seedvr_cli.run.sources import InputSource
 from seedvr_cli.run.space import SpaceNeed, disk_full_message, estimate_space, folder_bytes, is_disk_full, space_warning
@@ -119,6 +119,9 @@ def _run_one(index: int, total: int, job: Job, spec: JobSpec, pool: WorkerPool, 
             if short is not None:
                 reporter.message(f"warning: {short}; upscaling the {reader.num_frames} frames it has "
                                  "(--allow-short-input)")
+            gap = sequence_gap_note(job, reader)
+            if gap is not None:
+                reporter.message(f"warning: {gap}")
             deep_output = plan.deep or deep_output_asked(spec.output_settings)
             settings = WindowSettings(
                 frame_size=size, color=spec.process.color_correction,
@@ -177,6 +180,8 @@ def _run_one(index: int, total: int, job: Job, spec: JobSpec, pool: WorkerPool, 
         notes = list(getattr(writer, "notes", []) or [])
         if short is not None:
             notes.append(f"short input: {short}")
+        if gap is not None:
+            notes.append(f"sequence gap: {gap}")
         for failure in result.failures:
             notes.append(f"recovered: {failure.summary()}")
         if chunks is not None:
