@@ -75,6 +75,7 @@ def test_nan_checkpoint_fails_the_file_naming_the_checkpoint(tmp_path, capsys, c
     assert finished["status"] == "failed"
     assert "DiT produced NaN or infinite values" in finished["message"]
     assert str(bad_dit) in finished["message"]
+    assert "CheckpointError" not in finished["message"]  # the worker's one line, not a traceback's
     assert not output.exists()
     assert [p.name for p in tmp_path.iterdir()] == ["clip.mp4"]  # no work folder left either
 

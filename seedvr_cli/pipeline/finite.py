@@ -22,7 +22,7 @@ class NonFiniteError(RuntimeError):
     def __init__(self, stage: str, window: Window) -> None:
         self.stage, self.window = stage, window
         super().__init__(f"the {STAGES[stage]} produced NaN or infinite values in window {window.index} "
-                         f"(timeline frames {window.start}-{window.stop - 1})")
+                         f"(frames {window.start}-{window.stop - 1})")
 
 
 class FiniteGuard:
