@@ -44,8 +44,8 @@ class MediaInfo:
     ``rotation`` is the counter-clockwise display rotation in degrees that players apply; readers
     return the frames as stored and writers carry the rotation over.
     ``promised_frames`` is what the container's header announces (a frame count, or a duration
-    times the frame rate), ``None`` when it announces nothing usable; more than ``frame_count``
-    means frames are missing: a cut-off or damaged file (``short``).
+    that reaches past the last frame found), ``None`` when it announces nothing usable; more than
+    ``frame_count`` means frames are missing: a cut-off or damaged file (``short``).
     """
 
     path: Path

@@ -106,7 +106,6 @@ class SeedVRProcessor:
     times: PhaseTimes = field(default_factory=PhaseTimes)
     files: ModelFiles | None = None  # named when a model's output is not finite
 
-
     def process(self, task: ChunkTask, frames, context: InputContext) -> ChunkFrames:
         plan = context.plan
         # Windows stay float until blended: an overlap frame is quantised once, not per window.

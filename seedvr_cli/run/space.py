@@ -22,7 +22,7 @@ from seedvr_cli.parallel.tasks import ChunkTask
 from seedvr_cli.run.outputs import is_video_output
 
 _DISK_FULL_ERRNOS = (errno.ENOSPC, errno.EDQUOT)
-# Worker failures reach the parent as traceback text: the errors' own words are what is left of them.
+# Worker and writer failures reach the run as text: the errors' own words are what is left of them.
 _DISK_FULL_WORDS = tuple(os.strerror(code) for code in _DISK_FULL_ERRNOS)
 # Lossy codecs store a frame in a small part of its raw size (H.264 at CRF 16 takes well under a
 # tenth at 1080p); lossless and intra-frame formats (FFV1, ProRes, PNG, TIFF, DPX) are counted raw.
