@@ -105,6 +105,8 @@ class RunSettings:
     shard: str | None = None
     dry_run: bool = False
     log_format: str = "text"
+    # Upscale what a cut-off container holds instead of failing it (a short output, with a note).
+    allow_short_input: bool = False
 
     def __post_init__(self) -> None:
         if self.log_format not in ("text", "json"):

@@ -118,3 +118,13 @@ def test_missing_and_unknown_inputs(tmp_path):
     empty.mkdir()
     with pytest.raises(UserError, match="no video or image found"):
         discover_jobs([empty])
+
+
+def test_sequence_numbers_and_their_gaps():
+    from seedvr_cli.media.images import missing_numbers, sequence_numbers
+
+    assert sequence_numbers(["shot_0009.png", "shot_0010.png", "shot_0012.png"]) == [9, 10, 12]
+    assert missing_numbers([9, 10, 12, 15]) == [11, 13, 14]
+    assert sequence_numbers(["frame2x_10.png", "frame2x_11.png"]) == [10, 11]
+    assert sequence_numbers(["a_1.png", "b_2.png"]) is None  # not one template: no numbering to keep
+    assert sequence_numbers(["cover.png", "0001.png"]) is None

@@ -157,3 +157,32 @@ def test_millisecond_rounding_is_not_variable_rate(tmp_path):
     # Matroska stores 29.97 fps as steps of 33 and 34 ms: that is rounding, not VFR.
     info = probe(make_video(tmp_path / "ntsc.mkv", frames=12, fps=Fraction(30000, 1001)))
     assert info.vfr is False and info.fps == Fraction(30000, 1001)
+
+
+def _cut(path, fraction: float):
+    """A copy of ``path`` with only its first ``fraction`` of bytes, as an interrupted copy leaves it."""
+    data = path.read_bytes()
+    cut = path.with_name(f"cut_{path.name}")
+    cut.write_bytes(data[: int(len(data) * fraction)])
+    return cut
+
+
+@pytest.mark.parametrize(("name", "codec"), [("clip.mkv", "libx264"), ("clip.webm", "libvpx-vp9"), ("clip.avi", "mpeg4")])
+def test_cut_off_container_is_short_of_what_it_announces(tmp_path, name, codec):
+    """Matroska/WebM announce a duration, AVI a frame count: both promise the 30 frames that were written."""
+    whole = probe(make_video(tmp_path / name, frames=30, codec=codec))
+    assert (whole.frame_count, whole.promised_frames, whole.short) == (30, 30, False)
+    cut = probe(_cut(tmp_path / name, 0.6))
+    assert cut.promised_frames == 30 and 0 < cut.frame_count < 30 and cut.short
+    assert cut.to_dict()["promised_frames"] == 30
+
+
+def test_complete_clips_are_not_short(tmp_path):
+    """Variable rate, audio longer than the video, 29.97 fps over 100 frames: nothing is missing."""
+    clips = [make_video(tmp_path / "vfr.mkv", frames=10, pts_ms=[0, 30, 70, 100, 160, 200, 230, 300, 330, 400]),
+             make_video(tmp_path / "audio.mkv", frames=10, audio="aac"),
+             make_video(tmp_path / "ntsc.mkv", frames=100, fps=Fraction(30000, 1001)),
+             make_video(tmp_path / "clip.mp4", frames=10)]
+    for clip in clips:
+        info = probe(clip)
+        assert not info.short, (clip.name, info.frame_count, info.promised_frames)

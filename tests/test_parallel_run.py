@@ -213,20 +213,6 @@ def test_a_hung_worker_is_stopped_and_its_chunk_retried(tmp_path):
     np.testing.assert_array_equal(out, run_serially(source, tasks, FakeProcessorFactory()))
 
 
-def test_a_disk_too_small_for_the_spill_files_is_announced(two_workers, tmp_path, monkeypatch):
-    import shutil
-    from collections import namedtuple
-
-    usage = namedtuple("usage", "total used free")
-    monkeypatch.setattr(shutil, "disk_usage", lambda path: usage(10**6, 10**6 - 5000, 5000))
-    source, tasks = clip(60)
-    events = []
-    result, _ = run(two_workers, source, tasks, tmp_path / "w", events=events)
-    warnings = [e.message for e in events if e.kind == "warning"]
-    assert result.complete and len(warnings) == 1
-    assert "GiB for finished chunks but 0.0 GiB are free; free some space or use --no-resume" in warnings[0]
-
-
 def test_when_every_chunk_is_journaled_no_worker_is_started(two_workers, tmp_path):
     source, tasks = clip(50)
     run_job(two_workers, source=source, tasks=tasks, workdir=tmp_path / "w", key="job", sink=None,

@@ -215,3 +215,43 @@ def test_phase_by_phase_over_windows_equals_per_window(random_tiny_vae):
         assert torch.equal(frames, direct)
     assert set(times.seconds) == {"preprocess", "encode", "dit", "decode", "color"}
     assert all(v >= 0 for v in times.seconds.values())
+
+
+class _NaNDiT(StandInDiT):
+    """A DiT whose weights went bad: every velocity is NaN."""
+
+    def __call__(self, vid, txt, vid_shape, txt_shape, timestep):
+        return torch.full_like(super().__call__(vid, txt, vid_shape, txt_shape, timestep), float("nan"))
+
+
+def test_finite_guard_blames_the_dit_of_the_bad_window(random_tiny_vae):
+    from seedvr_cli.pipeline.finite import FiniteGuard, NonFiniteError
+
+    clip = _rgba_clip(9, 8, 8)[..., :3]
+    size = plan_frame_size(8, 8, resolution=16)
+    plan = plan_windows(9, batch_size=5)
+    settings = WindowSettings(frame_size=size, dtype=torch.float32, output_dtype=None)
+    guard = FiniteGuard()
+    good, bad = plan.windows
+    for window, dit in ((good, StandInDiT()), (bad, _NaNDiT())):
+        upscale_window(clip[plan.window_input_frames(window)], vae=random_tiny_vae, dit=dit,
+                       text_embedding=torch.zeros(58, 5120), settings=settings, window=window, finite=guard)
+    with pytest.raises(NonFiniteError, match="DiT produced NaN") as raised:
+        guard.check()
+    assert raised.value.stage == "dit" and raised.value.window == bad
+    guard.check()  # the flags were read once: nothing left to raise
+
+
+def test_finite_guard_passes_finite_windows_and_sees_infinity(random_tiny_vae):
+    from seedvr_cli.pipeline.finite import FiniteGuard, NonFiniteError
+
+    clip = _rgba_clip(5, 8, 8)[..., :3]
+    size = plan_frame_size(8, 8, resolution=16)
+    window = plan_windows(5, batch_size=5).windows[0]
+    guard = FiniteGuard()
+    upscale_window(clip, vae=random_tiny_vae, dit=StandInDiT(), text_embedding=torch.zeros(58, 5120),
+                   settings=WindowSettings(frame_size=size, dtype=torch.float32), window=window, finite=guard)
+    guard.check()
+    guard.watch("decode", window, torch.tensor([0.0, float("inf")]))
+    with pytest.raises(NonFiniteError, match="VAE decoder"):
+        guard.check()

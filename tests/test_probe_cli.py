@@ -75,3 +75,13 @@ def test_image_sequence_with_fps(tmp_path, capsys):
     assert code == 0
     [entry] = json.loads(out)
     assert (entry["kind"], entry["frame_count"], entry["fps"], entry["duration"]) == ("sequence", 3, "12/1", 0.25)
+
+
+def test_cut_off_video_is_shown_short(tmp_path, capsys):
+    clip = make_video(tmp_path / "cut.mkv", frames=30)
+    clip.write_bytes(clip.read_bytes()[: int(clip.stat().st_size * 0.6)])
+    code, out, _ = _run(capsys, str(clip))
+    assert code == 0 and "but the container announces 30: the file looks cut off" in out
+    code, out, _ = _run(capsys, "--json", str(clip))
+    [entry] = json.loads(out)
+    assert code == 0 and entry["promised_frames"] == 30

@@ -90,7 +90,9 @@ def media_info_rows(info) -> list[tuple[str, str]]:
         ("kind", f"{kind} ({info.container})"),
         ("codec", info.codec),
         ("size", f"{info.width}x{info.height}  SAR {_ratio(info.sample_aspect_ratio)}  DAR {_ratio(info.display_aspect_ratio)}"),
-        ("frames", f"{info.frame_count}  ({_COUNT_SOURCES.get(info.frame_count_source, info.frame_count_source)})"),
+        ("frames", f"{info.frame_count}  ({_COUNT_SOURCES.get(info.frame_count_source, info.frame_count_source)})"
+                   + (f"  but the container announces {info.promised_frames}: the file looks cut off"
+                      if info.short else "")),
     ]
     if info.kind != "image":
         vfr = {True: "  variable rate", False: "  constant rate", None: ""}[info.vfr]

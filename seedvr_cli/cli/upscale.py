@@ -178,6 +178,10 @@ def upscale(
                                           rich_help_panel=_RUN)] = False,
     log_format: Annotated[str, typer.Option(help="text (progress bar on a terminal) or json (JSON lines on stdout).",
                                             rich_help_panel=_RUN)] = _RUN_DEFAULTS.log_format,
+    allow_short_input: Annotated[bool, typer.Option(
+        "--allow-short-input", help="Upscale the frames a cut-off video holds (fewer than its container "
+                                    "announces) instead of failing that file; the output is as short, with a note.",
+        rich_help_panel=_RUN)] = _RUN_DEFAULTS.allow_short_input,
 ) -> None:
     """Upscale and restore videos and images with SeedVR2."""
     if not dry_run:
@@ -205,7 +209,7 @@ def upscale(
         ),
         run=RunSettings(devices=devices, windows_per_chunk=chunk_windows, max_in_flight=max_in_flight,
                         resume=resume, restart=restart, max_retries=max_retries, shard=shard, dry_run=dry_run,
-                        log_format=log_format),
+                        log_format=log_format, allow_short_input=allow_short_input),
         memory=MemorySettings(**{key: flags[key] for key in _MEMORY_FLAGS}, max_vram_gib=flags["max_vram"],
                               vram="manual" if _savers_given(ctx) else flags["vram"]),
         output_settings=output_settings,

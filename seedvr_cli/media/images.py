@@ -16,6 +16,8 @@ from seedvr_cli.media.reader import FrameReader
 
 IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".webp", ".tif", ".tiff", ".bmp", ".dpx", ".exr"})
 _PRINTF = re.compile(r"%(0?)(\d*)d")
+# A file name whose last run of digits is its frame number: prefix, number, suffix.
+_NUMBERED = re.compile(r"\A(.*?)(\d+)(\D*)\Z")
 
 
 def is_image_path(path: str | Path) -> bool:
@@ -62,6 +64,22 @@ def resolve_sequence(path_or_pattern: str | Path) -> list[Path]:
     if not files:
         raise MediaError(f"{text}: holds no images ({', '.join(sorted(IMAGE_SUFFIXES))}); check the folder")
     return files
+
+
+def sequence_numbers(files) -> list[int] | None:
+    """The frame number of each file when all names share one template (``shot_0001.png``), else None."""
+    matches = [_NUMBERED.match(Path(f).name) for f in files]
+    if not matches or any(m is None for m in matches):
+        return None
+    if len({(m.group(1), m.group(3)) for m in matches}) != 1:
+        return None
+    return [int(m.group(2)) for m in matches]
+
+
+def missing_numbers(numbers: list[int]) -> list[int]:
+    """Numbers between the first and the last that no file has (gaps in a sequence)."""
+    present = set(numbers)
+    return [n for n in range(min(numbers), max(numbers) + 1) if n not in present]
 
 
 def _decode_image(path: Path):

@@ -43,6 +43,9 @@ class MediaInfo:
     ``decoded`` (decoded every frame), ``files`` (one file per frame) or ``image``.
     ``rotation`` is the counter-clockwise display rotation in degrees that players apply; readers
     return the frames as stored and writers carry the rotation over.
+    ``promised_frames`` is what the container's header announces (a frame count, or a duration
+    that reaches past the last frame found), ``None`` when it announces nothing usable; more than
+    ``frame_count`` means frames are missing: a cut-off or damaged file (``short``).
     """
 
     path: Path
@@ -69,10 +72,16 @@ class MediaInfo:
     audio: tuple[AudioStreamInfo, ...] = ()
     subtitles: tuple[SubtitleStreamInfo, ...] = ()
     files: tuple[Path, ...] = field(default=(), repr=False)
+    promised_frames: int | None = None
 
     @property
     def is_video(self) -> bool:
         return self.kind == "video"
+
+    @property
+    def short(self) -> bool:
+        """True when fewer frames can be read than the container announces."""
+        return self.promised_frames is not None and self.promised_frames > self.frame_count
 
     def to_dict(self) -> dict:
         """JSON-ready facts; rationals become ``"num/den"`` strings so nothing is rounded."""
@@ -233,6 +242,7 @@ def _probe_video_streams(path: Path) -> MediaInfo:
             video_stream=stream.index,
             audio=tuple(_audio_info(s) for s in container.streams.audio),
             subtitles=tuple(_subtitle_info(s) for s in container.streams.subtitles),
+            promised_frames=_promised_frames(container, stream, frame_index),
         )
     finally:
         container.close()
@@ -259,6 +269,44 @@ def _count_frames(path: Path, container, stream):
     if index is not None:
         return len(index), "packets", index
     return _decode_count(path), "decoded", None
+
+
+def _promised_frames(container, stream, frame_index) -> int | None:
+    """The frame count the container's header announces, to compare with the frames found.
+
+    A header frame count (AVI, MP4) is taken as it is. Matroska/WebM announce a duration instead:
+    the time it reaches past the last frame found, at the clip's median frame step, is the frames
+    missing at the end. Holes inside the clip are not counted: a variable-rate recording with
+    dropped frames has them too, and is not damaged.
+    """
+    import numpy as np
+
+    if stream.frames:
+        return int(stream.frames)
+    seconds = _header_seconds(container, stream)
+    if seconds is None or frame_index is None or len(frame_index) < 2:
+        return None
+    # Measured from time 0, not from the first frame: a late first frame never reads as missing ones.
+    missing = seconds - float(frame_index.end_pts * frame_index.time_base)
+    step = float(np.median(np.diff(frame_index.pts)) * frame_index.time_base)
+    return len(frame_index) + max(0, round(missing / step))
+
+
+def _header_seconds(container, stream) -> float | None:
+    """The video stream's duration as the header states it (not measured from the packets)."""
+    if stream.duration:
+        return float(stream.duration * stream.time_base)
+    tag = stream.metadata.get("DURATION")  # Matroska's per-track duration, "HH:MM:SS.nnnnnnnnn"
+    if tag:
+        try:
+            hours, minutes, secs = tag.split(":")
+            return int(hours) * 3600 + int(minutes) * 60 + float(secs)
+        except ValueError:
+            return None
+    if container.duration and len(container.streams) == 1:
+        # The container's duration is the longest stream's: only the video's when it is alone.
+        return container.duration / 1e6
+    return None
 
 
 def _index_entries_vfr(stream) -> bool | None:

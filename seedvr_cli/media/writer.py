@@ -14,6 +14,7 @@ streams (see ``passthrough``), so the output lasts exactly as long as the input.
 
 from __future__ import annotations
 
+import errno
 import os
 import re
 import shutil
@@ -26,7 +27,7 @@ import numpy as np
 
 from seedvr_cli.arrays import as_numpy
 from seedvr_cli.errors import MediaError, UsageError, UserError
-from seedvr_cli.media.images import IMAGE_SUFFIXES, encode_image, is_sequence_pattern
+from seedvr_cli.media.images import IMAGE_SUFFIXES, encode_image, is_sequence_pattern, sequence_numbers
 from seedvr_cli.media.pixels import ColorTags, array_to_frame, pixel_format_facts, reformat, sws_matrix
 from seedvr_cli.media.settings import DEFAULT_SEQUENCE_PATTERN, IMAGE_CODECS, OutputSettings, required_multiple
 from seedvr_cli.system import process_alive
@@ -236,6 +237,9 @@ class VideoWriter(FrameWriter):
                 self._mux(self._stream.encode(frame))
         except av.error.FFmpegError as err:
             self.abort()
+            if getattr(err, "errno", None) in (errno.ENOSPC, errno.EDQUOT):
+                # The settings are fine; the disk is not (the caller says which and how much is needed).
+                raise MediaError(f"{self.path}: writing failed ({err})") from None
             raise MediaError(f"{self.path}: encoding failed ({err}); check --codec, --pix-fmt and -e options") from None
 
     def _mux(self, packets) -> None:
@@ -381,6 +385,14 @@ class ImageWriter(FrameWriter):
         self._temp.unlink(missing_ok=True)
 
 
+def _numbered_names(pattern: str, source) -> list[str] | None:
+    """A numbered image sequence written to a pattern keeps its frame numbers (a gap stays a gap, so
+    out/0006.png is the upscale of in/0006.png); None numbers from 1."""
+    files = getattr(source, "files", None) if source is not None else None
+    numbers = sequence_numbers(files) if files else None
+    return [pattern % number for number in numbers] if numbers else None
+
+
 def open_writer(
     path: str | Path,
     settings: OutputSettings | None = None,
@@ -403,7 +415,7 @@ def open_writer(
     deep = bool(source is not None and source.deep) if deep is None else deep
     alpha = bool(source is not None and source.has_alpha) if alpha is None else alpha
     if is_sequence_pattern(path_text):
-        return ImageSequenceWriter(path.parent, None, path.name, settings)
+        return ImageSequenceWriter(path.parent, _numbered_names(path.name, source), path.name, settings)
     if path.suffix.lower() in IMAGE_SUFFIXES:
         return ImageWriter(path, settings)
     if settings.is_image_codec():

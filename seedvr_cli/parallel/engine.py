@@ -14,14 +14,11 @@ Policy in one place:
 from __future__ import annotations
 
 import pickle
-import shutil
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-
-import numpy as np
 
 from seedvr_cli.errors import UsageError
 from seedvr_cli.parallel.assembler import Assembler, BackgroundAssembler, FrameSink
@@ -35,7 +32,7 @@ from seedvr_cli.parallel.progress import (
     WorkerFailure,
     last_line,
 )
-from seedvr_cli.parallel.spill import SpillReader, spill_bytes
+from seedvr_cli.parallel.spill import SpillReader
 from seedvr_cli.parallel.tasks import ChunkTask, owned_frames, total_frames, validate_tasks
 from seedvr_cli.parallel.worker import FrameSource
 
@@ -115,7 +112,6 @@ class _Scheduler:
         self.device_failures: dict[int, int] = {}
         # Slots that keep raising on this input: skipped for the rest of it, not for the next input.
         self.excluded: set[int] = set()
-        self.space_checked = False
 
     @property
     def usable(self) -> list[WorkerSlot]:
@@ -194,9 +190,6 @@ class _Scheduler:
             if self.assembler is not None:
                 self.assembler.add(event.chunk)
             self.progress.emit("chunk", device=label, chunk=event.chunk)
-            if not self.space_checked:
-                self.space_checked = True
-                self._check_space(event)
         elif event.kind == "failed":
             if event.job_id != self.job_id:
                 return
@@ -227,22 +220,6 @@ class _Scheduler:
                 self._requeue(chunk)
             self.journal.remove_orphans()  # a chunk it was writing when it died
             self._device_failed(slot, restart=True)
-
-    def _check_space(self, event: WorkerEvent) -> None:
-        """Warn early when the work directory's disk cannot hold what this run will spill."""
-        def size(task: ChunkTask) -> int:
-            return spill_bytes(task, event.shape[1:], np.dtype(event.dtype))
-
-        if self.options.resume:  # every chunk stays until the output is complete
-            running = {c for slot in self.pool.live_slots for job, c in slot.assigned if job == self.job_id}
-            need = sum(size(self.tasks[k]) for k in set(self.pending) | running)
-        else:
-            need = self._in_flight() * max(size(t) for t in self.tasks)
-        free = shutil.disk_usage(self.journal.root).free
-        if need > free:
-            hint = "free some space or use --no-resume (keeps only chunks in flight)" if self.options.resume else "free some space"
-            self.progress.emit("warning", message=f"{self.journal.root} needs about {need / 2**30:.1f} GiB for "
-                                                  f"finished chunks but {free / 2**30:.1f} GiB are free; {hint}")
 
     def _record_failure(self, slot: WorkerSlot, chunk: int | None, kind: str, detail: str) -> None:
         frames = (self.tasks[chunk].out_start, self.tasks[chunk].out_stop) if chunk is not None else None

@@ -31,6 +31,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
+from seedvr_cli.errors import UserError
 from seedvr_cli.parallel.devices import DeviceSpec
 from seedvr_cli.parallel.spill import as_frames, spill_name, write_spill
 from seedvr_cli.parallel.tasks import ChunkTask
@@ -174,8 +175,8 @@ class _Stages:
                     if _frame_count(item.frames) != task.read_frames:
                         raise ValueError(f"the reader returned {_frame_count(item.frames)} frames "
                                          f"for {task.read_start}:{task.read_stop}")
-                except Exception:
-                    item.frames, item.error = None, traceback.format_exc()
+                except Exception as exc:
+                    item.frames, item.error = None, _failure_detail(exc)
                 self.decoded.put(item)
         finally:
             _close(reader)
@@ -192,8 +193,8 @@ class _Stages:
                     self.send(("started", item.job_id, item.task.index))
                     try:
                         item.out = as_frames(self.processor.process(item.task, item.frames, item.context), item.task)
-                    except Exception:
-                        item.out, item.error = None, traceback.format_exc()
+                    except Exception as exc:
+                        item.out, item.error = None, _failure_detail(exc)
                     self._send_notes(item.job_id)
                 item.frames = None
                 self.encoded.put(item)
@@ -217,14 +218,22 @@ class _Stages:
             if item.error is None:
                 try:
                     write_spill(item.spill_dir / spill_name(task.index), item.out, durable=item.durable)
-                except Exception:
-                    item.error = traceback.format_exc()
+                except Exception as exc:
+                    item.error = _failure_detail(exc)
             if item.error is None:
                 self.send(("done", item.job_id, task.index, tuple(item.out.shape), str(item.out.dtype),
                            time.perf_counter() - item.started))
             else:
                 self.send(("failed", item.job_id, task.index, item.error))
             item.out = None
+
+
+def _failure_detail(exc: Exception) -> str:
+    """What the parent is told about a failed chunk: a ``UserError``'s own line (already written for
+    the user: a damaged input, a checkpoint giving NaN), any other error's traceback."""
+    if isinstance(exc, UserError):
+        return str(exc)
+    return traceback.format_exc()
 
 
 def worker_main(conn, device: DeviceSpec, factory_blob: bytes, env: dict[str, str]) -> None:

@@ -38,6 +38,7 @@ from seedvr_cli.pipeline.condition import (
     noise_latent,
     window_noise,
 )
+from seedvr_cli.pipeline.finite import FiniteGuard
 from seedvr_cli.pipeline.plan import FrameSize
 from seedvr_cli.pipeline.preprocess import preprocess, to_unit_float
 from seedvr_cli.pipeline.quantize import INTEGER_OUTPUTS, quantize, signed_to_unit
@@ -204,9 +205,11 @@ def encode_window(
     window: Window,
     noise: WindowNoise | None = None,
     times: PhaseTimes | None = None,
+    finite: FiniteGuard | None = None,
 ) -> EncodedWindow:
     """Steps 1-2. ``frames``: ``[window.padded_length, H0, W0, C]`` (``plan.window_input_frames``),
-    uint8 / uint16 / float in [0, 1], C = 3 or 4, on the compute device."""
+    uint8 / uint16 / float in [0, 1], C = 3 or 4, on the compute device. ``finite`` watches the
+    latent for NaN and infinity (the caller reads it with ``finite.check()``)."""
     if frames.shape[0] != window.padded_length:
         raise ValueError(f"window {window.index} needs {window.padded_length} frames (padding included), got {frames.shape[0]}")
     timed = times or _untimed
@@ -227,6 +230,8 @@ def encode_window(
     with timed("encode", frames.device):
         # 2. VAE encode (posterior mean)
         latent = encode_clip(vae, encoder_input, settings.dtype)
+    if finite is not None:
+        finite.watch("encode", window, latent)
     return EncodedWindow(window, latent, style, alpha)
 
 
@@ -239,12 +244,16 @@ def restore_window(
     settings: WindowSettings,
     noise: WindowNoise | None = None,
     times: PhaseTimes | None = None,
+    finite: FiniteGuard | None = None,
 ) -> torch.Tensor:
     """Steps 3-4: condition + noise, one DiT step; returns the restored latent ``[T', h, w, 16]``."""
     timed = times or _untimed
     with timed("dit", encoded.latent.device):
         x_T, condition = condition_and_noise(encoded.latent, settings, encoded.window.start, noise)
-        return restore_latent(dit, x_T, condition, text_embedding, settings.dtype)
+        restored = restore_latent(dit, x_T, condition, text_embedding, settings.dtype)
+    if finite is not None:
+        finite.watch("dit", encoded.window, restored)
+    return restored
 
 
 @torch.inference_mode()
@@ -255,6 +264,7 @@ def decode_window(
     vae: LatentCodec,
     settings: WindowSettings,
     times: PhaseTimes | None = None,
+    finite: FiniteGuard | None = None,
 ) -> torch.Tensor:
     """Steps 5-8: decode, trim/crop, alpha + colour correction, quantize -> ``[t, Ht, Wt, C]``."""
     timed = times or _untimed
@@ -263,10 +273,15 @@ def decode_window(
         decoded = decode_latent(vae, restored, settings.dtype)
         # 6. drop temporal padding, crop spatial padding and the odd row/column
         content = crop_frames(decoded, encoded.window.length, settings.frame_size.true)
+    if finite is not None:
+        finite.watch("decode", encoded.window, content)
     with timed("color", restored.device):
         # 7. alpha (guided by the uncorrected upscale, as numz does) and colour correction
         alpha = upscale_alpha(encoded.alpha, content) if encoded.alpha is not None else None
         corrected = color_correct(content, encoded.style, settings.color)
+        if finite is not None:
+            # Before quantising, which would clamp infinity away and turn NaN into black.
+            finite.watch("color", encoded.window, corrected)
         # 8. to uint8 / uint16 (rounded)
         return finish_frames(corrected, alpha, settings.output_dtype)
 
@@ -285,13 +300,16 @@ def upscale_window(
     window: Window,
     noise: WindowNoise | None = None,
     times: PhaseTimes | None = None,
+    finite: FiniteGuard | None = None,
 ) -> torch.Tensor:
     """Upscale one window: ``[window.padded_length, H0, W0, C]`` -> ``[window.length, Ht, Wt, C]``.
 
     1 preprocess, 2 VAE encode (:func:`encode_window`); 3 condition + noise, 4 one DiT step at
     t = 1000 (:func:`restore_window`); 5 decode, 6 trim/crop, 7 alpha + colour correction,
-    8 quantize (:func:`decode_window`).
+    8 quantize (:func:`decode_window`). ``finite`` watches the latents and frames of every step for
+    NaN and infinity without waiting for the device; ``finite.check()`` raises for a bad one.
     """
-    encoded = encode_window(frames, vae=vae, settings=settings, window=window, noise=noise, times=times)
-    restored = restore_window(encoded, dit=dit, text_embedding=text_embedding, settings=settings, noise=noise, times=times)
-    return decode_window(encoded, restored, vae=vae, settings=settings, times=times)
+    encoded = encode_window(frames, vae=vae, settings=settings, window=window, noise=noise, times=times, finite=finite)
+    restored = restore_window(encoded, dit=dit, text_embedding=text_embedding, settings=settings, noise=noise,
+                              times=times, finite=finite)
+    return decode_window(encoded, restored, vae=vae, settings=settings, times=times, finite=finite)

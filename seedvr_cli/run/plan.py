@@ -11,6 +11,7 @@ from dataclasses import dataclass, replace
 from seedvr_cli.config import JobSpec
 from seedvr_cli.errors import UserError
 from seedvr_cli.media.discovery import Job
+from seedvr_cli.media.images import missing_numbers, sequence_numbers
 from seedvr_cli.parallel.tasks import ChunkTask, plan_chunks
 from seedvr_cli.pipeline.plan import FrameSize, plan_frame_size
 from seedvr_cli.pipeline.temporal import TemporalPlan, padded_length, plan_windows
@@ -55,6 +56,10 @@ def plan_input(job: Job, spec: JobSpec, reader, models: ModelFacts | None = None
         if first >= reader.num_frames:
             raise UserError(f"{job.input}: --frames starts at {first} but the input has {reader.num_frames} frames")
     frames = stop - first
+    short = short_input_note(job, reader)
+    if short is not None and not spec.run.allow_short_input:
+        raise UserError(f"{short}; copy or download it again, or pass --allow-short-input to upscale the "
+                        f"{reader.num_frames} frames it has")
     size = frame_size(job, spec, reader)
     temporal = plan_windows(frames, batch_size=process.batch_size, overlap=process.temporal_overlap,
                             prepend=process.prepend_frames)
@@ -69,6 +74,33 @@ def plan_input(job: Job, spec: JobSpec, reader, models: ModelFacts | None = None
                             estimate_vram(models, size.padded, padded_length(process.batch_size), spec.memory).total_gib),
     )
     return plan, size, temporal, tasks
+
+
+def short_input_note(job: Job, reader) -> str | None:
+    """One line when the input holds fewer frames than its container announces (a cut-off file), else None."""
+    info = reader.info
+    if not info.short:
+        return None
+    return (f"{job.input}: the container announces {info.promised_frames} frames but only {info.frame_count} "
+            "can be read; the file looks cut off")
+
+
+def sequence_gap_note(job: Job, reader) -> str | None:
+    """One line naming the frame numbers missing inside a numbered image sequence, else None."""
+    files = getattr(reader, "files", None)
+    numbers = sequence_numbers(files) if files else None
+    missing = missing_numbers(numbers) if numbers else []
+    if not missing:
+        return None
+    runs: list[list[int]] = []
+    for number in missing:
+        if runs and number == runs[-1][1] + 1:
+            runs[-1][1] = number
+        else:
+            runs.append([number, number])
+    shown = ", ".join(str(a) if a == b else f"{a}-{b}" for a, b in runs[:8]) + (" ..." if len(runs) > 8 else "")
+    return (f"{job.input}: {len(missing)} frame number(s) missing from the sequence ({shown}); image outputs keep "
+            "the input's numbers (the gap stays), a video output shows the files back to back")
 
 
 def _with_input_range(task: ChunkTask, temporal: TemporalPlan) -> ChunkTask:

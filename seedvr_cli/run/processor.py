@@ -15,12 +15,14 @@ import numpy as np
 import torch
 
 from seedvr_cli.config import MemorySettings
+from seedvr_cli.errors import CheckpointError
 from seedvr_cli.memory.blockswap import BlockSwap, apply_blockswap
 from seedvr_cli.memory.offload import HostResidentWeights, OffloadedVAE
 from seedvr_cli.memory.tiling import TiledVAE
 from seedvr_cli.parallel.devices import DeviceSpec
 from seedvr_cli.parallel.spill import ChunkFrames
 from seedvr_cli.parallel.tasks import ChunkTask
+from seedvr_cli.pipeline.finite import FiniteGuard, NonFiniteError
 from seedvr_cli.pipeline.precision import resolve_compute_dtype
 from seedvr_cli.pipeline.temporal import TemporalPlan
 from seedvr_cli.pipeline.window import PhaseTimes, WindowSettings, upscale_window
@@ -71,7 +73,7 @@ class SeedVRProcessorFactory:
         return SeedVRProcessor(dit=dit, vae=wrap_vae(vae, self.memory, vae_weights), text_embedding=text,
                                dtype=dtype, device=torch_device, memory=self.memory,
                                facts=self.facts if self.memory.vram == "auto" else None,
-                               vae_module=vae, vae_weights=vae_weights)
+                               vae_module=vae, vae_weights=vae_weights, files=self.files)
 
     def _load_dit(self, device: torch.device, dtype: torch.dtype) -> torch.nn.Module:
         """The DiT on ``device``; with BlockSwap its swapped tensors are loaded straight into host
@@ -133,6 +135,7 @@ class SeedVRProcessor:
     vae_module: torch.nn.Module | None = None  # the bare VAE inside ``vae``'s wrappers
     vae_weights: HostResidentWeights | None = None
     notes: list[str] = field(default_factory=list)
+    files: ModelFiles | None = None  # named when a model's output is not finite
 
     def process(self, task: ChunkTask, frames, context: InputContext) -> ChunkFrames:
         while True:
@@ -159,15 +162,31 @@ class SeedVRProcessor:
         if not context.alpha and frames.shape[-1] == 4:
             frames = frames[..., :3]
         blend = ChunkBlend(task, context.settings.output_dtype)
+        finite = FiniteGuard()
         for window in task.windows:
             local = torch.tensor([i - task.read_start for i in plan.window_input_frames(window)])
             window_frames = frames.index_select(0, local).to(self.device, non_blocking=True)
             output = upscale_window(
                 window_frames, vae=self.vae, dit=self.dit, text_embedding=self.text_embedding,
-                settings=settings, window=window, times=self.times,
+                settings=settings, window=window, times=self.times, finite=finite,
             )
             blend.add(window.start, output, plan.window_shares(window.index))
+        try:
+            finite.check()  # once per chunk: the flags stay on the device until here
+        except NonFiniteError as err:
+            raise CheckpointError(self._blame(err, context.settings.color)) from None
         return blend.result()
+
+    def _blame(self, err: NonFiniteError, color: str) -> str:
+        """One line naming what produced the NaN or infinity and what to do about it."""
+        if err.stage == "color":
+            return f"{err}; choose another --color-correction than {color}"
+        model = None
+        if self.files is not None:
+            model = self.files.dit if err.stage == "dit" else self.files.vae
+        named = f"checkpoint {model}" if model is not None else "checkpoint"
+        return (f"{err} with {named} at {str(self.dtype).removeprefix('torch.')}: the file may be damaged "
+                "(download it again) or not meant for this precision (try another --dtype)")
 
     def _step_down(self, task: ChunkTask, context: InputContext) -> bool:
         if self.facts is None or self.vae_module is None:

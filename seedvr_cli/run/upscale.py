@@ -41,9 +41,10 @@ from seedvr_cli.run.outputs import (
     open_output,
     output_settings_meta,
 )
-from seedvr_cli.run.plan import frame_size, plan_input
+from seedvr_cli.run.plan import frame_size, plan_input, sequence_gap_note, short_input_note
 from seedvr_cli.run.processor import InputContext, SeedVRProcessorFactory
 from seedvr_cli.run.sources import InputSource
+from seedvr_cli.run.space import SpaceNeed, disk_full_message, estimate_space, folder_bytes, is_disk_full, space_warning
 from seedvr_cli.run.stats import StatsRecordingFactory, read_stats
 from seedvr_cli.run.vram import ModelFacts, model_facts
 
@@ -143,10 +144,21 @@ def _run_one(index: int, total: int, job: Job, spec: JobSpec, pool: WorkerPool, 
     started = time.monotonic()
     writer = None
     lock = None
+    workdir: Path | None = None
+    chunks = None
+    need: SpaceNeed | None = None
     try:
         with open_reader(job.input, sequence=spec.sequence, fps=spec.fps) as reader:
             plan, size, temporal, tasks = plan_input(job, spec, reader, facts)
             reporter.job_started(index, total, job, plan)
+            # Only reached with --allow-short-input: said now, and again in the outcome for scripts.
+            short = short_input_note(job, reader)
+            if short is not None:
+                reporter.message(f"warning: {short}; upscaling the {reader.num_frames} frames it has "
+                                 "(--allow-short-input)")
+            gap = sequence_gap_note(job, reader)
+            if gap is not None:
+                reporter.message(f"warning: {gap}")
             deep_output = plan.deep or deep_output_asked(spec.output_settings)
             settings = WindowSettings(
                 frame_size=size, color=spec.process.color_correction,
@@ -185,6 +197,14 @@ def _run_one(index: int, total: int, job: Job, spec: JobSpec, pool: WorkerPool, 
             options = RunOptions(resume=spec.run.resume, restart=spec.run.restart, max_retries=spec.run.max_retries,
                                  max_in_flight=spec.run.max_in_flight, chunks=chunks,
                                  keep_workdir=chunks is not None, durable=spec.run.resume)
+            need = estimate_space(
+                tasks, chunks, frame=(*size.true, 4 if plan.alpha else 3), deep=deep_output, resume=spec.run.resume,
+                in_flight=spec.run.max_in_flight or 2 * len(pool.devices) + 2,
+                already=folder_bytes(workdir) if spec.run.resume and not spec.run.restart else 0,
+                output=None if chunks is not None else job.output, settings=spec.output_settings, frames=plan.frames)
+            warning = space_warning(output.parent, need, resume=spec.run.resume and chunks is None)
+            if warning is not None:
+                reporter.message(f"warning: {warning}")
             sink = DropLeadingFrames(writer, temporal.prepend) if writer is not None else None
             meta = {"input": str(Path(job.input).absolute()), "output": str(Path(job.output).absolute()),
                     "prepend": temporal.prepend, "width": size.true[1], "height": size.true[0],
@@ -195,6 +215,10 @@ def _run_one(index: int, total: int, job: Job, spec: JobSpec, pool: WorkerPool, 
                              context=context, meta=meta, options=options,
                              progress=_output_frames_only(reporter.progress, temporal.prepend))
         notes = list(getattr(writer, "notes", []) or [])
+        if short is not None:
+            notes.append(f"short input: {short}")
+        if gap is not None:
+            notes.append(f"sequence gap: {gap}")
         for failure in result.failures:
             notes.append(f"recovered: {failure.summary()}")
         if chunks is not None:
@@ -204,15 +228,17 @@ def _run_one(index: int, total: int, job: Job, spec: JobSpec, pool: WorkerPool, 
                                                                         temporal.prepend)) if chunks else 0)
             return finish(reporter, JobOutcome(job, "done", covered, time.monotonic() - started, message, notes))
         return finish(reporter, JobOutcome(job, "done", plan.frames, time.monotonic() - started, "", notes))
-    except (UserError, RunFailed) as err:
-        if writer is not None:
-            writer.abort()
-        return finish(reporter, JobOutcome(job, "failed", 0, time.monotonic() - started, str(err)))
-    except OSError as err:
+    except (UserError, RunFailed, OSError) as err:
         # A full disk or a vanished folder fails this file, in one line; the others of a folder go on.
         if writer is not None:
             writer.abort()
-        return finish(reporter, JobOutcome(job, "failed", 0, time.monotonic() - started, f"{job.output}: {err}"))
+        if is_disk_full(err):
+            message = f"{job.input}: {_disk_full(err, Path(job.output).parent, workdir, chunks, need)}"
+        elif isinstance(err, OSError):
+            message = f"{job.output}: {err}"
+        else:
+            message = str(err)
+        return finish(reporter, JobOutcome(job, "failed", 0, time.monotonic() - started, message))
     except BaseException:
         # Ctrl-C, or anything unforeseen between opening the writer and the engine taking it over:
         # never leave a partial output behind.
@@ -222,6 +248,16 @@ def _run_one(index: int, total: int, job: Job, spec: JobSpec, pool: WorkerPool, 
     finally:
         if lock is not None:
             lock.release()
+
+
+def _disk_full(err: BaseException, folder: Path, workdir: Path | None, chunks, need: SpaceNeed | None) -> str:
+    """A full disk: a re-run would fill it again, so (except for a render-farm part, whose folder
+    other shards share) the work folder goes, and the line says which disk and how much it takes."""
+    removed = None
+    if chunks is None and workdir is not None and workdir.exists():
+        shutil.rmtree(workdir, ignore_errors=True)
+        removed = workdir
+    return disk_full_message(folder, need, removed=removed)
 
 
 def _output_frames_only(progress, prepend: int):
