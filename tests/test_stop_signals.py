@@ -155,3 +155,73 @@ def test_sigterm_stops_workers_together_and_keeps_the_journal(tmp_path, whole_gr
     assert workers and not alive, "workers outlived the run"
     assert not out.exists() and not (tmp_path / ".out.raw.partial").exists(), "the partial output is dropped"
     assert len(list(workdir.glob("chunk-*.json"))) >= 2, "finished chunks stay journaled"
+
+
+# ---------------------------------------------------------------- a real `seedvr upscale`
+
+
+def test_sigterm_mid_run_cleans_up_and_the_rerun_resumes(tmp_path, capsys):
+    """SIGTERM to a real run (as ``kill`` or Docker send it): 143 and one line, no partial output,
+    no lock file, no temporary folder, no worker left; the finished chunks resume."""
+    import json
+
+    import av
+    from conftest import REPO_ROOT
+    from media_factory import make_video
+
+    from seedvr_cli.weights.synthesize import write_checkpoint
+
+    dit = write_checkpoint("tiny-3b", "fp16", tmp_path / "tiny3b.safetensors", seed=0)
+    vae = write_checkpoint("tiny-vae", "fp16", tmp_path / "tinyvae.safetensors", seed=0)
+    work = tmp_path / "work"
+    work.mkdir()
+    clip = make_video(work / "clip.mp4", frames=40)
+    output = work / "up.mkv"
+    args = [str(clip), "-o", str(output), "--model", str(dit), "--vae", str(vae), "--devices", "cpu",
+            "--resolution", "64", "--batch-size", "5", "--temporal-overlap", "2", "--chunk-windows", "1",
+            "--codec", "ffv1"]
+    temp = tmp_path / "tmp"
+    temp.mkdir()
+    run = subprocess.Popen([sys.executable, "-m", "seedvr_cli", "upscale", *args, "--log-format", "json"],
+                           cwd=REPO_ROOT, env={**os.environ, "TMPDIR": str(temp)}, stdout=subprocess.PIPE,
+                           stderr=subprocess.PIPE, text=True)
+    try:
+        for line in run.stdout:
+            event = json.loads(line)
+            # Frames reached the encoder (its partial file exists) and work is left.
+            if event.get("frames_written") and event["chunks_done"] < event["chunks_total"]:
+                break
+        workers = [p for p in psutil.Process(run.pid).children(recursive=True) if p.ppid() != run.pid]
+        assert list(work.glob(".up.partial-*")) and list(temp.glob("seedvr-stats-*"))
+        run.send_signal(signal.SIGTERM)
+        run.wait(60)
+        after = [json.loads(line) for line in run.stdout.read().splitlines() if line.strip()]
+        stderr = run.stderr.read()
+    finally:
+        if run.poll() is None:
+            run.kill()
+            run.wait()
+        run.stdout.close()
+        run.stderr.close()
+    _, alive = psutil.wait_procs(workers, timeout=2)
+    for process in alive:
+        process.kill()
+    assert run.returncode == 143, stderr
+    interrupted = [e for e in after if "interrupted" in e.get("text", "")]
+    assert len(interrupted) == 1 and after[-1] is interrupted[0] and stderr == "", (after, stderr)
+    assert interrupted[0]["text"].startswith("interrupted (SIGTERM); finished chunks are kept")
+    assert workers and not alive, "workers outlived the run"
+    kept = sorted(p.name for p in work.iterdir())
+    assert [name for name in kept if name.startswith(".up.mkv.seedvr-") and not name.endswith(".lock")], kept
+    assert not [name for name in kept if "partial" in name or name.endswith(".lock")], kept
+    assert list(temp.iterdir()) == [], "temporary folders stayed"
+
+    with pytest.raises(SystemExit) as exit_info:
+        main(["upscale", *args])
+    err = capsys.readouterr().err
+    assert exit_info.value.code == 0, err
+    resumed = [line.strip() for line in err.splitlines() if "chunks resumed" in line]
+    assert resumed and not resumed[0].startswith("0 of"), err
+    with av.open(str(output)) as container:
+        assert sum(1 for _ in container.decode(video=0)) == 40
+    assert sorted(p.name for p in work.iterdir()) == ["clip.mp4", "up.mkv"]
