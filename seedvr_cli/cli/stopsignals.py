@@ -65,8 +65,9 @@ def stop_on_signals() -> Iterator[StopRequest]:
     ignored, so that a second Ctrl-C cannot cut short the clean-up of the first. The clean-up is
     bounded (the worker pool kills what does not stop within seconds); SIGKILL remains for a hang.
 
-    Signals that are ignored (``nohup``) stay ignored. Restores the previous handlers on exit. Outside the main thread (an embedding application) it
-    changes nothing, since Python lets only the main thread set handlers.
+    Signals that are ignored (``nohup``) stay ignored. Restores the previous handlers on exit.
+    Outside the main thread (an embedding application) it changes nothing, since Python lets only
+    the main thread set handlers.
     """
     request = StopRequest()
 
@@ -76,7 +77,7 @@ def stop_on_signals() -> Iterator[StopRequest]:
         request.signum = signum
         raise Stopped(signum)
 
-    previous = {}
+    previous: dict[int, object] = {}
     try:
         for signum in STOP_SIGNALS:
             # An ignored signal stays ignored: ``nohup`` ignores SIGHUP, shells ignore SIGINT in
