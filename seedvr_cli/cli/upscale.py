@@ -6,7 +6,8 @@ from typing import Annotated, Optional
 
 import typer
 
-from seedvr_cli.cli.app import EXIT_FAILURE, EXIT_INTERRUPTED, EXIT_PARTIAL, app
+from seedvr_cli.cli.app import EXIT_FAILURE, EXIT_PARTIAL, app
+from seedvr_cli.cli.stopsignals import interrupted_exit_code
 from seedvr_cli.config import JobSpec, MemorySettings, ModelSettings, ProcessSettings, RunSettings, parse_frame_range
 from seedvr_cli.media.settings import OutputSettings
 from seedvr_cli.pipeline.choices import COLOR_METHODS, DEFAULT_RESOLUTION, DTYPE_CHOICES
@@ -221,11 +222,13 @@ def upscale(
     reporter = make_reporter(log_format)
     try:
         summary = run_upscale(spec, reporter)
-    except KeyboardInterrupt:
-        # Typer turns an uncaught Ctrl-C into a bare exit 130; say what was kept, in the chosen log format.
+    except KeyboardInterrupt as stop:
+        # Ctrl-C, SIGTERM or SIGHUP (cli.stopsignals): by now the workers are stopped and partial
+        # files removed. Say what was kept, in one line and the chosen log format.
+        cause = f" ({stop})" if str(stop) else ""
         kept = "; finished chunks are kept beside the output: run the same command again to resume" if resume else ""
-        reporter.message(f"interrupted{kept}")
-        raise typer.Exit(EXIT_INTERRUPTED) from None
+        reporter.message(f"interrupted{cause}{kept}")
+        raise typer.Exit(interrupted_exit_code(stop)) from None
     reporter.summary(summary)
     if summary.failed:
         raise typer.Exit(EXIT_PARTIAL if len(summary.failed) < len(summary.outcomes) else EXIT_FAILURE)

@@ -144,8 +144,11 @@ class WorkerPool:
 
     @staticmethod
     def _stop_all(slots: list[tuple[WorkerSlot, bool]], timeout: float) -> None:
-        """Ask every ``(slot, graceful)`` worker to stop at once, then wait for them together (each
-        takes about a second to tear down its CUDA context); stragglers are terminated, then killed."""
+        """Stop every ``(slot, graceful)`` worker at once, then wait for them together (each takes
+        about a second to tear down its CUDA context). Graceful ones are asked to stop and killed if
+        they have not within ``timeout``; the others are killed at once: workers ignore SIGTERM (it
+        may reach the whole process group), and have nothing to save (a half-written spill file is
+        removed on resume)."""
         stopping = []
         for slot, graceful in slots:
             process, conn = slot.process, slot.conn
@@ -157,18 +160,18 @@ class WorkerPool:
                     conn.send(("stop",))
                 except OSError:
                     graceful = False
+            if not graceful:
+                process.kill()
             stopping.append((process, conn, graceful))
         deadline = time.monotonic() + timeout
         for process, _, graceful in stopping:
             if graceful:
                 process.join(max(0.0, deadline - time.monotonic()))
-        for process, conn, _ in stopping:
-            if process.is_alive():
-                process.terminate()
-                process.join(timeout)
+        for process, _, _ in stopping:
             if process.is_alive():
                 process.kill()
-                process.join()
+        for process, conn, _ in stopping:
+            process.join()
             if conn is not None:
                 conn.close()
 

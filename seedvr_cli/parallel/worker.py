@@ -243,8 +243,11 @@ def worker_main(conn, device: DeviceSpec, factory_blob: bytes, env: dict[str, st
     if "torch" in sys.modules and threads.isdigit() and int(threads) > 0:
         # Forked from the fork server, torch is imported already: the variable alone comes too late.
         sys.modules["torch"].set_num_threads(int(threads))
-    # Ctrl-C reaches the whole process group; the parent decides what stops, and when.
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    # Ctrl-C reaches the whole process group, and so can SIGTERM (systemd, Slurm) and SIGHUP (a closed
+    # terminal): the parent decides what stops, and when, and stops the workers together.
+    for name in ("SIGINT", "SIGTERM", "SIGHUP"):
+        if hasattr(signal, name):
+            signal.signal(getattr(signal, name), signal.SIG_IGN)
 
     try:
         factory = pickle.loads(factory_blob)

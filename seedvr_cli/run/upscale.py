@@ -9,8 +9,6 @@ and the others go on.
 
 from __future__ import annotations
 
-import shutil
-import tempfile
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -24,7 +22,7 @@ from seedvr_cli.media.reader import open_reader
 from seedvr_cli.parallel.devices import parse_devices
 from seedvr_cli.parallel.engine import RunOptions, run_job
 from seedvr_cli.parallel.gpu_memory import read_gpu_memory
-from seedvr_cli.parallel.journal import fingerprint_input, job_key, stale_workdirs, workdir_for
+from seedvr_cli.parallel.journal import fingerprint_input, job_key, workdir_for
 from seedvr_cli.parallel.outputlock import OutputLock
 from seedvr_cli.parallel.pool import WorkerPool
 from seedvr_cli.parallel.progress import ProgressEvent, RunFailed
@@ -32,6 +30,7 @@ from seedvr_cli.parallel.tasks import shard_indices
 from seedvr_cli.pipeline.temporal import padded_length
 from seedvr_cli.pipeline.window import WindowSettings
 from seedvr_cli.run.fit import CONTEXT_GIB, fit_memory
+from seedvr_cli.run.leftovers import notes_on_other_workdirs, remove_workdirs
 from seedvr_cli.run.models import ModelFiles, resolve_models
 from seedvr_cli.run.outcome import JobOutcome, Reporter, RunSummary, finish
 from seedvr_cli.run.outputs import (
@@ -43,6 +42,7 @@ from seedvr_cli.run.outputs import (
 )
 from seedvr_cli.run.plan import frame_size, plan_input, sequence_gap_note, short_input_note
 from seedvr_cli.run.processor import InputContext, SeedVRProcessorFactory
+from seedvr_cli.run.scratch import remove_orphaned_temp_dirs, run_temp_dir
 from seedvr_cli.run.sources import InputSource
 from seedvr_cli.run.space import SpaceNeed, disk_full_message, estimate_space, folder_bytes, is_disk_full, space_warning
 from seedvr_cli.run.stats import StatsRecordingFactory, read_stats
@@ -69,7 +69,9 @@ def run_upscale(spec: JobSpec, reporter: Reporter) -> RunSummary:
     files = resolve_models(spec.model, spec.memory)
     reporter.message(f"model {files.dit}, vae {files.vae}, text embedding {files.text_embedding}")
     devices = parse_devices(spec.run.devices)
-    with tempfile.TemporaryDirectory(prefix="seedvr-stats-") as stats_dir:
+    for folder in remove_orphaned_temp_dirs():
+        reporter.message(f"removed {folder}, a temporary folder of a run that was killed")
+    with run_temp_dir("stats") as stats_dir:
         factory = StatsRecordingFactory(SeedVRProcessorFactory(files, dtype=spec.model.dtype, memory=spec.memory,
                                                                facts=facts),
                                         stats_dir)
@@ -183,10 +185,10 @@ def _run_one(index: int, total: int, job: Job, spec: JobSpec, pool: WorkerPool, 
             # Before --restart removes anything: a second run of the same output must not touch the first's work.
             lock = OutputLock(output, shard)
             lock.acquire()
-            if spec.run.restart:
-                for stale in stale_workdirs(output):
-                    shutil.rmtree(stale, ignore_errors=True)
             workdir = workdir_for(output, key)
+            leftovers = remove_workdirs(output) if spec.run.restart else notes_on_other_workdirs(output, workdir)
+            for line in leftovers:
+                reporter.message(line)
             chunks = None
             if shard is not None:
                 chunks = shard_indices(tasks, *shard)
