@@ -7,9 +7,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from seedvr_cli.config import MemorySettings, ModelSettings
-from seedvr_cli.errors import UsageError
+from seedvr_cli.errors import CheckpointError, UsageError
 from seedvr_cli.weights.detect import inspect_checkpoint, require_kind
-from seedvr_cli.weights.download import resolve_model_file
+from seedvr_cli.weights.download import MissingModelFile, missing_message, resolve_model_file
 from seedvr_cli.weights.text_embedding import find_text_embedding
 
 
@@ -32,10 +32,28 @@ def resolve_models(settings: ModelSettings, memory: MemorySettings = MemorySetti
     """The files ``settings`` name, downloaded where allowed. A swapped or foreign checkpoint fails
     here, from its header, in one line: inside the workers the same mistake would cost a model
     load per device and a retry before it surfaced."""
-    dit = resolve_model_file(settings.model, model_dir=settings.model_dir, download=settings.download)
-    vae = resolve_model_file(settings.vae, model_dir=settings.model_dir, download=settings.download)
-    text = find_text_embedding(dit, override=settings.text_embedding, model_dir=settings.model_dir,
-                               download=settings.download)
+    missing: list[MissingModelFile] = []
+    download = settings.download
+
+    def resolve(find, *args, **kwargs) -> Path | None:
+        nonlocal download
+        try:
+            return find(*args, model_dir=settings.model_dir, download=download, **kwargs)
+        except MissingModelFile as err:
+            missing.append(err)
+            # The next files would fail the same way (offline, unreachable hub): look for them
+            # locally only, so that one message can name everything that is missing.
+            download = False
+            return None
+
+    dit = resolve(resolve_model_file, settings.model)
+    vae = resolve(resolve_model_file, settings.vae)
+    text = resolve(find_text_embedding, dit, override=settings.text_embedding)
+    if missing:
+        if len(missing) == 1:
+            raise missing[0]
+        raise CheckpointError(missing_message([err.entry for err in missing], settings.model_dir, missing[0].reason))
+    assert dit is not None and vae is not None and text is not None
     dit_info = require_kind(inspect_checkpoint(dit), "dit")
     require_kind(inspect_checkpoint(vae), "vae")
     if memory.blocks_to_swap > dit_info.num_blocks:
