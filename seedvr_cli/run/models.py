@@ -7,9 +7,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from seedvr_cli.config import MemorySettings, ModelSettings
-from seedvr_cli.errors import CheckpointError, UsageError
+from seedvr_cli.errors import CheckpointError, UsageError, UserError
 from seedvr_cli.weights.detect import inspect_checkpoint, require_kind
 from seedvr_cli.weights.download import MissingModelFile, missing_message, resolve_model_file
+from seedvr_cli.weights.registry import find_model
 from seedvr_cli.weights.text_embedding import find_text_embedding
 
 
@@ -60,3 +61,22 @@ def resolve_models(settings: ModelSettings, memory: MemorySettings = MemorySetti
         raise UsageError(f"--blocks-to-swap {memory.blocks_to_swap}: {dit.name} has {dit_info.num_blocks} blocks; "
                          f"use at most {dit_info.num_blocks}")
     return ModelFiles(dit, vae, text)
+
+
+def describe_models(settings: ModelSettings) -> str:
+    """Which DiT and VAE a run would load and in which format, without downloading anything
+    (for ``--dry-run``): from the file's header where it is here, else from the registry."""
+    return ", ".join(f"{role} {_describe_file(name, settings.model_dir)}"
+                     for role, name in (("model", settings.model), ("vae", settings.vae)))
+
+
+def _describe_file(name: str, model_dir: str | None) -> str:
+    try:
+        path = resolve_model_file(name, model_dir=model_dir, download=False)
+        info = inspect_checkpoint(path)
+    except UserError:
+        entry = find_model(Path(name).name)
+        if entry is None:
+            return f"{name} (not found)"
+        return f"{entry.name} ({entry.variant} {entry.format}; not here yet, downloaded on first use)"
+    return f"{path} ({info.variant} {info.format})"

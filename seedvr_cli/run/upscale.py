@@ -21,7 +21,7 @@ from seedvr_cli.config import JobSpec, parse_shard
 from seedvr_cli.errors import UserError
 from seedvr_cli.media.discovery import Job, discover_jobs
 from seedvr_cli.media.reader import open_reader
-from seedvr_cli.parallel.devices import parse_devices
+from seedvr_cli.parallel.devices import DeviceSpec, parse_devices
 from seedvr_cli.parallel.engine import RunOptions, run_job
 from seedvr_cli.parallel.journal import fingerprint_input, job_key, stale_workdirs, workdir_for
 from seedvr_cli.parallel.outputlock import OutputLock
@@ -31,7 +31,8 @@ from seedvr_cli.parallel.tasks import shard_indices
 from seedvr_cli.pipeline.temporal import padded_length
 from seedvr_cli.pipeline.window import WindowSettings
 from seedvr_cli.run.fit import fit_memory
-from seedvr_cli.run.models import ModelFiles, resolve_models
+from seedvr_cli.run.cpu_time import cpu_fallback_warning
+from seedvr_cli.run.models import ModelFiles, describe_models, resolve_models
 from seedvr_cli.run.outcome import JobOutcome, Reporter, RunSummary, finish
 from seedvr_cli.run.outputs import DropLeadingFrames, deep_output_asked, open_output, output_settings_meta
 from seedvr_cli.run.plan import frame_size, plan_input
@@ -54,12 +55,18 @@ def run_upscale(spec: JobSpec, reporter: Reporter) -> RunSummary:
     facts = model_facts(spec.model)
     spec = _fit_memory(spec, jobs, facts, reporter)
     if spec.run.dry_run:
+        reporter.message(f"would use {describe_models(spec.model)}")
+        devices, line = _devices_for_dry_run(spec)
+        reporter.message(line)
+        cpu_fallback = _falls_back_to_cpu(spec, devices)
         for index, job in enumerate(jobs):
-            outcomes.append(_dry_run(index, len(jobs), job, spec, reporter, facts))
+            outcomes.append(_dry_run(index, len(jobs), job, spec, reporter, facts, cpu_fallback))
         return RunSummary(outcomes, time.monotonic() - started, {}, {})
     files = resolve_models(spec.model, spec.memory)
     reporter.message(f"model {files.dit}, vae {files.vae}, text embedding {files.text_embedding}")
     devices = parse_devices(spec.run.devices)
+    reporter.message(_device_line(spec, devices))
+    cpu_fallback = _falls_back_to_cpu(spec, devices)
     with tempfile.TemporaryDirectory(prefix="seedvr-stats-") as stats_dir:
         factory = StatsRecordingFactory(SeedVRProcessorFactory(files, dtype=spec.model.dtype, memory=spec.memory),
                                         stats_dir)
@@ -69,9 +76,39 @@ def run_upscale(spec: JobSpec, reporter: Reporter) -> RunSummary:
                     outcomes.append(finish(reporter, JobOutcome(job, "skipped",
                                                                 message="output exists (--skip-existing)")))
                     continue
-                outcomes.append(_run_one(index, len(jobs), job, spec, pool, reporter, files, facts))
+                outcomes.append(_run_one(index, len(jobs), job, spec, pool, reporter, files, facts, cpu_fallback))
         peaks, phases = read_stats(stats_dir)
     return RunSummary(outcomes, time.monotonic() - started, peaks, phases)
+
+
+def _device_line(spec: JobSpec, devices: list[DeviceSpec]) -> str:
+    line = "devices: " + ", ".join(device.label for device in devices)
+    if len(devices) > 1:
+        line += " (one worker each)"
+    if _falls_back_to_cpu(spec, devices):
+        line += " (--devices auto: no GPU is visible)"
+    return line
+
+
+def _devices_for_dry_run(spec: JobSpec) -> tuple[list[DeviceSpec], str]:
+    """The devices a real run would use, said without failing: a plan may be made on a machine
+    other than the one that will run it."""
+    try:
+        devices = parse_devices(spec.run.devices)
+    except UserError as err:
+        return [], f"devices: none usable on this machine ({err})"
+    return devices, _device_line(spec, devices)
+
+
+def _falls_back_to_cpu(spec: JobSpec, devices: list[DeviceSpec]) -> bool:
+    """Whether ``--devices auto`` found no GPU (the user did not choose the CPU)."""
+    return spec.run.devices.strip().lower() == "auto" and bool(devices) and devices[0].kind == "cpu"
+
+
+def _warn_if_slow_on_cpu(reporter: Reporter, job: Job, plan, facts: ModelFacts | None) -> None:
+    warning = cpu_fallback_warning(job.input, plan, facts.variant if facts is not None else None)
+    if warning is not None:
+        reporter.message(f"warning: {warning}")
 
 
 def _fit_memory(spec: JobSpec, jobs: list[Job], facts: ModelFacts | None, reporter: Reporter) -> JobSpec:
@@ -102,7 +139,7 @@ def _fit_memory(spec: JobSpec, jobs: list[Job], facts: ModelFacts | None, report
 
 
 def _run_one(index: int, total: int, job: Job, spec: JobSpec, pool: WorkerPool, reporter: Reporter,
-             files: ModelFiles, facts: ModelFacts | None) -> JobOutcome:
+             files: ModelFiles, facts: ModelFacts | None, cpu_fallback: bool = False) -> JobOutcome:
     started = time.monotonic()
     writer = None
     lock = None
@@ -110,6 +147,8 @@ def _run_one(index: int, total: int, job: Job, spec: JobSpec, pool: WorkerPool, 
         with open_reader(job.input, sequence=spec.sequence, fps=spec.fps) as reader:
             plan, size, temporal, tasks = plan_input(job, spec, reader, facts)
             reporter.job_started(index, total, job, plan)
+            if cpu_fallback:
+                _warn_if_slow_on_cpu(reporter, job, plan, facts)
             deep_output = plan.deep or deep_output_asked(spec.output_settings)
             settings = WindowSettings(
                 frame_size=size, color=spec.process.color_correction,
@@ -202,11 +241,13 @@ def _output_frames_only(progress, prepend: int):
 
 
 def _dry_run(index: int, total: int, job: Job, spec: JobSpec, reporter: Reporter,
-             facts: ModelFacts | None) -> JobOutcome:
+             facts: ModelFacts | None, cpu_fallback: bool = False) -> JobOutcome:
     try:
         with open_reader(job.input, sequence=spec.sequence, fps=spec.fps) as reader:
             plan, *_ = plan_input(job, spec, reader, facts)
     except UserError as err:
         return finish(reporter, JobOutcome(job, "failed", message=str(err)))
     reporter.job_started(index, total, job, plan)
+    if cpu_fallback:
+        _warn_if_slow_on_cpu(reporter, job, plan, facts)
     return finish(reporter, JobOutcome(job, "planned", plan.frames))
