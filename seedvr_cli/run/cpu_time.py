@@ -1,11 +1,11 @@
 """How long an input would take on the CPU, for the warning when ``--devices auto`` finds no GPU.
 
 A rough floor from arithmetic, not a measurement: the DiT costs about 2 x parameters FLOPs per
-token (a token is a 16x16 patch of a latent frame, one latent frame per 4 video frames), and
-the VAE's 3D convolutions about ``_VAE_FLOPS_PER_PIXEL`` to encode and decode each pixel (an image VAE decoder of this shape costs ~2.3 MFLOP per pixel;
-the causal 3x3x3 kernels triple it, the encoder adds about half). That is divided by what a
-fast many-core CPU sustains in these kernels, so real CPUs take longer, never much less: the
-warning may understate the wait, it does not cry wolf.
+token (a token is a 16x16 patch of a latent frame, one latent frame per 4 video frames), and the
+VAE's 3D convolutions about ``_VAE_FLOPS_PER_PIXEL`` to encode and decode each pixel (an image VAE
+decoder of this shape costs ~2.3 MFLOP per pixel; the causal 3x3x3 kernels triple it, the encoder
+adds about half). That is divided by what a fast many-core CPU sustains in these kernels, so real
+CPUs take longer, never much less: the warning may understate the wait, it does not cry wolf.
 """
 
 from __future__ import annotations

@@ -35,7 +35,7 @@ from seedvr_cli.run.cpu_time import cpu_fallback_warning
 from seedvr_cli.run.models import ModelFiles, describe_models, resolve_models
 from seedvr_cli.run.outcome import JobOutcome, Reporter, RunSummary, finish
 from seedvr_cli.run.outputs import DropLeadingFrames, deep_output_asked, open_output, output_settings_meta
-from seedvr_cli.run.plan import frame_size, plan_input
+from seedvr_cli.run.plan import InputPlan, frame_size, plan_input
 from seedvr_cli.run.processor import InputContext, SeedVRProcessorFactory
 from seedvr_cli.run.sources import InputSource
 from seedvr_cli.run.stats import StatsRecordingFactory, read_stats
@@ -105,7 +105,7 @@ def _falls_back_to_cpu(spec: JobSpec, devices: list[DeviceSpec]) -> bool:
     return spec.run.devices.strip().lower() == "auto" and bool(devices) and devices[0].kind == "cpu"
 
 
-def _warn_if_slow_on_cpu(reporter: Reporter, job: Job, plan, facts: ModelFacts | None) -> None:
+def _warn_if_slow_on_cpu(reporter: Reporter, job: Job, plan: InputPlan, facts: ModelFacts | None) -> None:
     warning = cpu_fallback_warning(job.input, plan, facts.variant if facts is not None else None)
     if warning is not None:
         reporter.message(f"warning: {warning}")
