@@ -1,8 +1,11 @@
-"""Named sets of ``seedvr upscale`` flag values, read from ``configs/presets/NAME.json``."""
+"""Named sets of ``seedvr upscale`` flag values, read from ``configs/presets/NAME.json`` or from a
+user's own JSON file in the same format (``{"description": ..., "settings": {flag: value}}``)."""
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from seedvr_cli.errors import UsageError
@@ -22,6 +25,7 @@ class Preset:
     name: str
     description: str
     settings: dict[str, Any]
+    source: Path | None = None  # the file it was read from
 
 
 def preset_names() -> list[str]:
@@ -29,14 +33,40 @@ def preset_names() -> list[str]:
     return sorted(p.stem for p in folder.glob("*.json")) if folder.is_dir() else []
 
 
+def preset_descriptions() -> dict[str, str]:
+    """Every installed preset's description, by name (for ``--help``); unreadable files say so."""
+    descriptions = {}
+    for name in preset_names():
+        try:
+            descriptions[name] = str(read_json(f"presets/{name}.json").get("description", ""))
+        except (OSError, ValueError, AttributeError):
+            descriptions[name] = "(unreadable preset file)"
+    return descriptions
+
+
 def load_preset(name: str) -> Preset:
+    """The installed preset ``name``, or the preset in the JSON file ``name`` points at."""
     names = preset_names()
-    if name not in names:
-        raise UsageError(f"--profile {name}: unknown profile; choose one of {', '.join(names) or '(none installed)'}")
-    data = read_json(f"presets/{name}.json")
+    if name in names:
+        source = configs_dir() / "presets" / f"{name}.json"
+    elif name.endswith(".json") or Path(name).expanduser().is_file():
+        source = Path(name).expanduser()
+        if not source.is_file():
+            raise UsageError(f"--profile {name}: no such file; give an existing JSON file or one of "
+                             f"{', '.join(names) or '(none installed)'}")
+    else:
+        raise UsageError(f"--profile {name}: unknown profile; choose one of {', '.join(names) or '(none installed)'} "
+                         "or give the path of a JSON file in their format")
+    try:
+        data = json.loads(source.read_text())
+    except (OSError, ValueError) as err:
+        raise UsageError(f"--profile {source}: cannot read it as JSON ({err}); see configs/README.md for the format") from None
+    if not isinstance(data, dict) or not isinstance(data.get("settings", {}), dict):
+        raise UsageError(f"--profile {source}: expected an object with \"settings\": {{flag: value, ...}} "
+                         "(see configs/README.md)")
     settings = dict(data.get("settings", {}))
     unknown = sorted(set(settings) - PRESET_KEYS)
     if unknown:
-        raise UsageError(f"preset {name} ({configs_dir() / 'presets' / (name + '.json')}) sets unknown keys: "
-                         f"{', '.join(unknown)}")
-    return Preset(name, str(data.get("description", "")), settings)
+        raise UsageError(f"preset {source.stem} ({source}) sets unknown keys: {', '.join(unknown)}; "
+                         f"a preset may set {', '.join(sorted(PRESET_KEYS))}")
+    return Preset(source.stem, str(data.get("description", "")), settings, source)

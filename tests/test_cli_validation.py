@@ -81,3 +81,56 @@ def test_non_finite_numbers_are_usage_errors_even_in_a_dry_run(tmp_path, capsys,
         main(["upscale", str(tmp_path / "clip.mp4"), flag, value, "--dry-run"])
     err = capsys.readouterr().err
     assert exit_info.value.code == 2 and flag in err and "Traceback" not in err
+
+
+def test_every_upscale_option_says_its_default(capsys, monkeypatch):
+    """Typer shows a default only for options with a value; flags and "none" defaults say theirs in the text."""
+    from typer.main import get_command
+
+    from seedvr_cli.cli import app, main
+
+    upscale = get_command(app).commands["upscale"]
+    actions = {"help", "list_devices"}  # they do something instead of setting a value
+    options, silent = [], []
+    for param in upscale.params:
+        if param.param_type_name != "option" or param.name in actions:
+            continue
+        options.append(param.name)
+        shown_by_typer = param.show_default is not False and param.default is not None and param.default is not False
+        if not shown_by_typer and "\\[default:" not in (param.help or ""):
+            silent.append(param.name)
+    assert not silent, f"options whose --help gives no default: {silent}"
+    # And --help shows them all: one "[default: ...]" per option (wide enough for one line each).
+    monkeypatch.setenv("COLUMNS", "400")
+    with pytest.raises(SystemExit):
+        main(["upscale", "--help"])
+    assert capsys.readouterr().out.count("[default:") == len(options)
+
+
+def test_shell_completion_can_be_shown_and_completes_options_and_profiles(tmp_path):
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    seedvr = Path(sys.executable).with_name("seedvr")
+    shown = subprocess.run([str(seedvr), "--show-completion", "bash"], capture_output=True, text=True, timeout=60)
+    assert shown.returncode == 0 and "complete -o default -F _seedvr_completion seedvr" in shown.stdout
+
+    def complete(words: str) -> list[str]:
+        env = {**os.environ, "_SEEDVR_COMPLETE": "complete_bash", "COMP_WORDS": words,
+               "COMP_CWORD": str(len(words.split()) - 1)}
+        done = subprocess.run([str(seedvr)], env=env, capture_output=True, text=True, timeout=60)
+        assert done.returncode == 0, done.stderr
+        return done.stdout.split()
+
+    assert complete("seedvr ups") == ["upscale"]
+    assert "--color-correction" in complete("seedvr upscale --col")
+    assert complete("seedvr upscale --profile qual") == ["quality"]
+
+    home = tmp_path / "home"
+    home.mkdir()
+    installed = subprocess.run([str(seedvr), "--install-completion", "bash"], capture_output=True, text=True,
+                               timeout=60, env={**os.environ, "HOME": str(home)})
+    assert installed.returncode == 0, installed.stderr
+    assert "_SEEDVR_COMPLETE" in "".join(p.read_text() for p in home.rglob("*") if p.is_file())

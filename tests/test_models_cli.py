@@ -123,3 +123,81 @@ def test_download_into_a_folder_then_use_it_as_model_dir(hub, capsys, tmp_path):
     code, out, _ = run(["models", "list", "--json", "--model-dir", str(folder)], capsys)
     rows = {row["name"]: row for row in json.loads(out)}
     assert rows["pos_emb.pt"]["local"] == str(folder / "pos_emb.pt")
+
+
+def test_download_of_a_dit_brings_the_vae_and_text_embedding_it_runs_with(env, capsys, monkeypatch, tmp_path):
+    fetched = []
+
+    def fake_download(entry, **kwargs):
+        fetched.append(entry.name)
+        path = tmp_path / entry.name
+        path.write_bytes(b"stand-in")
+        return path
+
+    monkeypatch.setattr("seedvr_cli.weights.download.download", fake_download)
+    code, _, err = run(["models", "download", "3b"], capsys)
+    assert code == 0, err
+    assert fetched == ["seedvr2_ema_3b_fp16.safetensors", "ema_vae_fp16.safetensors", "pos_emb.pt"]
+    fetched.clear()
+    code, _, err = run(["models", "download", "7b-fp8-mixed", "--no-vae", "--no-text-embedding"], capsys)
+    assert code == 0 and fetched == ["seedvr2_ema_7b_fp8_e4m3fn_mixed_block35_fp16.safetensors"]
+    fetched.clear()
+    code, _, err = run(["models", "download", "3b-fp8", "vae-fp32"], capsys)  # a VAE of one's own choice is kept
+    assert code == 0 and fetched == ["seedvr2_ema_3b_fp8_e4m3fn.safetensors", "ema_vae.pth", "pos_emb.pt"]
+
+
+def test_failed_download_does_not_suggest_the_command_that_failed(env, capsys, monkeypatch):
+    from huggingface_hub.utils import _http
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    code, _, err = run(["models", "download", "pos-emb"], capsys)
+    text = " ".join(err.split())
+    assert code == 1 and "pos_emb.pt not found (HF_HUB_OFFLINE is set)" in text
+    assert "seedvr models download" not in text and "unset HF_HUB_OFFLINE" in text and "Traceback" not in err
+
+    monkeypatch.delenv("HF_HUB_OFFLINE")
+    monkeypatch.setenv("HF_ENDPOINT", "http://127.0.0.1:9")  # discard port: nothing listens
+    monkeypatch.setattr(_http.time, "sleep", lambda s: None)  # skip the hub client's retry back-off
+    code, _, err = run(["models", "download", "pos-emb"], capsys)
+    text = " ".join(err.split())
+    assert code == 1 and "download from http://127.0.0.1:9 failed" in text
+    assert "seedvr models download" not in text and "check the network" in text
+    assert "hf download ByteDance-Seed/SeedVR2-3B pos_emb.pt" in text
+
+
+def test_a_run_names_every_missing_model_file_at_once(env, capsys, tmp_path):
+    from media_factory import make_video
+
+    clip = make_video(tmp_path / "clip.mp4", frames=5, width=64, height=48)
+    folder = tmp_path / "SEEDVR2"
+    folder.mkdir()
+    code, _, err = run(["upscale", str(clip), "--model", "3b", "--model-dir", str(folder), "--no-download",
+                        "--devices", "cpu"], capsys)
+    text = " ".join(err.split())
+    assert code == 1 and err.count("error:") == 1, err
+    assert ("3 model files not found: seedvr2_ema_3b_fp16.safetensors, ema_vae_fp16.safetensors, pos_emb.pt "
+            "(automatic download is off)") in text
+    assert ("`seedvr models download seedvr2_ema_3b_fp16.safetensors ema_vae_fp16.safetensors pos_emb.pt`"
+            in text)
+    assert str(folder / "ema_vae_fp16.safetensors") in text
+
+    vae = tmp_path / "my_vae.safetensors"
+    vae.write_bytes(b"stand-in")  # present: no longer named
+    code, _, err = run(["upscale", str(clip), "--model", "3b", "--vae", str(vae), "--model-dir", str(folder),
+                        "--no-download", "--devices", "cpu"], capsys)
+    text = " ".join(err.split())
+    assert code == 1 and "2 model files not found: seedvr2_ema_3b_fp16.safetensors, pos_emb.pt" in text
+
+
+def test_list_fits_an_80_column_terminal(env, capsys, monkeypatch):
+    from rich.console import Console
+
+    from seedvr_cli.weights.registry import MODEL_FILES
+
+    monkeypatch.setattr("seedvr_cli.cli.models.console", Console(width=80, force_terminal=False))
+    code, out, _ = run(["models", "list"], capsys)
+    lines = out.splitlines()
+    assert code == 0 and max(len(line) for line in lines) <= 80
+    for entry in MODEL_FILES:  # whole names, one per line, ready to copy into --model
+        assert entry.name in lines, entry.name
+    assert "  3b, fp16, ~6.78 GB; aliases: 3b-fp16, 3b" in lines

@@ -59,3 +59,44 @@ def test_wheel_carries_presets_and_kernels_under_their_own_names(tmp_path):
     assert "seedvr_cli/configs/presets/default.json" in names
     assert "seedvr_kernels/__init__.py" in names
     assert not any(name.startswith("kernels/") for name in names)  # a PyPI package owns that name
+
+
+def test_profile_help_lists_every_installed_preset_with_what_it_does(capsys, monkeypatch):
+    from seedvr_cli.presets import preset_descriptions
+
+    monkeypatch.setenv("COLUMNS", "400")
+    with pytest.raises(SystemExit):
+        main(["upscale", "--help"])
+    help_text = " ".join(capsys.readouterr().out.split())
+    for name, description in preset_descriptions().items():  # read from the folder: new presets appear by themselves
+        assert f"- {name}: {' '.join(description.split())}" in help_text
+    assert "path of your own JSON file" in help_text
+
+
+def test_profile_may_be_a_file_of_ones_own(tmp_path, capsys):
+    from media_factory import make_video
+
+    clip = make_video(tmp_path / "clip.mp4", frames=10)
+    mine = tmp_path / "mine.json"
+    # Values as a hand-written file may hold them: a number in a string is read like the flag's value.
+    mine.write_text(json.dumps({"description": "short windows", "settings": {"batch_size": "5", "temporal_overlap": 1}}))
+
+    def run(*flags: str) -> tuple[int, str, str]:
+        with pytest.raises(SystemExit) as exit_info:
+            main(["upscale", str(clip), "--dry-run", "--log-format", "json", *flags])
+        captured = capsys.readouterr()
+        return exit_info.value.code, captured.out, captured.err
+
+    code, out, err = run("--profile", str(mine))
+    assert code == 0, err
+    events = [json.loads(line) for line in out.splitlines()]
+    assert next(e for e in events if e["event"] == "job_started")["plan"]["windows"] == 3  # 5-frame windows, step 4
+
+    mine.write_text(json.dumps({"settings": {"batch_size": "five"}}))
+    code, _, err = run("--profile", str(mine))
+    assert code == 2 and f"--profile {mine}: batch_size = 'five'" in " ".join(err.split())
+    mine.write_text("{not json")
+    code, _, err = run("--profile", str(mine))
+    assert code == 2 and "cannot read it as JSON" in err and "Traceback" not in err
+    code, _, err = run("--profile", str(tmp_path / "absent.json"))
+    assert code == 2 and "no such file" in err

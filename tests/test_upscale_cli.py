@@ -85,8 +85,12 @@ def test_video_with_audio_keeps_frames_rate_duration_and_audio(tmp_path, capsys,
     out_dir.mkdir()
     output = out_dir / "clip_up.mp4"
     code, _, err = _run(capsys, str(clip), "-o", str(output), *_models(checkpoints), "--resolution", "64",
-                        "--batch-size", "5", "--temporal-overlap", "2", "--prepend-frames", "2")
+                        "--batch-size", "5", "--temporal-overlap", "2", "--prepend-frames", "2", "--verbose")
     assert code == 0, err
+    # What the run is doing and where, and with --verbose where the time went.
+    assert "devices: cpu:0" in err and "loading models ..." in err and "first window ..." in err
+    assert "cpu:0 ready after" in err and "stages (summed over devices): " in err and "dit " in err
+    assert "peak VRAM: none measured" in err
     source, result = _video_facts(clip), _video_facts(output)
     assert len(result["frames"]) == len(source["frames"]) == 17
     assert result["fps"] == source["fps"] == Fraction(24000, 1001)
@@ -517,3 +521,46 @@ def test_vae_tiling_codes_in_tiles_and_is_part_of_the_resume_key(tmp_path, capsy
     untiled, with_tiles = JobSpec(("x",)), JobSpec(("x",), memory=MemorySettings(vae_tiling="on"))
     assert untiled.pixel_settings() != with_tiles.pixel_settings()
     assert JobSpec(("x",), memory=MemorySettings(blocks_to_swap=3)).pixel_settings() == untiled.pixel_settings()
+
+
+def test_dry_run_names_the_model_its_format_and_the_devices(tmp_path, capsys, monkeypatch, checkpoints):
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "empty_hf_home"))
+    monkeypatch.delenv("HF_HUB_CACHE", raising=False)
+    monkeypatch.delenv("SEEDVR_MODEL_DIR", raising=False)
+    clip = make_video(tmp_path / "clip.mp4", frames=5, width=64, height=48)
+    code, _, err = _run(capsys, str(clip), *_models(checkpoints), "--resolution", "64", "--dry-run")
+    text = " ".join(err.split())
+    assert code == 0, err
+    assert f"would use model {checkpoints[0]} (tiny-3b fp16), vae {checkpoints[1]} (tiny-vae fp16)" in text
+    assert "devices: cpu:0" in text
+    code, _, err = _run(capsys, str(clip), "--model", "7b-fp8-mixed", "--resolution", "64", "--dry-run",
+                        "--devices", "0,1")
+    text = " ".join(err.split())
+    assert code == 0, err
+    assert ("model seedvr2_ema_7b_fp8_e4m3fn_mixed_block35_fp16.safetensors (7b fp8_e4m3fn_mixed; not here yet, "
+            "downloaded on first use)") in text
+    if not torch_cuda_count():
+        assert "devices: none usable on this machine (--devices 0,1: GPU 0 is not visible" in text
+
+
+def torch_cuda_count() -> int:
+    import torch
+
+    return torch.cuda.device_count() if torch.cuda.is_available() else 0
+
+
+def test_auto_devices_on_a_cpu_only_machine_warn_of_hours_with_an_estimate(tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr("seedvr_cli.parallel.devices.visible_cuda_count", lambda: 0)
+    long_clip = make_video(tmp_path / "long.mp4", frames=400, width=32, height=24)
+    code, _, err = _run(capsys, str(long_clip), "--resolution", "1080", "--dry-run")
+    text = " ".join(err.split())
+    assert code == 0, err
+    assert "devices: cpu:0 (--devices auto: no GPU is visible)" in text
+    assert "warning: no GPU is visible, so --devices auto runs on the CPU" in text
+    hours = float(text.split("will take at least ~")[1].split(" h")[0])
+    assert hours >= 1.0
+    # Chosen on purpose, or short enough: no warning.
+    code, _, err = _run(capsys, str(long_clip), "--resolution", "1080", "--dry-run", "--devices", "cpu")
+    assert code == 0 and "warning" not in err
+    code, _, err = _run(capsys, str(long_clip), "--resolution", "1080", "--dry-run", "--frames", "0:20")
+    assert code == 0 and "warning" not in err

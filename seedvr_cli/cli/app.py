@@ -15,7 +15,7 @@ app = typer.Typer(
     name="seedvr",
     help="Upscale and restore videos and images with the SeedVR2 one-step diffusion models.",
     no_args_is_help=True,
-    add_completion=False,
+    add_completion=True,
     pretty_exceptions_show_locals=False,
     context_settings={"help_option_names": ["-h", "--help"]},
 )

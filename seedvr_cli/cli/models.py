@@ -50,7 +50,11 @@ def list_models(
                     "note": e.note, "local": str(local) if local else None} for e, local in rows]  # fmt: skip
         console.print_json(json.dumps(payload))
         return
-    table = Table(title="SeedVR2 checkpoints (name or alias works with --model and `models download`)")
+    title = "SeedVR2 checkpoints (name or alias works with --model and `models download`)"
+    if console.width < _TABLE_MIN_WIDTH:
+        _print_stacked(title, rows)
+        return
+    table = Table(title=title)
     table.add_column("name / aliases", no_wrap=True)
     table.add_column("model")
     table.add_column("format")
@@ -64,6 +68,32 @@ def list_models(
     console.print(table)
 
 
+# Below this width the six-column table squeezes names and notes into slivers (an 80-column
+# terminal is the common case): each file gets a few lines of its own instead.
+_TABLE_MIN_WIDTH = 120
+
+
+def _print_stacked(title: str, rows: list) -> None:
+    """One block per file: its full name on a line of its own (copyable), then the details indented."""
+    from rich.markup import escape
+    from rich.padding import Padding
+
+    console.print(f"[bold]{escape(title)}[/]", highlight=False)
+    for entry, local in rows:
+        console.print()
+        console.print(f"[bold]{escape(entry.name)}[/]", highlight=False, overflow="fold")
+        size = "size unknown" if entry.size_label == "?" else entry.size_label
+        facts = f"{entry.variant}, {entry.format}, {size}"
+        if entry.aliases:
+            facts += f"; aliases: {', '.join(entry.aliases)}"
+        lines = [escape(facts)]
+        lines.append(f"[green]here: {escape(str(local))}[/]" if local else f"[dim]from {escape(entry.repo)}[/]")
+        if entry.note:
+            lines.append(f"[dim]{escape(entry.note)}[/]")
+        for line in lines:
+            console.print(Padding(line, (0, 0, 0, 2), expand=False), highlight=False, overflow="fold")
+
+
 @models_app.command("download")
 def download_models(
     names: Annotated[list[str], typer.Argument(help="File names or aliases from `seedvr models list`.")],
@@ -73,17 +103,23 @@ def download_models(
         typer.Option("--to", help="Download into this folder instead of the Hugging Face cache.", show_default=False),
     ] = None,
     force: Annotated[bool, typer.Option("--force", help="Download again even when a copy exists.")] = False,
+    with_vae: Annotated[
+        bool, typer.Option("--vae/--no-vae", help="Also fetch the VAE (ema_vae_fp16.safetensors) with a DiT: "
+                                                  "every run needs one.")
+    ] = True,
     with_text_embedding: Annotated[
         bool, typer.Option("--text-embedding/--no-text-embedding", help="Also fetch pos_emb.pt with a DiT.")
     ] = True,
 ) -> None:
-    """Download files (resumable, sha256-checked) into the Hugging Face cache or --to FOLDER."""
-    from seedvr_cli.weights.download import download, find_local, verify_file
-    from seedvr_cli.weights.registry import get_model, text_embedding_entry
+    """Download files (resumable, sha256-checked) into the Hugging Face cache or --to FOLDER.
 
-    entries = [get_model(name) for name in names]
-    if with_text_embedding and any(e.kind == "dit" for e in entries) and text_embedding_entry() not in entries:
-        entries.append(text_embedding_entry())
+    A DiT comes with what a run needs beside it: the VAE and the text embedding.
+    """
+    from seedvr_cli.errors import CheckpointError
+    from seedvr_cli.weights.download import MissingModelFile, download, find_local, missing_message, verify_file
+    from seedvr_cli.weights.registry import get_model
+
+    entries = _with_companions([get_model(name) for name in names], vae=with_vae, text_embedding=with_text_embedding)
     for entry in entries:
         local = None if force else find_local(entry, to or model_dir)
         if local is not None:
@@ -92,8 +128,26 @@ def download_models(
             console.print(str(local), highlight=False, soft_wrap=True)
             continue
         console_err.print(f"{entry.name}: downloading from {entry.repo} ({entry.size_label})", highlight=False)
-        path = download(entry, model_dir=model_dir, local_dir=to, force=force)
+        try:
+            path = download(entry, model_dir=model_dir, local_dir=to, force=force)
+        except MissingModelFile as err:
+            # Not "run `seedvr models download`": that is the command which has just failed.
+            raise CheckpointError(missing_message([entry], to or model_dir, err.reason, suggest_download=False)) from None
         console.print(str(path), highlight=False, soft_wrap=True)
+
+
+def _with_companions(entries: list, *, vae: bool, text_embedding: bool) -> list:
+    """``entries`` plus the VAE and text embedding a DiT among them cannot run without."""
+    from seedvr_cli.config import DEFAULT_VAE
+    from seedvr_cli.weights.registry import get_model, text_embedding_entry
+
+    wanted = list(entries)
+    if any(e.kind == "dit" for e in entries):
+        if vae and not any(e.kind == "vae" for e in entries):
+            wanted.append(get_model(DEFAULT_VAE))
+        if text_embedding and text_embedding_entry() not in entries:
+            wanted.append(text_embedding_entry())
+    return wanted
 
 
 @models_app.command("verify")

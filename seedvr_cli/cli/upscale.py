@@ -24,6 +24,24 @@ _RUN = "Devices and runs"
 _MEMORY = "Memory"
 
 
+def _profile_help() -> str:
+    """--profile's help: every preset in configs/presets with what it does (read from the folder,
+    so that a preset added there shows up without touching this file)."""
+    from rich.markup import escape
+
+    from seedvr_cli.presets import preset_descriptions
+
+    listed = "".join(f"\n\n- [bold]{escape(name)}[/]: {escape(text)}" for name, text in preset_descriptions().items())
+    return ("Named settings, or the path of your own JSON file in the same format (configs/README.md); flags given "
+            f"on the command line win \\[default: none]. Installed presets:{listed or ' none'}")
+
+
+def _profile_names(incomplete: str) -> list[str]:
+    from seedvr_cli.presets import preset_names
+
+    return [name for name in preset_names() if name.startswith(incomplete)]
+
+
 
 @app.command(no_args_is_help=True)
 def upscale(
@@ -32,11 +50,10 @@ def upscale(
         help="Videos, images, folders (searched recursively), globs such as 'clips/*.mp4', or image "
              "sequence patterns such as 'frames/%06d.png'.", show_default=False)],
     output: Annotated[Optional[str], typer.Option(
-        "-o", "--output", help="Output file (one input only) or folder (mirrors input folders). "
-                               "Default: {stem}_upscaled.{ext} next to each input.", show_default=False)] = None,
+        "-o", "--output", help="Output file (one input only) or folder (mirrors input folders) "
+                               "\\[default: {stem}_upscaled.{ext} next to each input].", show_default=False)] = None,
     profile: Annotated[Optional[str], typer.Option(
-        help="Named settings from configs/presets: default, quality (7B, longer crossfaded windows), sharp. "
-             "Flags given on the command line win.", show_default=False)] = None,
+        help=_profile_help(), show_default=False, autocompletion=_profile_names)] = None,
     # Model
     model: Annotated[str, typer.Option(
         help="DiT checkpoint: a registry name (see `seedvr models list`) or a file (.safetensors, .gguf, .pth). "
@@ -44,13 +61,15 @@ def upscale(
     vae: Annotated[str, typer.Option(help="VAE checkpoint: registry name or file.",
                                      rich_help_panel=_MODEL)] = _MODEL_DEFAULTS.vae,
     text_embedding: Annotated[Optional[str], typer.Option(
-        help="Positive text embedding file (pos_emb.pt / pos_emb.safetensors). Default: next to the model "
-             "file, else the registry's copy.", rich_help_panel=_MODEL, show_default=False)] = None,
+        help="Positive text embedding file (pos_emb.pt / pos_emb.safetensors) \\[default: the one beside the "
+             "model file, else the registry's copy].", rich_help_panel=_MODEL,
+        show_default=False)] = None,
     model_dir: Annotated[Optional[str], typer.Option(
-        help="Folder with pre-staged checkpoints (e.g. ComfyUI models/SEEDVR2); also $SEEDVR_MODEL_DIR.",
+        help="Folder with pre-staged checkpoints (e.g. ComfyUI models/SEEDVR2); also $SEEDVR_MODEL_DIR "
+             "\\[default: none: the Hugging Face cache only].",
         envvar="SEEDVR_MODEL_DIR", rich_help_panel=_MODEL, show_default=False)] = None,
     no_download: Annotated[bool, typer.Option(
-        "--no-download", help="Never download; fail with the command to fetch a missing file.",
+        "--no-download", help="Never download; fail with the command to fetch a missing file \\[default: off].",
         rich_help_panel=_MODEL)] = False,
     dtype: Annotated[str, typer.Option(
         help="Compute precision: auto (bf16 where supported, fp16 on older GPUs, fp32 on CPU), "
@@ -62,7 +81,8 @@ def upscale(
     max_resolution: Annotated[int, typer.Option(
         help="Cap on the long side of the output (0 = no cap).", rich_help_panel=_SIZE)] = _PROCESS_DEFAULTS.max_resolution,
     scale: Annotated[Optional[float], typer.Option(
-        help="Output short side as a multiple of the input's (e.g. 2 or 4); instead of --resolution.",
+        help="Output short side as a multiple of the input's (e.g. 2 or 4); instead of --resolution "
+             "\\[default: none: --resolution applies].",
         rich_help_panel=_SIZE, show_default=False)] = None,
     batch_size: Annotated[int, typer.Option(
         help="Frames per window, the frames the model sees at once (the ComfyUI node's batch size); must be "
@@ -75,10 +95,12 @@ def upscale(
         help="Mirrored frames put before the start so the first real frame is not coded like a still; "
              "removed from the output.", rich_help_panel=_SIZE)] = _PROCESS_DEFAULTS.prepend_frames,
     frames: Annotated[Optional[str], typer.Option(
-        help="Only input frames START:END (END exclusive, e.g. 0:100 or 250:). Audio is not copied then.",
+        help="Only input frames START:END (END exclusive, e.g. 0:100 or 250:). Audio is not copied then "
+             "\\[default: all].",
         rich_help_panel=_SIZE, show_default=False)] = None,
     sequence: Annotated[bool, typer.Option(
-        "--sequence", help="Treat a folder INPUT as one image sequence (a video), not as separate images.",
+        "--sequence", help="Treat a folder INPUT as one image sequence (a video), not as separate images "
+                           "\\[default: off].",
         rich_help_panel=_SIZE)] = False,
     fps: Annotated[Optional[float], typer.Option(
         help="Frame rate of image-sequence inputs \\[default: 25].", rich_help_panel=_SIZE, show_default=False)] = None,
@@ -106,19 +128,24 @@ def upscale(
         help="Encoder speed preset (h264/h265: ultrafast ... veryslow) \\[default: medium].",
         rich_help_panel=_OUTPUT, show_default=False)] = None,
     pix_fmt: Annotated[Optional[str], typer.Option(
-        help="Output pixel format, e.g. yuv420p, yuv444p10le.", rich_help_panel=_OUTPUT, show_default=False)] = None,
+        help="Output pixel format, e.g. yuv420p, yuv444p10le \\[default: the codec's for the input's bit depth].",
+        rich_help_panel=_OUTPUT, show_default=False)] = None,
     encoder_option: Annotated[Optional[list[str]], typer.Option(
-        "-e", "--encoder-option", help="Extra encoder option KEY=VALUE (repeatable), e.g. -e tune=film.",
+        "-e", "--encoder-option", help="Extra encoder option KEY=VALUE (repeatable), e.g. -e tune=film "
+                                       "\\[default: none].",
         rich_help_panel=_OUTPUT, show_default=False)] = None,
     ten_bit: Annotated[bool, typer.Option(
-        "--10bit", help="Write 10-bit video (h265 by default); 10/16-bit inputs do so anyway.",
+        "--10bit", help="Write 10-bit video (h265 by default); 10/16-bit inputs do so anyway \\[default: off].",
         rich_help_panel=_OUTPUT)] = False,
-    no_audio: Annotated[bool, typer.Option("--no-audio", help="Drop audio and subtitle streams instead of copying them.",
+    no_audio: Annotated[bool, typer.Option("--no-audio", help="Drop audio and subtitle streams instead of copying "
+                                                              "them \\[default: off: they are copied].",
                                            rich_help_panel=_OUTPUT)] = False,
     suffix: Annotated[str, typer.Option(help="Suffix of default output names.", rich_help_panel=_OUTPUT)] = "_upscaled",
-    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace existing outputs.", rich_help_panel=_OUTPUT)] = False,
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace existing outputs \\[default: off].",
+                                            rich_help_panel=_OUTPUT)] = False,
     skip_existing: Annotated[bool, typer.Option(
-        "--skip-existing", help="Skip inputs whose output exists (re-runs of folders).", rich_help_panel=_OUTPUT)] = False,
+        "--skip-existing", help="Skip inputs whose output exists (re-runs of folders) \\[default: off].",
+        rich_help_panel=_OUTPUT)] = False,
     # Memory
     blocks_to_swap: Annotated[int, typer.Option(
         help="BlockSwap: keep the first N DiT blocks in host memory and stream each onto the GPU just before it "
@@ -126,7 +153,8 @@ def upscale(
              "for the swapped weights.", rich_help_panel=_MEMORY)] = _MEMORY_DEFAULTS.blocks_to_swap,
     swap_io_components: Annotated[bool, typer.Option(
         "--swap-io-components", help="Also stream the DiT's input and output layers (embeddings, head) from host "
-                                     "memory.", rich_help_panel=_MEMORY)] = _MEMORY_DEFAULTS.swap_io_components,
+                                     "memory \\[default: off].", rich_help_panel=_MEMORY,
+        show_default=False)] = _MEMORY_DEFAULTS.swap_io_components,
     dit_offload_device: Annotated[str, typer.Option(
         help="Where swapped DiT weights wait between uses (cpu).",
         rich_help_panel=_MEMORY)] = _MEMORY_DEFAULTS.dit_offload_device,
@@ -167,15 +195,18 @@ def upscale(
     resume: Annotated[bool, typer.Option(
         "--resume/--no-resume", help="Keep finished chunks next to the output and resume an interrupted run.",
         rich_help_panel=_RUN)] = True,
-    restart: Annotated[bool, typer.Option("--restart", help="Discard finished chunks of an earlier run first.",
+    restart: Annotated[bool, typer.Option("--restart", help="Discard finished chunks of an earlier run first "
+                                                            "\\[default: off].",
                                           rich_help_panel=_RUN)] = False,
     max_retries: Annotated[int, typer.Option(help="Retries of a failed chunk (on another device when possible).",
                                              rich_help_panel=_RUN)] = _RUN_DEFAULTS.max_retries,
     shard: Annotated[Optional[str], typer.Option(
-        help="Render farms: do part I/N (0-based) of every input and keep it for `seedvr assemble`.",
+        help="Render farms: do part I/N (0-based) of every input and keep it for `seedvr assemble` "
+             "\\[default: none: the whole input].",
         rich_help_panel=_RUN, show_default=False)] = None,
-    dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the plan (sizes, windows, outputs, VRAM estimate) "
-                                                             "and exit without loading models.",
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the plan (sizes, windows, outputs, VRAM estimate, "
+                                                             "model and devices) and exit without loading models "
+                                                             "\\[default: off].",
                                           rich_help_panel=_RUN)] = False,
     log_format: Annotated[str, typer.Option(help="text (progress bar on a terminal) or json (JSON lines on stdout).",
                                             rich_help_panel=_RUN)] = _RUN_DEFAULTS.log_format,
@@ -183,6 +214,9 @@ def upscale(
         "--allow-short-input", help="Upscale the frames a cut-off video holds (fewer than its container "
                                     "announces) instead of failing that file; the output is as short, with a note.",
         rich_help_panel=_RUN)] = _RUN_DEFAULTS.allow_short_input,
+    verbose: Annotated[bool, typer.Option(
+        "--verbose", "-v", help="Text log: also say when each device is ready, and end with the time spent in "
+                                "each stage and the peak VRAM per device \\[default: off].", rich_help_panel=_RUN)] = False,
 ) -> None:
     """Upscale and restore videos and images with SeedVR2."""
     if not dry_run:
@@ -219,16 +253,19 @@ def upscale(
     from seedvr_cli.cli.report import make_reporter
     from seedvr_cli.run.upscale import run_upscale
 
-    reporter = make_reporter(log_format)
+    reporter = make_reporter(log_format, verbose=verbose)
     try:
         summary = run_upscale(spec, reporter)
     except KeyboardInterrupt as stop:
         # Ctrl-C, SIGTERM or SIGHUP (cli.stopsignals): by now the workers are stopped and partial
         # files removed. Say what was kept, in one line and the chosen log format.
+        reporter.close()  # the progress bar off the terminal, the cursor back, before the last word
         cause = f" ({stop})" if str(stop) else ""
         kept = "; finished chunks are kept beside the output: run the same command again to resume" if resume else ""
         reporter.message(f"interrupted{cause}{kept}")
         raise typer.Exit(interrupted_exit_code(stop)) from None
+    finally:
+        reporter.close()
     reporter.summary(summary)
     if summary.failed:
         raise typer.Exit(EXIT_PARTIAL if len(summary.failed) < len(summary.outcomes) else EXIT_FAILURE)
@@ -262,10 +299,23 @@ def _savers_given(ctx: typer.Context) -> bool:
 
 
 def _profile_values(ctx: typer.Context, name: str) -> dict:
-    """The profile's settings for every flag that was not given explicitly on the command line."""
+    """The profile's settings for every flag that was not given explicitly on the command line,
+    converted like the flag's own value (a user's file may hold "21" or "twenty-one")."""
+    from seedvr_cli.errors import UsageError
     from seedvr_cli.presets import load_preset
 
-    return {key: value for key, value in load_preset(name).settings.items() if not _given(ctx, key)}
+    preset = load_preset(name)
+    params = {param.name: param for param in ctx.command.params}
+    values = {}
+    for key, value in preset.settings.items():
+        if _given(ctx, key):
+            continue
+        try:
+            values[key] = params[key].process_value(ctx, value)
+        except Exception as err:  # click's BadParameter, from whichever click Typer brings
+            message = getattr(err, "message", None) or str(err)
+            raise UsageError(f"--profile {preset.source or name}: {key} = {value!r}: {message}") from None
+    return values
 
 
 def _validate_early(spec) -> None:

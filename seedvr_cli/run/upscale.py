@@ -9,6 +9,7 @@ and the others go on.
 
 from __future__ import annotations
 
+import shutil
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -19,7 +20,7 @@ from seedvr_cli.config import JobSpec, parse_shard
 from seedvr_cli.errors import UserError
 from seedvr_cli.media.discovery import Job, discover_jobs
 from seedvr_cli.media.reader import open_reader
-from seedvr_cli.parallel.devices import parse_devices
+from seedvr_cli.parallel.devices import DeviceSpec, parse_devices
 from seedvr_cli.parallel.engine import RunOptions, run_job
 from seedvr_cli.parallel.gpu_memory import read_gpu_memory
 from seedvr_cli.parallel.journal import fingerprint_input, job_key, workdir_for
@@ -29,9 +30,10 @@ from seedvr_cli.parallel.progress import ProgressEvent, RunFailed
 from seedvr_cli.parallel.tasks import shard_indices
 from seedvr_cli.pipeline.temporal import padded_length
 from seedvr_cli.pipeline.window import WindowSettings
+from seedvr_cli.run.cpu_time import cpu_fallback_warning
 from seedvr_cli.run.fit import CONTEXT_GIB, fit_memory
 from seedvr_cli.run.leftovers import notes_on_other_workdirs, remove_workdirs
-from seedvr_cli.run.models import ModelFiles, resolve_models
+from seedvr_cli.run.models import ModelFiles, describe_models, resolve_models
 from seedvr_cli.run.outcome import JobOutcome, Reporter, RunSummary, finish
 from seedvr_cli.run.outputs import (
     DropLeadingFrames,
@@ -40,7 +42,7 @@ from seedvr_cli.run.outputs import (
     open_output,
     output_settings_meta,
 )
-from seedvr_cli.run.plan import frame_size, plan_input, sequence_gap_note, short_input_note
+from seedvr_cli.run.plan import InputPlan, frame_size, plan_input, sequence_gap_note, short_input_note
 from seedvr_cli.run.processor import InputContext, SeedVRProcessorFactory
 from seedvr_cli.run.scratch import remove_orphaned_temp_dirs, run_temp_dir
 from seedvr_cli.run.sources import InputSource
@@ -63,12 +65,18 @@ def run_upscale(spec: JobSpec, reporter: Reporter) -> RunSummary:
     facts = model_facts(spec.model)
     spec = _fit_memory(spec, jobs, facts, reporter)
     if spec.run.dry_run:
+        reporter.message(f"would use {describe_models(spec.model)}")
+        devices, line = _devices_for_dry_run(spec)
+        reporter.message(line)
+        cpu_fallback = _falls_back_to_cpu(spec, devices)
         for index, job in enumerate(jobs):
-            outcomes.append(_dry_run(index, len(jobs), job, spec, reporter, facts))
+            outcomes.append(_dry_run(index, len(jobs), job, spec, reporter, facts, cpu_fallback))
         return RunSummary(outcomes, time.monotonic() - started, {}, {})
     files = resolve_models(spec.model, spec.memory)
     reporter.message(f"model {files.dit}, vae {files.vae}, text embedding {files.text_embedding}")
     devices = parse_devices(spec.run.devices)
+    reporter.message(_device_line(spec, devices))
+    cpu_fallback = _falls_back_to_cpu(spec, devices)
     for folder in remove_orphaned_temp_dirs():
         reporter.message(f"removed {folder}, a temporary folder of a run that was killed")
     with run_temp_dir("stats") as stats_dir:
@@ -81,9 +89,39 @@ def run_upscale(spec: JobSpec, reporter: Reporter) -> RunSummary:
                     outcomes.append(finish(reporter, JobOutcome(job, "skipped",
                                                                 message="output exists (--skip-existing)")))
                     continue
-                outcomes.append(_run_one(index, len(jobs), job, spec, pool, reporter, files, facts))
+                outcomes.append(_run_one(index, len(jobs), job, spec, pool, reporter, files, facts, cpu_fallback))
         peaks, phases = read_stats(stats_dir)
     return RunSummary(outcomes, time.monotonic() - started, peaks, phases)
+
+
+def _device_line(spec: JobSpec, devices: list[DeviceSpec]) -> str:
+    line = "devices: " + ", ".join(device.label for device in devices)
+    if len(devices) > 1:
+        line += " (one worker each)"
+    if _falls_back_to_cpu(spec, devices):
+        line += " (--devices auto: no GPU is visible)"
+    return line
+
+
+def _devices_for_dry_run(spec: JobSpec) -> tuple[list[DeviceSpec], str]:
+    """The devices a real run would use, said without failing: a plan may be made on a machine
+    other than the one that will run it."""
+    try:
+        devices = parse_devices(spec.run.devices)
+    except UserError as err:
+        return [], f"devices: none usable on this machine ({err})"
+    return devices, _device_line(spec, devices)
+
+
+def _falls_back_to_cpu(spec: JobSpec, devices: list[DeviceSpec]) -> bool:
+    """Whether ``--devices auto`` found no GPU (the user did not choose the CPU)."""
+    return spec.run.devices.strip().lower() == "auto" and bool(devices) and devices[0].kind == "cpu"
+
+
+def _warn_if_slow_on_cpu(reporter: Reporter, job: Job, plan: InputPlan, facts: ModelFacts | None) -> None:
+    warning = cpu_fallback_warning(job.input, plan, facts.variant if facts is not None else None)
+    if warning is not None:
+        reporter.message(f"warning: {warning}")
 
 
 def _fit_memory(spec: JobSpec, jobs: list[Job], facts: ModelFacts | None, reporter: Reporter) -> JobSpec:
@@ -142,7 +180,7 @@ def _memory_budget(spec: JobSpec, reporter: Reporter) -> tuple[float, str] | Non
 
 
 def _run_one(index: int, total: int, job: Job, spec: JobSpec, pool: WorkerPool, reporter: Reporter,
-             files: ModelFiles, facts: ModelFacts | None) -> JobOutcome:
+             files: ModelFiles, facts: ModelFacts | None, cpu_fallback: bool = False) -> JobOutcome:
     started = time.monotonic()
     writer = None
     lock = None
@@ -161,6 +199,8 @@ def _run_one(index: int, total: int, job: Job, spec: JobSpec, pool: WorkerPool, 
             gap = sequence_gap_note(job, reader)
             if gap is not None:
                 reporter.message(f"warning: {gap}")
+            if cpu_fallback:
+                _warn_if_slow_on_cpu(reporter, job, plan, facts)
             deep_output = plan.deep or deep_output_asked(spec.output_settings)
             settings = WindowSettings(
                 frame_size=size, color=spec.process.color_correction,
@@ -277,11 +317,13 @@ def _output_frames_only(progress, prepend: int):
 
 
 def _dry_run(index: int, total: int, job: Job, spec: JobSpec, reporter: Reporter,
-             facts: ModelFacts | None) -> JobOutcome:
+             facts: ModelFacts | None, cpu_fallback: bool = False) -> JobOutcome:
     try:
         with open_reader(job.input, sequence=spec.sequence, fps=spec.fps) as reader:
             plan, *_ = plan_input(job, spec, reader, facts)
     except UserError as err:
         return finish(reporter, JobOutcome(job, "failed", message=str(err)))
     reporter.job_started(index, total, job, plan)
+    if cpu_fallback:
+        _warn_if_slow_on_cpu(reporter, job, plan, facts)
     return finish(reporter, JobOutcome(job, "planned", plan.frames))

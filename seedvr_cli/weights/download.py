@@ -15,7 +15,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from seedvr_cli.errors import CheckpointError
@@ -163,21 +163,48 @@ def verify_file(path: Path, entry: ModelFile, *, force: bool = False,
 # --------------------------------------------------------------------------------------------- download
 
 
-def missing_message(entry: ModelFile, model_dir: str | Path | None, reason: str) -> str:
-    places = ", ".join(str(p) for p in search_places(entry, model_dir))
+class MissingModelFile(CheckpointError):
+    """A registered file that is not here and could not be fetched now (``reason`` says why).
+
+    Kept apart from other checkpoint errors so that a caller resolving several files can name
+    every missing one in a single message (``missing_message``) instead of one per attempt.
+    """
+
+    def __init__(self, entry: ModelFile, model_dir: str | Path | None, reason: str) -> None:
+        super().__init__(missing_message([entry], model_dir, reason))
+        self.entry, self.model_dir, self.reason = entry, model_dir, reason
+
+
+def missing_message(entries: Sequence[ModelFile], model_dir: str | Path | None, reason: str, *,
+                    suggest_download: bool = True) -> str:
+    """One line naming every missing file, where it was looked for, and how to get it.
+
+    ``suggest_download=False`` is for ``seedvr models download`` itself, where suggesting the
+    command that has just failed would send the user in a circle.
+    """
+    names = [entry.name for entry in entries]
+    places = ", ".join(dict.fromkeys(str(p) for entry in entries for p in search_places(entry, model_dir)))
     target = model_dir_or_env(model_dir)
     where = f"into {target}" if target else f"into a folder named by --model-dir or {MODEL_DIR_ENV}"
-    return (
-        f"{entry.name} not found ({reason}); looked in: {places}. On a machine with network run "
-        f"`seedvr models download {entry.name}` (or `hf download {entry.repo} {entry.path}`) and copy the file {where}"
-    )
+    files = "the file" if len(entries) == 1 else "the files"
+    what = f"{names[0]} not found" if len(entries) == 1 else f"{len(entries)} model files not found: {', '.join(names)}"
+    hf = " ".join(f"`hf download {e.repo} {e.path}`" for e in entries)
+    if suggest_download:
+        fix = (f"On a machine with network run `seedvr models download {' '.join(names)}` (or {hf}) "
+               f"and copy {files} {where}")
+    elif hub_offline():
+        fix = f"unset HF_HUB_OFFLINE to download, or fetch {files} elsewhere ({hf}) and copy {files} {where}"
+    else:
+        fix = (f"check the network, HF_ENDPOINT ({hub_endpoint()}) and HF_TOKEN, or fetch {files} on another "
+               f"machine ({hf}) and copy {files} {where}")
+    return f"{what} ({reason}); looked in: {places}. {fix}"
 
 
 def download(entry: ModelFile, *, model_dir: str | Path | None = None, local_dir: str | Path | None = None,
              force: bool = False, progress: bool = True) -> Path:
     """Fetch ``entry`` into the HF cache (or ``local_dir``) and verify it. Resumes partial downloads."""
     if hub_offline():
-        raise CheckpointError(missing_message(entry, model_dir, "HF_HUB_OFFLINE is set"))
+        raise MissingModelFile(entry, model_dir, "HF_HUB_OFFLINE is set")
     from huggingface_hub import hf_hub_download
 
     kwargs = {}
@@ -198,7 +225,7 @@ def download(entry: ModelFile, *, model_dir: str | Path | None = None, local_dir
         )  # fmt: skip
     except Exception as err:  # network errors, 404, auth: all end as one readable line
         detail = str(err).splitlines()[0] if str(err) else type(err).__name__
-        raise CheckpointError(missing_message(entry, model_dir, f"download from {hub_endpoint()} failed: {detail}")) from None
+        raise MissingModelFile(entry, model_dir, f"download from {hub_endpoint()} failed: {detail}") from None
     path = Path(fetched)
     verify_file(path, entry, force=force)
     return path
@@ -230,7 +257,7 @@ def resolve_model_file(name_or_path: str | Path, *, model_dir: str | Path | None
         verify_file(local, entry)
         return local
     if not download:
-        raise CheckpointError(missing_message(entry, model_dir, "automatic download is off"))
+        raise MissingModelFile(entry, model_dir, "automatic download is off")
     return _download_fn(entry, model_dir=model_dir)
 
 
