@@ -118,6 +118,14 @@ def upscale(
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace existing outputs.", rich_help_panel=_OUTPUT)] = False,
     skip_existing: Annotated[bool, typer.Option(
         "--skip-existing", help="Skip inputs whose output exists (re-runs of folders).", rich_help_panel=_OUTPUT)] = False,
+    compare: Annotated[bool, typer.Option(
+        "--compare", help="Also write {output}_compare: each input frame (bicubic to the output size) left of its "
+                          "output frame, same encoding, timing and audio.", rich_help_panel=_OUTPUT)] = False,
+    preview: Annotated[Optional[int], typer.Option(
+        "--preview", metavar="N", help="Judge settings before a long run: compute only output frame N (0-based) "
+                                       "and write {output}_preview_N.png, the input frame left of the output "
+                                       "frame; no output is written.", rich_help_panel=_OUTPUT,
+        show_default=False)] = None,
     # Memory
     blocks_to_swap: Annotated[int, typer.Option(
         help="BlockSwap: keep the first N DiT blocks in host memory and stream each onto the GPU just before it "
@@ -198,7 +206,7 @@ def upscale(
         ),
         run=RunSettings(devices=devices, windows_per_chunk=chunk_windows, max_in_flight=max_in_flight,
                         resume=resume, restart=restart, max_retries=max_retries, shard=shard, dry_run=dry_run,
-                        log_format=log_format),
+                        log_format=log_format, preview=preview, compare=compare),
         memory=MemorySettings(blocks_to_swap=blocks_to_swap, swap_io_components=swap_io_components,
                               dit_offload_device=dit_offload_device, vae_tiling=vae_tiling,
                               vae_tile_size=vae_tile_size, vae_tile_overlap=vae_tile_overlap, max_vram_gib=max_vram,
