@@ -1,4 +1,5 @@
-"""``seedvr upscale --preview N``: output frame N beside its input frame, in one PNG, in seconds.
+"""``seedvr upscale --preview N``: output frame N beside its input frame, in one PNG, for the cost
+of loading the models and running one or two windows.
 
 Only the windows that cover frame N run (chunks of one window each, so no other window is
 computed), on the same worker pool, with the same plan, noise and blend as the full run: the

@@ -11,7 +11,6 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from seedvr_cli.arrays import as_numpy
 from seedvr_cli.pipeline.preprocess import resize_bicubic, to_unit_float
 from seedvr_cli.pipeline.quantize import quantize
 from seedvr_cli.run.outputs import open_output
@@ -22,7 +21,7 @@ _TORCH_DTYPES = {np.dtype(np.uint8): torch.uint8, np.dtype(np.uint16): torch.uin
 def input_like_output(inputs, outputs: np.ndarray) -> np.ndarray:
     """Input frames ``[n, h, w, c]`` at the size, depth and channel count of ``outputs`` ``[n, H, W, C]``
     (an alpha channel the output does not keep is dropped)."""
-    frames = torch.as_tensor(as_numpy(inputs))[..., :outputs.shape[-1]]
+    frames = torch.as_tensor(inputs)[..., :outputs.shape[-1]]
     unit = to_unit_float(frames).permute(0, 3, 1, 2)
     resized = resize_bicubic(unit, tuple(outputs.shape[1:3])).permute(0, 2, 3, 1)
     return quantize(resized, _TORCH_DTYPES[outputs.dtype]).numpy()
@@ -30,7 +29,7 @@ def input_like_output(inputs, outputs: np.ndarray) -> np.ndarray:
 
 def side_by_side(inputs, outputs: np.ndarray) -> np.ndarray:
     """``[n, H, 2W, C]``: each input frame (scaled to the output) left of its output frame."""
-    outputs = as_numpy(outputs)
+    outputs = np.asarray(outputs)
     return np.concatenate([input_like_output(inputs, outputs), outputs], axis=2)
 
 
@@ -51,7 +50,7 @@ class CompareSink:
         return list(getattr(self.output, "notes", []) or [])
 
     def write(self, frames) -> None:
-        frames = as_numpy(frames)
+        frames = np.asarray(frames)
         self.output.write(frames)
         inputs = self.frames.read(self.written, self.written + len(frames))
         self.written += len(frames)
@@ -78,6 +77,11 @@ def with_comparison(writer, comparison_path: str, settings, reader, source, *, f
     """``writer`` plus a writer of ``comparison_path`` (twice the output's width, the output's
     encoding, the input's timing and audio). ``source`` (``run.sources.InputSource``) opens the
     input a second time, for the input frames."""
-    comparison = open_output(comparison_path, settings, reader, first_frame=first_frame, frames=frames,
-                             size=(size[0], 2 * size[1]), deep=deep, alpha=alpha)
-    return CompareSink(writer, comparison, source.open())
+    inputs = source.open()
+    try:
+        comparison = open_output(comparison_path, settings, reader, first_frame=first_frame, frames=frames,
+                                 size=(size[0], 2 * size[1]), deep=deep, alpha=alpha)
+    except BaseException:
+        inputs.close()
+        raise
+    return CompareSink(writer, comparison, inputs)
