@@ -107,10 +107,22 @@ class RunSettings:
     log_format: str = "text"
     # Upscale what a cut-off container holds instead of failing it (a short output, with a note).
     allow_short_input: bool = False
+    # --preview N: only output frame N, written beside its input frame as one PNG (no output).
+    preview: int | None = None
+    # --compare: also write input and output side by side, beside the output.
+    compare: bool = False
 
     def __post_init__(self) -> None:
         if self.log_format not in ("text", "json"):
             raise UsageError(f"--log-format {self.log_format}: use text or json")
+        if self.preview is not None and self.preview < 0:
+            raise UsageError(f"--preview {self.preview}: give an output frame number, 0 or more")
+        if self.preview is not None and (self.shard is not None or self.dry_run or self.compare):
+            other = "--shard" if self.shard is not None else "--dry-run" if self.dry_run else "--compare"
+            raise UsageError(f"--preview writes one comparison frame and no output: leave out {other}")
+        if self.compare and self.shard is not None:
+            raise UsageError("--compare needs the whole output, a shard writes a part of it: "
+                             "leave out --compare (or --shard)")
         if self.windows_per_chunk < 1:
             raise UsageError(f"--chunk-windows {self.windows_per_chunk}: must be at least 1")
         if self.max_retries < 0:

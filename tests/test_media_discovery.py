@@ -8,6 +8,7 @@ import pytest
 
 from seedvr_cli.errors import UsageError, UserError
 from seedvr_cli.media.discovery import Job, discover_jobs
+from seedvr_cli.media.outputs import compare_output, preview_output
 from seedvr_cli.media.settings import OutputSettings
 
 
@@ -128,3 +129,23 @@ def test_sequence_numbers_and_their_gaps():
     assert sequence_numbers(["frame2x_10.png", "frame2x_11.png"]) == [10, 11]
     assert sequence_numbers(["a_1.png", "b_2.png"]) is None  # not one template: no numbering to keep
     assert sequence_numbers(["cover.png", "0001.png"]) is None
+
+
+def test_side_output_names_sit_beside_the_output():
+    assert compare_output("out/clip_up.mp4") == str(Path("out/clip_up_compare.mp4"))
+    assert compare_output("out/frames_up/%06d.png") == str(Path("out/frames_up_compare/%06d.png"))
+    assert compare_output("out/frames_up") == str(Path("out/frames_up_compare"))
+    assert preview_output("out/clip_up.mp4", 120) == Path("out/clip_up_preview_120.png")
+    # Beside an image sequence's folder, never among its frames.
+    assert preview_output("out/frames_up/%06d.png", 7) == Path("out/frames_up_preview_7.png")
+    assert preview_output("out/frames_up", 7) == Path("out/frames_up_preview_7.png")
+
+
+def test_folder_rerun_skips_compare_and_preview_outputs(tmp_path):
+    _touch(tmp_path / "a.mp4")
+    _touch(tmp_path / "a_upscaled.mp4")
+    _touch(tmp_path / "a_upscaled_compare.mp4")
+    _touch(tmp_path / "a_upscaled_preview_12.png")
+    _touch(tmp_path / "b_preview_3.png")  # not ours: no --suffix before the tag
+    jobs = discover_jobs([tmp_path], tmp_path / "out", OutputSettings(overwrite=True))
+    assert [Path(j.input).name for j in jobs] == ["a.mp4", "b_preview_3.png"]

@@ -146,6 +146,14 @@ def upscale(
     skip_existing: Annotated[bool, typer.Option(
         "--skip-existing", help="Skip inputs whose output exists (re-runs of folders) \\[default: off].",
         rich_help_panel=_OUTPUT)] = False,
+    compare: Annotated[bool, typer.Option(
+        "--compare", help="Also write {output}_compare: each input frame (bicubic to the output size) left of its "
+                          "output frame, same encoding, timing and audio \\[default: off].", rich_help_panel=_OUTPUT)] = False,
+    preview: Annotated[Optional[int], typer.Option(
+        "--preview", metavar="N", help="Judge settings before a long run: compute only output frame N (0-based) "
+                                       "and write {output}_preview_N.png, the input frame left of the output "
+                                       "frame; no output is written \\[default: off].", rich_help_panel=_OUTPUT,
+        show_default=False)] = None,
     # Memory
     blocks_to_swap: Annotated[int, typer.Option(
         help="BlockSwap: keep the first N DiT blocks in host memory and stream each onto the GPU just before it "
@@ -244,7 +252,8 @@ def upscale(
         ),
         run=RunSettings(devices=devices, windows_per_chunk=chunk_windows, max_in_flight=max_in_flight,
                         resume=resume, restart=restart, max_retries=max_retries, shard=shard, dry_run=dry_run,
-                        log_format=log_format, allow_short_input=allow_short_input),
+                        log_format=log_format, allow_short_input=allow_short_input,
+                        preview=preview, compare=compare),
         memory=MemorySettings(**{key: flags[key] for key in _MEMORY_FLAGS}, max_vram_gib=flags["max_vram"],
                               vram="manual" if _savers_given(ctx) else flags["vram"]),
         output_settings=output_settings,

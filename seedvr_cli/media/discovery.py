@@ -15,7 +15,7 @@ from typing import Sequence
 
 from seedvr_cli.errors import UsageError, UserError
 from seedvr_cli.media.images import IMAGE_SUFFIXES, is_sequence_pattern, natural_key
-from seedvr_cli.media.outputs import check_not_input, default_output, looks_like_file, output_exists
+from seedvr_cli.media.outputs import check_not_input, default_output, is_side_output, looks_like_file, output_exists
 from seedvr_cli.media.settings import OutputSettings
 
 VIDEO_SUFFIXES = frozenset({
@@ -123,7 +123,8 @@ def _expand(text: str, *, sequence: bool, skip_under: Path | None, suffix: str) 
 
 def _walk(root: Path, skip_under: Path | None, suffix: str):
     """Media files under ``root``, in natural order, leaving out hidden files, our unfinished
-    outputs and earlier results (``x{suffix}.mp4`` beside ``x.mp4``), and the ``-o`` folder."""
+    outputs and earlier results (``x{suffix}.mp4`` beside ``x.mp4``, and the ``--compare`` and
+    ``--preview`` files beside those), and the ``-o`` folder."""
     skip = skip_under.resolve() if skip_under is not None else None
     files = sorted((p for p in root.rglob("*") if p.is_file()), key=lambda p: (_parts_key(p.relative_to(root))))
     for path in files:
@@ -134,6 +135,8 @@ def _walk(root: Path, skip_under: Path | None, suffix: str):
             continue
         kind = kind_of(path)
         if kind is None:
+            continue
+        if is_side_output(path.stem, suffix):
             continue
         if suffix and path.stem.endswith(suffix):
             original = path.stem[: -len(suffix)]

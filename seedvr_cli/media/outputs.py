@@ -112,3 +112,44 @@ def _same_place(a: str, b: str) -> bool:
     except OSError:
         pass
     return pa.resolve() == pb.resolve()
+
+
+# What `--compare` and `--preview N` add to an output's name; a folder re-run must not take these
+# side outputs for new inputs (``discovery``).
+COMPARE_TAG = "_compare"
+PREVIEW_TAG = "_preview_"
+
+
+def _name_base(output: str) -> tuple[Path, str, str]:
+    """``(folder, stem, suffix)`` of an output; an image pattern is named by its folder."""
+    path = Path(output)
+    if is_sequence_pattern(output):
+        folder = path.parent
+        return folder.parent, folder.name or folder.resolve().name, ""
+    return path.parent, path.stem if path.suffix else path.name, path.suffix
+
+
+def compare_output(output: str) -> str:
+    """Where ``--compare`` writes the input-beside-output version of ``output``: the same kind of
+    file (or image folder, same pattern) with ``_compare`` after the stem."""
+    folder, stem, suffix = _name_base(output)
+    if is_sequence_pattern(output):
+        return str(folder / (stem + COMPARE_TAG) / Path(output).name)
+    return str(folder / (stem + COMPARE_TAG + suffix))
+
+
+def preview_output(output: str, frame: int) -> Path:
+    """Where ``--preview N`` writes its PNG: beside ``output`` (beside its folder for image
+    sequences, so the preview never mixes with the sequence's frames)."""
+    folder, stem, _ = _name_base(output)
+    return folder / f"{stem}{PREVIEW_TAG}{frame}.png"
+
+
+def is_side_output(stem: str, suffix: str) -> bool:
+    """Whether a file stem is a ``--compare`` or ``--preview`` output of a run with ``--suffix suffix``."""
+    if not suffix:
+        return False
+    if stem.endswith(suffix + COMPARE_TAG):
+        return True
+    head, tag, number = stem.rpartition(PREVIEW_TAG)
+    return bool(tag) and head.endswith(suffix) and number.isdigit()

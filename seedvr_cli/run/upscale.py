@@ -19,6 +19,7 @@ import torch
 from seedvr_cli.config import JobSpec, parse_shard
 from seedvr_cli.errors import UserError
 from seedvr_cli.media.discovery import Job, discover_jobs
+from seedvr_cli.media.outputs import compare_output
 from seedvr_cli.media.reader import open_reader
 from seedvr_cli.parallel.devices import DeviceSpec, parse_devices
 from seedvr_cli.parallel.engine import RunOptions, run_job
@@ -43,8 +44,10 @@ from seedvr_cli.run.outputs import (
     output_settings_meta,
 )
 from seedvr_cli.run.plan import InputPlan, frame_size, plan_input, sequence_gap_note, short_input_note
+from seedvr_cli.run.preview import preview_one
 from seedvr_cli.run.processor import InputContext, SeedVRProcessorFactory
 from seedvr_cli.run.scratch import remove_orphaned_temp_dirs, run_temp_dir
+from seedvr_cli.run.side_by_side import with_comparison
 from seedvr_cli.run.sources import InputSource
 from seedvr_cli.run.space import SpaceNeed, disk_full_message, estimate_space, folder_bytes, is_disk_full, space_warning
 from seedvr_cli.run.stats import StatsRecordingFactory, read_stats
@@ -54,7 +57,11 @@ from seedvr_cli.run.vram import ModelFacts, model_facts
 def run_upscale(spec: JobSpec, reporter: Reporter) -> RunSummary:
     """Upscale every input of ``spec``; returns what happened to each (failures do not raise)."""
     started = time.monotonic()
-    jobs = discover_jobs(spec.inputs, spec.output, spec.output_settings, sequence=spec.sequence)
+    output_settings = spec.output_settings
+    if spec.run.preview is not None:
+        # A preview writes no output, so an existing one is no reason to stop (nor to skip).
+        output_settings = replace(output_settings, overwrite=True, skip_existing=False)
+    jobs = discover_jobs(spec.inputs, spec.output, output_settings, sequence=spec.sequence)
     outcomes: list[JobOutcome] = []
     if not spec.run.dry_run and all(job.skip for job in jobs):
         # A finished folder re-run with --skip-existing needs no model (nor its download).
@@ -89,7 +96,10 @@ def run_upscale(spec: JobSpec, reporter: Reporter) -> RunSummary:
                     outcomes.append(finish(reporter, JobOutcome(job, "skipped",
                                                                 message="output exists (--skip-existing)")))
                     continue
-                outcomes.append(_run_one(index, len(jobs), job, spec, pool, reporter, files, facts, cpu_fallback))
+                if spec.run.preview is not None:
+                    outcomes.append(preview_one(index, len(jobs), job, spec, pool, reporter, files, facts))
+                else:
+                    outcomes.append(_run_one(index, len(jobs), job, spec, pool, reporter, files, facts, cpu_fallback))
         peaks, phases = read_stats(stats_dir)
     return RunSummary(outcomes, time.monotonic() - started, peaks, phases)
 
@@ -235,6 +245,10 @@ def _run_one(index: int, total: int, job: Job, spec: JobSpec, pool: WorkerPool, 
             else:
                 writer = open_output(job.output, spec.output_settings, reader, first_frame=plan.first_frame,
                                      frames=plan.frames, size=size.true, deep=deep_output, alpha=plan.alpha)
+                if spec.run.compare:
+                    writer = with_comparison(writer, compare_output(job.output), spec.output_settings, reader, source,
+                                             first_frame=plan.first_frame, frames=plan.frames, size=size.true,
+                                             deep=deep_output, alpha=plan.alpha)
             # Without resume a chunk is read back once and deleted: flushing it to the disk buys nothing.
             options = RunOptions(resume=spec.run.resume, restart=spec.run.restart, max_retries=spec.run.max_retries,
                                  max_in_flight=spec.run.max_in_flight, chunks=chunks,
