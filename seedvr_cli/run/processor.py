@@ -16,6 +16,7 @@ import torch
 
 from seedvr_cli.config import MemorySettings
 from seedvr_cli.memory.blockswap import BlockSwap, apply_blockswap
+from seedvr_cli.memory.dit_tiling import TiledDiT
 from seedvr_cli.memory.tiling import TiledVAE
 from seedvr_cli.parallel.devices import DeviceSpec
 from seedvr_cli.parallel.spill import ChunkFrames
@@ -65,6 +66,9 @@ class SeedVRProcessorFactory:
             vae = TiledVAE(vae, tile_size=(tile, tile), tile_overlap=(overlap, overlap))
         text = load_text_embedding(self.files.text_embedding, expected_dim=dit.config.txt_in_dim,
                                    device=torch_device, dtype=dtype)
+        if self.memory.dit_tiling == "on":
+            # Outside BlockSwap (installed in the model): every tile is a whole, swapped model call.
+            dit = TiledDiT(dit, tile_size=self.memory.dit_tile_size, tile_overlap=self.memory.dit_tile_overlap)
         return SeedVRProcessor(dit=dit, vae=vae, text_embedding=text, dtype=dtype, device=torch_device)
 
     def _load_dit(self, device: torch.device, dtype: torch.dtype) -> torch.nn.Module:
@@ -95,7 +99,7 @@ def cap_vram(device: torch.device, gib: float) -> None:
 class SeedVRProcessor:
     """Upscales the windows of a chunk and blends them on the device into the chunk's output frames."""
 
-    dit: torch.nn.Module
+    dit: torch.nn.Module | TiledDiT
     vae: torch.nn.Module
     text_embedding: torch.Tensor
     dtype: torch.dtype
