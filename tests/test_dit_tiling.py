@@ -67,7 +67,9 @@ class CountingDiT:
 # ---------------------------------------------------------------- the plan
 
 
-@pytest.mark.parametrize(("height", "width"), [(2160, 3840), (1088, 1920), (3840, 2160), (1440, 1920), (2160, 2160)])
+# 1072x1440: a tile of 2 x 2 windows of 18 x 24 tokens would get 18 x 23 windows; it grows to 37 x 50.
+@pytest.mark.parametrize(("height", "width"),
+                         [(2160, 3840), (1088, 1920), (3840, 2160), (1440, 1920), (2160, 2160), (1072, 1440)])
 def test_tiles_are_whole_windows_on_the_frames_window_grid(height, width):
     config = dit_config("3b")
     grid = (6, height // 16, width // 16)
