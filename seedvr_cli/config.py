@@ -146,8 +146,8 @@ class MemorySettings:
     vae_tile_overlap: int = 128
     # DiT tiling: the DiT run on overlapping spatial tiles of the latent (sizes in output pixels).
     dit_tiling: str = "off"
-    dit_tile_size: int = 2160
-    dit_tile_overlap: int = 192
+    dit_tile_size: int = 2592
+    dit_tile_overlap: int = 480
     # Cap on what a worker's allocator may take of its GPU, in GiB (also how small cards are
     # emulated on a big one); None: the whole card.
     max_vram_gib: float | None = None
@@ -171,7 +171,7 @@ class MemorySettings:
             raise UsageError(f"--dit-tiling {self.dit_tiling}: use on or off")
         if self.dit_tile_size < 256:
             raise UsageError(f"--dit-tile-size {self.dit_tile_size}: use at least 256 pixels (tiles are whole "
-                             "attention windows, about 320 pixels each)")
+                             "attention windows, 240 x 432 pixels for 16:9)")
         if not 0 <= self.dit_tile_overlap < self.dit_tile_size:
             raise UsageError(f"--dit-tile-overlap {self.dit_tile_overlap}: must be >= 0 and smaller than "
                              f"--dit-tile-size {self.dit_tile_size}")

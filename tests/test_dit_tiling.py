@@ -21,16 +21,17 @@ from seedvr_cli.pipeline.window import restore_latent
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
-# Seam test bounds, measured on the shared Sadhu_320x478.png downscaled to a 240 x 160 latent (120 x 80
-# tokens, 25 x 17-token windows, 2 x 2 tiles of 3 x 3 windows overlapping by one), fixture weights,
-# float32 on an x86 CPU. Measured: mean |tiled - untiled| 0.0141 (3B) / 0.0135 (7B), max 0.594 / 0.462,
-# on restored latents of std 1.5 / 1.4; seam bands' mean error 1.22x (3B) / 1.00x (7B) the tile
-# interiors'. CPUs differ by ~1e-6 in float32 (the DiT fixtures' bound), far below these; the
-# margins (about +40 % on the errors, +0.13 on the ratio) are for changes in the summation order of
-# attention backends, not for a worse tiling.
-SEAM_MEAN_BOUND = 0.02
-SEAM_MAX_BOUND = 0.8
-SEAM_TO_INTERIOR_BOUND = 1.35
+# Seam test bounds, measured on the shared Sadhu_320x478.png area-downscaled to a 300 x 200 latent
+# (150 x 100 tokens, 25 x 17-token windows, the last column of windows partial: 2 x 2 tiles of 4 x 4
+# windows overlapping by two), fixture weights, float32 on an x86 CPU. Measured: mean
+# |tiled - untiled| 0.0053 (3B) / 0.0060 (7B), max 0.16 / 0.33, on restored latents of std 1.5 / 1.4;
+# seam bands' mean error 0.65x (3B) / 0.51x (7B) the tile interiors' (0.83x / 0.80x leaving out the
+# frame's partial windows, which the mirror fill changes most). CPUs differ by ~1e-6 in float32 (the
+# DiT fixtures' bound), far below these; the margins (+50 % on the errors) allow for another
+# summation order in attention, not for a worse tiling. The ratio's bound is the requirement itself.
+SEAM_MEAN_BOUND = 0.009
+SEAM_MAX_BOUND = 0.5
+SEAM_TO_INTERIOR_BOUND = 1.0
 
 
 def _tiny_dit(variant: str = "tiny-3b", seed: int = 0) -> NaDiT:
@@ -92,12 +93,13 @@ def test_a_4k_frame_takes_2_x_2_tiles_by_default():
 
     memory = MemorySettings(dit_tiling="on")
     plan = plan_tiles((6, 135, 240), dit_config("3b"), memory.dit_tile_size, memory.dit_tile_overlap)
-    assert plan.window == (15, 27) and (plan.rows.length, plan.cols.length) == (75, 135)
-    assert plan.rows.starts == (0, 60) and plan.cols.starts == (0, 108) and plan.count == 4
+    # 6 x 6 windows of 15 x 27 tokens, overlapping by three windows (two asked, the rest spare).
+    assert plan.window == (15, 27) and (plan.rows.length, plan.cols.length) == (90, 162)
+    assert plan.rows.starts == (0, 45) and plan.cols.starts == (0, 81) and plan.count == 4
 
 
 def test_a_frame_within_one_tile_is_not_tiled():
-    assert plan_tiles((6, 68, 120), dit_config("3b"), tile_size=2160, tile_overlap=192) is None
+    assert plan_tiles((6, 68, 120), dit_config("3b"), tile_size=2592, tile_overlap=480) is None
 
 
 # ---------------------------------------------------------------- exactness
@@ -186,14 +188,15 @@ def _seam_mask(plan, height: int, width: int) -> torch.Tensor:
 @pytest.mark.parametrize("variant", ["3b", "7b"])
 def test_seams_on_real_content_are_no_worse_than_tile_interiors(variant):
     model = _fixture_dit(variant)
-    height, width = 240, 160
+    height, width = 300, 200
     latent = _real_latent(height, width)
     x_T = window_noise(42, 0, latent.shape)
     condition = build_condition(latent)
     text = torch.randn(58, 64, generator=torch.Generator().manual_seed(1))
-    tiled = TiledDiT(model, tile_size=1300, tile_overlap=192)
+    tiled = TiledDiT(model, tile_size=1600, tile_overlap=480)
     plan = tiled.plan((1, height, width))
     assert plan is not None and plan.count == 4 and plan.window == (25, 17)
+    assert (plan.rows.overlap, plan.cols.overlap) == (50, 34) and plan.cols.starts[-1] + plan.cols.length > 100
     with torch.inference_mode():
         untiled = restore_latent(model, x_T, condition, text, torch.float32)
         restored = restore_latent(tiled, x_T, condition, text, torch.float32)

@@ -75,12 +75,13 @@ def test_dit_tiles_shrink_the_dit_term_to_one_tile():
     savers = dict(**SWAP_ALL, vae_tiling="on", vae_tile_size=512, vae_tile_overlap=64)
     whole = estimate_vram(THREE_B, uhd, frames, MemorySettings(**savers))
     tiled = estimate_vram(THREE_B, uhd, frames, MemorySettings(**savers, dit_tiling="on"))
-    # At 4K with 33-frame windows the DiT sets the peak; in 2x2 tiles it no longer does, and a
-    # 3840x2160 output from a 1080p input fits a 24 GB card (estimate under fit.MARGIN x 24).
+    # At 4K with 33-frame windows the DiT sets the peak, over a 24 GB card's budget (fit.MARGIN x 24);
+    # in the default 2x2 tiles a 3840x2160 output from a 1080p input fits it.
     assert whole.phase == "DiT" and whole.total_gib > 0.9 * 24
-    assert tiled.phase != "DiT" and tiled.total_gib < 0.9 * 24
+    assert tiled.working_gib < whole.working_gib - 8 and tiled.total_gib < 0.9 * 24
     # The DiT term follows one tile's tokens (the accumulator of the whole window is ~1 % on top).
-    plan = plan_tiles((9, 135, 240), dit_config("3b"), 2160, 192)
+    defaults = MemorySettings()
+    plan = plan_tiles((9, 135, 240), dit_config("3b"), defaults.dit_tile_size, defaults.dit_tile_overlap)
     dit_whole = dit_working_gib(THREE_B, uhd, frames, MemorySettings())
     one_tile = dit_working_gib(THREE_B, uhd, frames, MemorySettings(dit_tiling="on"))
     assert one_tile == pytest.approx(dit_whole * plan.tile_tokens / (9 * 135 * 240), rel=0.02)

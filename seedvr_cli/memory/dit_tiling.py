@@ -1,7 +1,7 @@
 """Spatial tiling around the DiT: run the velocity model on overlapping tiles of the latent and
 blend the tiles' velocities with linear ramps, for outputs whose latent does not fit at once.
 
-    dit = TiledDiT(model, tile_size=2160, tile_overlap=192)
+    dit = TiledDiT(model, tile_size=2592, tile_overlap=480)
     velocity = dit(vid, txt, vid_shape, txt_shape, timestep)   # called exactly like the model
 
 A tile is a spatial crop of the token grid with every frame of the window, so the DiT's activation
@@ -23,10 +23,12 @@ How tiles are laid out (all on the token grid, one token = 2x2 latents = 16x16 o
   last tile placed flush with the frame's edge instead, off the window grid, had 4x the mean
   error: 0.060 against 0.014). ``k`` is the largest count whose tile's longer side fits
   ``tile_size`` pixels (at least 1).
-* Neighbouring tiles share ``tile_overlap`` pixels rounded up to whole windows per axis (at most
-  ``k - 1``). A tile that would run past the frame's edge starts as late as the window grid allows
-  and is filled out with a mirror image of the frame, whose velocities are thrown away: every tile
-  has the same shape, hence the same windows. A frame that fits one tile is run whole, unchanged.
+* Neighbouring tiles share at least ``tile_overlap`` pixels rounded up to whole windows per axis
+  (at most ``k - 1``): the fewest tiles that allows are spread evenly over the window grid, so
+  the spare room goes into wider overlaps. The last tile ends within a window past the frame's
+  edge (the frame's last, partial window); it is filled out with a mirror image of the frame,
+  whose velocities are thrown away: every tile has the same shape, hence the same windows. A
+  frame that fits one tile is run whole, unchanged.
 * In the overlaps each tile's velocity is weighted by a linear ramp: 0 within a quarter of the
   overlap from its cut edge, rising to 1 across the middle half, so two neighbours' weights sum
   to one and each tile's least reliable rows (next to its cut) are left out; the sum is divided
@@ -39,22 +41,21 @@ tile's windows instead of the frame's, a small change everywhere. The mirror fil
 the frame's last, partial windows, which then differ more than the seams do (on the seam test);
 a model seam that let the caller fix the window size would make the fill unnecessary.
 
-Why 2160 px tiles by default: 5 x 5 windows of a 16:9 frame (1200 x 2160 px), so a 3840x2160
-output takes 2 x 2 tiles.
-
 What it costs: compute in proportion to the tokens run, i.e. every overlap and mirror fill is
-computed twice or more. With the default overlap of one window: a 3840x2160 output (9 x 9
-windows) in tiles of 5 x 5 windows runs 4 tiles = 100 windows' work instead of 81 (+23 %); tiles of
-4 x 4 windows run 9 tiles = 144 (+78 %). Memory: one tile's activations, plus a float32
-accumulator of the frame's velocities (16 channels per latent, small beside the activations).
+computed twice or more. With the defaults a 3840x2160 output (9 x 9 windows of 15 x 27 tokens)
+runs 2 x 2 tiles of 6 x 6 windows, 144 windows' work instead of 81 (+78 % DiT compute), each tile
+45 % of the frame's tokens. Memory: one tile's activations, plus a float32 accumulator of the
+window's velocities (16 channels per latent, small beside the activations).
 
-Why one window of overlap by default (192 px, which rounds up to one window for every aspect ratio
-up to 21:9): tiles must start on window boundaries, so one window is the least overlap there is,
-and it already keeps the seam bands close to the tile interiors on the seam test
-(``tests/test_dit_tiling.py``: 1.22x the interiors' mean error with the tiny 3B, 1.00x with the
-tiny 7B). Not overlapping at all would leave each seam on a cut edge. A second window
-would move the seams further from the cut edges, but at 4K with 5 x 5-window tiles it needs
-3 x 3 tiles instead of 2 x 2: +178 % compute instead of +23 %.
+Why these defaults: 2592 px tiles are 6 x 6 windows of a 16:9 frame, the smallest tile that still
+covers a 3840x2160 output in 2 x 2 tiles with two windows of overlap. 480 px of overlap is two
+windows for 16:9, 4:3 and square frames. On the seam test (``tests/test_dit_tiling.py``, tiny
+fixture DiTs, 4 blocks) a one-window overlap left the seam bands at 3.6x the tile interiors' mean
+error (the interiors away from the frame's partial windows; photo latent of 240 x 160), while two
+windows bring them to 0.65x (3B) and 0.51x (7B) of the interiors (0.83x / 0.80x away from the
+partial windows; latent of 300 x 200). A tile's error starts at its cut edge and spreads about
+half a window per block, so the real models (32 and 36 blocks) may want more; one window
+(``--dit-tile-size 2160 --dit-tile-overlap 192``: 2 x 2 tiles of 5 x 5 windows at 4K) costs +23 %.
 """
 
 from __future__ import annotations
@@ -71,12 +72,13 @@ from ..models.vae_config import vae_config
 
 # Output pixels per latent of the published VAE (the DiT's tokens are patches of latents).
 PIXELS_PER_LATENT = vae_config("vae").spatial_factor
-DEFAULT_TILE_SIZE = 2160
-DEFAULT_TILE_OVERLAP = 192
+DEFAULT_TILE_SIZE = 2592
+DEFAULT_TILE_OVERLAP = 480
 # Blend ramps: a tile's weight is 0 up to a quarter of the overlap from its cut edge and rises
 # linearly to 1 across the middle half, so two neighbours' weights sum to one. Each tile is least
-# right near its own cut edge; a ramp over the whole overlap let both tiles' worst rows in (seam
-# error 1.57x the interiors' on the seam test's 3B, against 1.22x with the middle half).
+# right near its own cut edge; a ramp over the whole overlap let both tiles' worst rows in (tiny
+# 3B, photo latent of 240 x 160 with one-window overlaps: seam error 1.57x the interiors', against
+# 1.22x with the middle half).
 RAMP_OFFSET = 0.25
 RAMP_WIDTH = 0.5
 
@@ -120,14 +122,12 @@ class TilePlan:
 
 
 def _axis(extent: int, window: int, length: int, overlap_windows: int, windows_per_tile: int) -> TileAxis:
-    stride = (windows_per_tile - overlap_windows) * window
-    starts = [0]
-    while starts[-1] + length < extent:
-        starts.append(starts[-1] + stride)
-    # The last tile starts as late as the window grid allows (less mirror fill, more overlap).
-    if len(starts) > 1:
-        latest = math.ceil((extent - length) / window) * window
-        starts[-1] = max(starts[-2] + 1, min(starts[-1], latest))
+    """As few tiles as the overlap allows, spread evenly over the window grid: the last one ends
+    within a window past the frame's edge, and the overlaps come out at least as asked."""
+    last = max(0, math.ceil((extent - length) / window))  # the last tile's start, in windows
+    stride = windows_per_tile - overlap_windows
+    gaps = math.ceil(last / stride)
+    starts = [round(i * last / gaps) * window for i in range(gaps + 1)] if gaps else [0]
     return TileAxis(extent, length, tuple(starts))
 
 

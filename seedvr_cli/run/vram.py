@@ -42,7 +42,7 @@ _REFERENCE_PIXELS = 1088 * 1920
 _DECODE_GIB = 21.21
 _ENCODE_GIB = 11.06
 _DIT_GIB_PER_TOKEN = 5.33 / 73440
-# The DiT tiler's float32 sum of the velocities and its weights: 2x2 latents x 16 channels a token.
+# The DiT tiler's float32 sum of the window's velocities: 2 x 2 latents x 16 channels a token.
 _TILED_DIT_GIB_PER_TOKEN = 2 * 2 * 16 * 4 / GIB
 _FLOAT32_CLIPS_BESIDE_DECODE = 2
 # Compute dtype on GPUs (bf16, or fp16 on older ones): two bytes per plain weight.
