@@ -17,12 +17,13 @@ How tiles are laid out (all on the token grid, one token = 2x2 latents = 16x16 o
   (``models.attention.window_sizes``: ~400 tokens shaped like the frame, 15 x 27 for 16:9). A tile
   is ``k x k`` of the frame's windows, so it has the frame's aspect ratio and the model cuts it
   into windows of exactly the frame's size (where rounding gives such a tile other windows, as
-  for 4:3, a few tokens longer one that gets the frame's; in rare shapes, about 0.2 % of frame
-  sizes and tile counts, none near does and the tiles keep their own windows); tiles start on the frame's window boundaries, so both
-  the regular and the shifted partition inside a tile are the frame's own (on the seam test, a
-  last tile placed flush with the frame's edge instead, off the window grid, had 4x the mean
-  error: 0.060 against 0.014). ``k`` is the largest count whose tile's longer side fits
-  ``tile_size`` pixels (at least 1).
+  for some 4:3 sizes, a few tokens longer one that gets the frame's; in rare shapes, about 0.2 %
+  of frame sizes and tile counts, none near does and the tiles keep their own windows). ``k`` is
+  the largest count whose tile's longer side fits ``tile_size`` pixels (at least 1). Tiles start
+  on the frame's window boundaries, so both the regular and the shifted partition inside a tile
+  are the frame's own (with the seam test's tiny 3B on a 240 x 160 photo latent, a last tile
+  placed flush with the frame's edge instead, off the window grid, had 4x the mean error: 0.060
+  against 0.014).
 * Neighbouring tiles share at least ``tile_overlap`` pixels rounded up to whole windows per axis
   (at most ``k - 1``): the fewest tiles that allows are spread evenly over the window grid, so
   the spare room goes into wider overlaps. The last tile ends within a window past the frame's
