@@ -147,6 +147,11 @@ class MemorySettings:
     tiling's blending of the untiled ones; ``auto`` leaves it to ``--vram auto`` (``run.fit``), which
     turns it on only where the budget needs it, and means off otherwise. ``vae_offload_device``
     keeps the VAE in host memory while the DiT runs (``memory.offload``).
+    ``dit_tiling`` runs the DiT on overlapping spatial
+    tiles of the latent (``memory.dit_tiling.TiledDiT``); ``dit_tile_size`` is the longest side of
+    a tile and ``dit_tile_overlap`` the shared band, both in output pixels, rounded down (size)
+    and up (overlap) to whole attention windows of the frame (``memory.dit_tiling.plan_tiles``
+    gives the tiles, and the tokens one tile runs, for a frame).
     """
 
     blocks_to_swap: int = 0
@@ -156,6 +161,10 @@ class MemorySettings:
     vae_tiling: str = "auto"
     vae_tile_size: int = 1024
     vae_tile_overlap: int = 128
+    # DiT tiling: the DiT run on overlapping spatial tiles of the latent (sizes in output pixels).
+    dit_tiling: str = "off"
+    dit_tile_size: int = 2592
+    dit_tile_overlap: int = 480
     # Cap on what a worker's allocator may take of its GPU, in GiB (also how small cards are
     # emulated on a big one); None: the whole card.
     max_vram_gib: float | None = None
@@ -176,6 +185,14 @@ class MemorySettings:
         if not 0 <= self.vae_tile_overlap < self.vae_tile_size:
             raise UsageError(f"--vae-tile-overlap {self.vae_tile_overlap}: must be >= 0 and smaller than "
                              f"--vae-tile-size {self.vae_tile_size}")
+        if self.dit_tiling not in ("on", "off"):
+            raise UsageError(f"--dit-tiling {self.dit_tiling}: use on or off")
+        if self.dit_tile_size < 256:
+            raise UsageError(f"--dit-tile-size {self.dit_tile_size}: use at least 256 pixels (tiles are whole "
+                             "attention windows, 240 x 432 pixels for 16:9)")
+        if not 0 <= self.dit_tile_overlap < self.dit_tile_size:
+            raise UsageError(f"--dit-tile-overlap {self.dit_tile_overlap}: must be >= 0 and smaller than "
+                             f"--dit-tile-size {self.dit_tile_size}")
         if self.blocks_to_swap < 0:
             raise UsageError(f"--blocks-to-swap {self.blocks_to_swap}: must be >= 0 (0 keeps every block on the GPU)")
         if self.dit_offload_device != "cpu":
@@ -223,6 +240,8 @@ class JobSpec:
         if self.memory.tiles_vae:
             # Tiles change pixels (a little); BlockSwap does not, so it is not part of the key.
             settings["vae_tiles"] = [self.memory.vae_tile_size, self.memory.vae_tile_overlap]
+        if self.memory.dit_tiling == "on":
+            settings["dit_tiles"] = [self.memory.dit_tile_size, self.memory.dit_tile_overlap]
         return settings
 
 

@@ -91,6 +91,22 @@ def test_a_step_to_vae_tiles_and_offload_rewraps_the_vae(files, monkeypatch):
     assert "retrying it and the rest with VAE tiles of 64 px + VAE offload" in processor.notes[0]
 
 
+def test_a_step_to_dit_tiles_wraps_the_swapped_dit(files, monkeypatch):
+    from dataclasses import replace
+
+    from seedvr_cli.memory.dit_tiling import TiledDiT
+    from seedvr_cli.run.fit import Candidate
+
+    frames, task, context = _chunk()
+    _run_out_of_memory(monkeypatch, times=1)
+    processor = _processor(files)
+    tiled = replace(processor.memory, blocks_to_swap=4, swap_io_components=True, dit_tiling="on",
+                    dit_tile_size=256, dit_tile_overlap=16)
+    monkeypatch.setattr(processor_module, "step_down", lambda *args: Candidate(tiled, 5, "DiT tiles"))
+    processor.process(task, frames, context)
+    assert isinstance(processor.dit, TiledDiT) and isinstance(processor.dit.model.block_runner, BlockSwapper)
+
+
 def test_with_nothing_left_the_chunk_fails_in_one_line(files, monkeypatch):
     frames, task, context = _chunk()
     _run_out_of_memory(monkeypatch, times=10**6)

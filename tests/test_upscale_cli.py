@@ -564,3 +564,28 @@ def test_auto_devices_on_a_cpu_only_machine_warn_of_hours_with_an_estimate(tmp_p
     assert code == 0 and "warning" not in err
     code, _, err = _run(capsys, str(long_clip), "--resolution", "1080", "--dry-run", "--frames", "0:20")
     assert code == 0 and "warning" not in err
+
+
+def test_dit_tiling_runs_end_to_end_and_is_part_of_the_resume_key(tmp_path, capsys, checkpoints):
+    from seedvr_cli.config import JobSpec, MemorySettings
+
+    photo = tmp_path / "photo.png"
+    make_image(photo, width=48, height=32)
+    # 720x480 output: 30 x 45 tokens, 2 x 2 attention windows; 256 px tiles are one window each.
+    common = [str(photo), "--resolution", "480", *_models(checkpoints)]
+    plain, tiled = tmp_path / "plain.png", tmp_path / "tiled.png"
+    assert _run(capsys, *common, "-o", str(plain))[0] == 0
+    code, _, err = _run(capsys, *common, "-o", str(tiled), "--dit-tiling", "on", "--dit-tile-size", "256",
+                        "--dit-tile-overlap", "16")
+    assert code == 0, err
+    a, b = read_image(plain, deep=False, alpha=False), read_image(tiled, deep=False, alpha=False)
+    assert a.shape == b.shape == (480, 720, 3) and not np.array_equal(a, b)
+    code, _, err = _run(capsys, *common, "-o", str(tmp_path / "x.png"), "--dit-tiling", "on",
+                        "--dit-tile-size", "512", "--dit-tile-overlap", "512")
+    assert code == 2 and "--dit-tile-overlap 512" in err
+    code, _, err = _run(capsys, *common, "-o", str(tmp_path / "x.png"), "--dit-tiling", "maybe")
+    assert code == 2 and "--dit-tiling maybe" in err
+    untiled, with_tiles = JobSpec(("x",)), JobSpec(("x",), memory=MemorySettings(dit_tiling="on"))
+    assert untiled.pixel_settings() != with_tiles.pixel_settings()
+    assert with_tiles.pixel_settings() != JobSpec(
+        ("x",), memory=MemorySettings(dit_tiling="on", dit_tile_size=1024)).pixel_settings()

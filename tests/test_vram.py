@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from seedvr_cli.config import MemorySettings, ModelSettings
-from seedvr_cli.run.vram import ModelFacts, estimate_vram, model_facts
+from seedvr_cli.run.vram import ModelFacts, dit_working_gib, estimate_vram, model_facts
 
 THREE_B = ModelFacts("3b", "vae", 2.0, "test")
 SWAP_ALL = dict(blocks_to_swap=32, swap_io_components=True)
@@ -64,3 +64,27 @@ def test_facts_come_from_the_files_or_else_the_registry(tmp_path):
     assert (from_registry.variant, from_registry.bytes_per_weight) == ("3b", 2.0)
     assert "registry" in from_registry.source
     assert model_facts(ModelSettings(model=str(tmp_path / "missing.safetensors"))) is None
+
+
+def test_dit_tiles_shrink_the_dit_term_to_one_tile():
+    from seedvr_cli.memory.dit_tiling import plan_tiles
+    from seedvr_cli.models.dit_config import dit_config
+
+    # 3840x2160 output, 33-frame windows (9 latent frames): 135 x 240 tokens a frame.
+    uhd, frames = (2160, 3840), 33
+    savers = dict(**SWAP_ALL, vae_tiling="on", vae_tile_size=512, vae_tile_overlap=64)
+    whole = estimate_vram(THREE_B, uhd, frames, MemorySettings(**savers))
+    tiled = estimate_vram(THREE_B, uhd, frames, MemorySettings(**savers, dit_tiling="on"))
+    # At 4K with 33-frame windows the DiT sets the peak, over a 24 GB card's budget (fit.MARGIN x 24);
+    # in the default 2x2 tiles a 3840x2160 output from a 1080p input fits it.
+    assert whole.phase == "DiT" and whole.total_gib > 0.9 * 24
+    assert tiled.working_gib < whole.working_gib - 8 and tiled.total_gib < 0.9 * 24
+    # The DiT term follows one tile's tokens (the accumulator of the whole window is ~1 % on top).
+    defaults = MemorySettings()
+    plan = plan_tiles((9, 135, 240), dit_config("3b"), defaults.dit_tile_size, defaults.dit_tile_overlap)
+    dit_whole = dit_working_gib(THREE_B, uhd, frames, MemorySettings())
+    one_tile = dit_working_gib(THREE_B, uhd, frames, MemorySettings(dit_tiling="on"))
+    assert one_tile == pytest.approx(dit_whole * plan.tile_tokens / (9 * 135 * 240), rel=0.02)
+    # A frame within one tile runs whole: the same estimate as without tiling.
+    assert (estimate_vram(THREE_B, (1088, 1920), 33, MemorySettings(dit_tiling="on")).total_gib
+            == estimate_vram(THREE_B, (1088, 1920), 33, MemorySettings()).total_gib)

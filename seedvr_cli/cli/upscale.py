@@ -187,6 +187,17 @@ def upscale(
         help="VAE tile size in pixels (multiple of 8).", rich_help_panel=_MEMORY)] = _MEMORY_DEFAULTS.vae_tile_size,
     vae_tile_overlap: Annotated[int, typer.Option(
         help="Pixels shared by neighbouring VAE tiles.", rich_help_panel=_MEMORY)] = _MEMORY_DEFAULTS.vae_tile_overlap,
+    dit_tiling: Annotated[str, typer.Option(
+        help="on: run the DiT on overlapping spatial tiles of the latent, all frames of a window at once (less "
+             "VRAM for large outputs, more compute for the overlaps; tiles are blended with linear ramps), "
+             "off: whole frames.", rich_help_panel=_MEMORY)] = _MEMORY_DEFAULTS.dit_tiling,
+    dit_tile_size: Annotated[int, typer.Option(
+        help="Longest side of a DiT tile in output pixels, rounded down to whole attention windows (a tile is "
+             "k x k windows shaped like the frame; 16:9 windows are 240 x 432 px).",
+        rich_help_panel=_MEMORY)] = _MEMORY_DEFAULTS.dit_tile_size,
+    dit_tile_overlap: Annotated[int, typer.Option(
+        help="Output pixels shared by neighbouring DiT tiles, rounded up to whole attention windows.",
+        rich_help_panel=_MEMORY)] = _MEMORY_DEFAULTS.dit_tile_overlap,
     # Devices and runs
     devices: Annotated[str, typer.Option(
         "--devices", "--device", help="Where to run: auto (all GPUs, else CPU), all, 0,1, 0-3, cuda:1, cpu, "
@@ -291,7 +302,7 @@ _MEMORY_FLAGS = ("blocks_to_swap", "swap_io_components", "dit_offload_device", "
 
 # Memory flags that, given on the command line, the user means as they are (--vram auto keeps off them).
 _SAVER_FLAGS = ("blocks_to_swap", "swap_io_components", "vae_tiling", "vae_tile_size", "vae_tile_overlap",
-                "vae_offload_device")
+                "vae_offload_device", "dit_tiling", "dit_tile_size", "dit_tile_overlap")
 
 
 def _given(ctx: typer.Context, name: str) -> bool:

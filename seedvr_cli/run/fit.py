@@ -11,7 +11,9 @@ less a margin for the allocator's rounding and fragmentation, wins:
    H200: the copies hide behind the compute);
 3. on top, VAE tiles of 1024, 768, 512, 384 and 256 pixels (pictures change a little at tile
    seams), with the VAE offloaded while the DiT runs where the DiT phase sets the peak;
-4. then shorter windows with the smallest tiles (pictures change most: fewer frames seen at once).
+4. the same with DiT tiles (``memory.dit_tiling``: large outputs, where the DiT's tokens set the
+   peak; pictures change a little at tile seams, the DiT costs more);
+5. then shorter windows, with the same savers again (pictures change most: fewer frames seen at once).
 
 ``step_down`` gives the next candidate after the one in use, for a chunk that still ran out of
 memory (the estimate is a model; fragmentation and other processes are not in it).
@@ -59,16 +61,20 @@ def candidates(facts: ModelFacts, model_size: tuple[int, int], window_frames: in
              Candidate(swapped, window_frames, f"BlockSwap of all {blocks} blocks and the layers around them")]
     windows = [window_frames] + [frames for frames in WINDOW_STEPS if min_window <= frames < window_frames]
     for frames in windows:
-        for tile in TILE_SIZES:
-            tiled = _with_vae_offload_if_it_helps(
-                facts, model_size, frames,
-                replace(swapped, vae_tiling="on", vae_tile_size=tile, vae_tile_overlap=tile // 8))
-            what = f"BlockSwap of all {blocks} blocks + VAE tiles of {tile} px"
-            if tiled.offloads_vae:
-                what += " + VAE offload"
-            if frames != window_frames:
-                what += f" + {frames}-frame windows (--batch-size {frames}: pictures change)"
-            found.append(Candidate(tiled, frames, what))
+        for dit_tiles in (False, True):
+            for tile in TILE_SIZES:
+                memory = replace(swapped, vae_tiling="on", vae_tile_size=tile, vae_tile_overlap=tile // 8)
+                if dit_tiles:
+                    memory = replace(memory, dit_tiling="on")
+                tiled = _with_vae_offload_if_it_helps(facts, model_size, frames, memory)
+                what = f"BlockSwap of all {blocks} blocks + VAE tiles of {tile} px"
+                if dit_tiles:
+                    what += f" + DiT tiles of {memory.dit_tile_size} px"
+                if tiled.offloads_vae:
+                    what += " + VAE offload"
+                if frames != window_frames:
+                    what += f" + {frames}-frame windows (--batch-size {frames}: pictures change)"
+                found.append(Candidate(tiled, frames, what))
     return found
 
 

@@ -18,6 +18,7 @@ from seedvr_cli.config import MemorySettings
 from seedvr_cli.errors import CheckpointError
 from seedvr_cli.memory.blockswap import BlockSwap, apply_blockswap
 from seedvr_cli.memory.offload import HostResidentWeights, OffloadedVAE
+from seedvr_cli.memory.dit_tiling import TiledDiT
 from seedvr_cli.memory.tiling import TiledVAE
 from seedvr_cli.parallel.devices import DeviceSpec
 from seedvr_cli.parallel.spill import ChunkFrames
@@ -69,6 +70,9 @@ class SeedVRProcessorFactory:
         vae = load_vae(self.files.vae, device=torch_device, dtype=dtype)
         text = load_text_embedding(self.files.text_embedding, expected_dim=dit.config.txt_in_dim,
                                    device=torch_device, dtype=dtype)
+        if self.memory.dit_tiling == "on":
+            # Outside BlockSwap (installed in the model): every tile is a whole, swapped model call.
+            dit = TiledDiT(dit, tile_size=self.memory.dit_tile_size, tile_overlap=self.memory.dit_tile_overlap)
         vae_weights = HostResidentWeights(vae, torch_device) if self.memory.offloads_vae else None
         return SeedVRProcessor(dit=dit, vae=wrap_vae(vae, self.memory, vae_weights), text_embedding=text,
                                dtype=dtype, device=torch_device, memory=self.memory,
@@ -120,11 +124,11 @@ class SeedVRProcessor:
     """Upscales the windows of a chunk and blends them on the device into the chunk's output frames.
 
     With ``facts`` (``--vram auto``), a chunk that runs out of GPU memory is retried with the next
-    saver of ``run.fit`` (more swapping, smaller VAE tiles, VAE offload), which then stays in use
+    saver of ``run.fit`` (more swapping, smaller VAE tiles, VAE offload, DiT tiles), which then stays in use
     for the following chunks; each step is left in ``notes`` for the worker to pass on.
     """
 
-    dit: torch.nn.Module
+    dit: torch.nn.Module | TiledDiT
     vae: object
     text_embedding: torch.Tensor
     dtype: torch.dtype
@@ -197,8 +201,11 @@ class SeedVRProcessor:
             return False
         memory = found.memory
         if memory.swaps and not self.memory.swaps:
-            apply_blockswap(self.dit, BlockSwap(memory.blocks_to_swap, memory.swap_io_components,
-                                                memory.dit_offload_device), device=self.device)
+            model = self.dit.model if isinstance(self.dit, TiledDiT) else self.dit
+            apply_blockswap(model, BlockSwap(memory.blocks_to_swap, memory.swap_io_components,
+                                             memory.dit_offload_device), device=self.device)
+        if memory.dit_tiling == "on" and not isinstance(self.dit, TiledDiT):
+            self.dit = TiledDiT(self.dit, tile_size=memory.dit_tile_size, tile_overlap=memory.dit_tile_overlap)
         if memory.offloads_vae and self.vae_weights is None:
             self.vae_weights = HostResidentWeights(self.vae_module, self.device)
         self.vae = wrap_vae(self.vae_module, memory, self.vae_weights)

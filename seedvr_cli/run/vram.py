@@ -10,7 +10,9 @@ from measurements of the 3B at 1080p on an H200 (docs/benchmarks.md, "VAE memory
 * VAE decode: the causal cache and one slice scale with the area of one frame (or one tile), not
   with the window's length: 21.21 GiB at 1088x1920;
 * VAE encode: 11.06 GiB at 1088x1920, the same way;
-* DiT: 5.33 GiB at 73,440 tokens (33 frames at 1088x1920), in proportion to the tokens;
+* DiT: 5.33 GiB at 73,440 tokens (33 frames at 1088x1920), in proportion to the tokens; with DiT
+  tiles, to the tokens of one tile (``memory.dit_tiling.plan_tiles``), plus the tiler's float32
+  accumulator of the whole window's velocities;
 * beside the decode the window keeps two float32 clips (its colour reference and its output);
   tiling adds a float32 accumulator of the window's pixels.
 """
@@ -26,6 +28,7 @@ import torch
 from seedvr_cli.config import MemorySettings, ModelSettings
 from seedvr_cli.errors import UserError
 from seedvr_cli.memory.blockswap import BlockSwap, weight_vram
+from seedvr_cli.memory.dit_tiling import plan_tiles
 from seedvr_cli.models.dit import NaDiT
 from seedvr_cli.models.dit_config import dit_config
 from seedvr_cli.models.vae import VideoVAE
@@ -39,6 +42,8 @@ _REFERENCE_PIXELS = 1088 * 1920
 _DECODE_GIB = 21.21
 _ENCODE_GIB = 11.06
 _DIT_GIB_PER_TOKEN = 5.33 / 73440
+# The DiT tiler's float32 sum of the window's velocities: 2 x 2 latents x 16 channels a token.
+_TILED_DIT_GIB_PER_TOKEN = 2 * 2 * 16 * 4 / GIB
 _FLOAT32_CLIPS_BESIDE_DECODE = 2
 # Compute dtype on GPUs (bf16, or fp16 on older ones): two bytes per plain weight.
 _PLAIN_BYTES = 2
@@ -134,15 +139,29 @@ def estimate_vram(facts: ModelFacts, model_size: tuple[int, int], window_frames:
     if memory.tiles_vae and (height > memory.vae_tile_size or width > memory.vae_tile_size):
         coded = min(height, memory.vae_tile_size) * min(width, memory.vae_tile_size)
         tiling_gib = clip_gib
-    latent_frames = (window_frames - 1) // 4 + 1
-    tokens = latent_frames * (height // 16) * (width // 16)
     working = {
         "VAE decode": _DECODE_GIB * coded / _REFERENCE_PIXELS + _FLOAT32_CLIPS_BESIDE_DECODE * clip_gib + tiling_gib,
         "VAE encode": _ENCODE_GIB * coded / _REFERENCE_PIXELS + clip_gib + tiling_gib,
-        "DiT": _DIT_GIB_PER_TOKEN * tokens + clip_gib,
+        "DiT": dit_working_gib(facts, model_size, window_frames, memory) + clip_gib,
     }
     # With VAE offload the VAE's weights are on the GPU only while it codes.
     weights = {phase: (dit_weights + (0 if phase == "DiT" and memory.offloads_vae else vae_weights)) / GIB
                for phase in working}
     phase = max(working, key=lambda name: weights[name] + working[name])
     return VRAMEstimate(weights[phase], working[phase], phase)
+
+
+def dit_working_gib(facts: ModelFacts, model_size: tuple[int, int], window_frames: int,
+                    memory: MemorySettings) -> float:
+    """The DiT's activations for one window at ``model_size`` (padded): the whole window's tokens,
+    or with ``--dit-tiling on`` one tile's, plus the tiler's accumulator."""
+    height, width = model_size
+    latent_frames = (window_frames - 1) // 4 + 1
+    tokens = latent_frames * (height // 16) * (width // 16)
+    if memory.dit_tiling != "on":
+        return _DIT_GIB_PER_TOKEN * tokens
+    grid = (latent_frames, height // 16, width // 16)
+    plan = plan_tiles(grid, dit_config(facts.variant), memory.dit_tile_size, memory.dit_tile_overlap)
+    if plan is None:
+        return _DIT_GIB_PER_TOKEN * tokens
+    return _DIT_GIB_PER_TOKEN * plan.tile_tokens + _TILED_DIT_GIB_PER_TOKEN * tokens
