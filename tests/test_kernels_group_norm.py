@@ -15,6 +15,7 @@ import pytest
 import torch
 
 import seedvr_kernels.dispatch as dispatch
+from seedvr_cli.memory.tiling import TiledVAE
 from seedvr_cli.models.vae import FrameGroupNorm, VideoVAE
 from seedvr_cli.models.vae_config import vae_config
 
@@ -96,16 +97,20 @@ def test_interpreted_kernel_writes_into_a_padded_buffer_view(interpreted, one_to
     assert (padded[outside] == 7.0).all()
 
 
-def test_interpreted_kernel_inside_the_vae_gives_the_plain_pictures(interpreted, monkeypatch, one_torch_thread):
+@pytest.mark.parametrize("tiled", [False, True])
+def test_interpreted_kernel_inside_the_vae_gives_the_plain_pictures(interpreted, monkeypatch, tiled, one_torch_thread):
     """The VAE routed through the kernel (as on a GPU that has it) decodes and encodes what its
-    own PyTorch path does, sliced and channels-last as on CUDA."""
+    own PyTorch path does, sliced and channels-last as on CUDA, whole or in overlapping tiles
+    (the tiles are views into the frame: the kernel follows their strides)."""
     torch.manual_seed(0)
     vae = VideoVAE(vae_config("tiny-vae")).eval()
     vae.memory_format = torch.channels_last_3d
-    z = torch.randn(1, 16, 2, 3, 4, generator=torch.Generator().manual_seed(7))
-    x = torch.rand(1, 3, 5, 16, 16, generator=torch.Generator().manual_seed(8)) * 2 - 1
+    codec = TiledVAE(vae, tile_size=(16, 16), tile_overlap=(8, 8)) if tiled else vae
+    # 16x24 pixels, 2x3 latents: two overlapping tiles each way when tiled.
+    z = torch.randn(1, 16, 2, 2, 3, generator=torch.Generator().manual_seed(7))
+    x = torch.rand(1, 3, 5, 16, 24, generator=torch.Generator().manual_seed(8)) * 2 - 1
     with torch.no_grad():
-        plain_pixels, plain_moments = vae.decode(z), vae.encode_moments(x)
+        plain_pixels, plain_mean = codec.decode(z), codec.encode(x)[0]
         calls = []
 
         def kernel(*args, **kwargs):
@@ -113,10 +118,10 @@ def test_interpreted_kernel_inside_the_vae_gives_the_plain_pictures(interpreted,
             return interpreted.group_norm_silu_triton(*args, **kwargs)
 
         monkeypatch.setattr("seedvr_cli.models.vae.fast_group_norm", lambda device: kernel)
-        fast_pixels, fast_moments = vae.decode(z), vae.encode_moments(x)
+        fast_pixels, fast_mean = codec.decode(z), codec.encode(x)[0]
     assert True in calls and False in calls  # ResNet norms and the attention's plain norm
     torch.testing.assert_close(fast_pixels, plain_pixels, atol=1e-4, rtol=0)
-    torch.testing.assert_close(fast_moments, plain_moments, atol=1e-4, rtol=0)
+    torch.testing.assert_close(fast_mean, plain_mean, atol=1e-4, rtol=0)
 
 
 def test_dispatch_keeps_the_pytorch_path_on_the_cpu_and_when_switched_off(monkeypatch):
