@@ -2,22 +2,37 @@
 """End-to-end benchmark of the per-window pipeline in one process, with per-phase timing.
 
 Loads the models as a worker does, feeds windows of frames (decoded from --input, or random), and
-prints one table: resolution, frames, model, format, settings, fps end-to-end and per phase, peak
-VRAM and peak host RAM. The first window is a warm-up (cuDNN autotuning, attention plans) and is
-left out of the steady-state figures.
+prints: resolution, frames, model, format, fps, peak VRAM and host RAM; then per phase (preprocess,
+encode, dit, decode, color) the steady ms/frame, the FLOPs per frame and the TFLOP/s they give,
+and the phase's peak allocated VRAM.
+
+- Time per phase: CUDA events around it (host clock on the CPU); the first window is a warm-up
+  (kernel compilation, cuDNN plans) and is left out; every window is then run --repeats times and
+  each phase reports the median over the repeats.
+- FLOPs per phase: counted once, on the warm-up window, by torch.utils.flop_counter (convolutions,
+  matrix products, attention: the arithmetic that matters; norms and elementwise work are not
+  counted), divided by the window's frames.
+- --vae-only: no DiT (the encoded latent is decoded as it is): times encode and decode without
+  the DiT checkpoint.
+- --compare-plain: runs the same windows again with the Triton kernels off (SEEDVR_KERNELS=off),
+  prints that table too, and the max abs error and PSNR of the uint8 output frames between the two.
 
 Usage: python scripts/bench.py --model 3b.safetensors --vae vae.safetensors [--input clip.mp4]
        [--frames 66] [--height 360 --width 640] [--resolution 1080] [--batch-size 33] [--device cuda:0]
+       [--repeats 3] [--vae-only] [--compare-plain] [--json]
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import resource
+import statistics
 import sys
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -25,9 +40,133 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import torch  # noqa: E402
 
 
+class PhaseMeter:
+    """Passed as ``times`` to the window functions: per phase, CUDA event pairs (host clock on the
+    CPU), the peak allocated VRAM while it ran, and, when counting, its FLOPs."""
+
+    def __init__(self, device: torch.device, count_flops: bool = False) -> None:
+        self.device, self.count_flops = device, count_flops
+        self.spans: dict[str, list] = {}
+        self.peak_bytes: dict[str, int] = {}
+        self.flops: dict[str, int] = {}
+
+    @contextmanager
+    def __call__(self, phase: str, device: torch.device | None = None):
+        cuda = self.device.type == "cuda"
+        counter = None
+        if self.count_flops:
+            from torch.utils.flop_counter import FlopCounterMode
+
+            counter = FlopCounterMode(display=False)
+            counter.__enter__()
+        if cuda:
+            torch.cuda.reset_peak_memory_stats(self.device)
+            begin = torch.cuda.Event(enable_timing=True)
+            begin.record()
+        else:
+            begin = time.perf_counter()
+        try:
+            yield
+        finally:
+            if cuda:
+                end = torch.cuda.Event(enable_timing=True)
+                end.record()
+                self.peak_bytes[phase] = max(self.peak_bytes.get(phase, 0), torch.cuda.max_memory_allocated(self.device))
+            else:
+                end = time.perf_counter()
+            self.spans.setdefault(phase, []).append((begin, end))
+            if counter is not None:
+                counter.__exit__(None, None, None)
+                self.flops[phase] = self.flops.get(phase, 0) + counter.get_total_flops()
+
+    def seconds(self) -> dict[str, float]:
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+            return {phase: sum(b.elapsed_time(e) for b, e in spans) / 1000 for phase, spans in self.spans.items()}
+        return {phase: sum(e - b for b, e in spans) for phase, spans in self.spans.items()}
+
+
+@contextmanager
+def kernels_setting(value: str | None):
+    """SEEDVR_KERNELS set to ``value`` (unchanged for None) while the block runs."""
+    from seedvr_kernels import KERNELS_ENV
+
+    before = os.environ.get(KERNELS_ENV)
+    if value is not None:
+        os.environ[KERNELS_ENV] = value
+    try:
+        yield
+    finally:
+        if before is None:
+            os.environ.pop(KERNELS_ENV, None)
+        else:
+            os.environ[KERNELS_ENV] = before
+
+
+def run_windows(run_window, frames: torch.Tensor, plan, device: torch.device, repeats: int) -> dict:
+    """Warm-up (first window, FLOPs counted), then every window ``repeats`` times: per-phase median
+    ms/frame, FLOPs/frame, peak VRAM, fps, and the last repeat's output frames (on the host)."""
+    first = plan.windows[0]
+    flop_meter = PhaseMeter(device, count_flops=True)
+    run_window(frames[plan.window_input_frames(first)].to(device), first, flop_meter)
+    flops_per_frame = {phase: flops / first.length for phase, flops in flop_meter.flops.items()}
+    per_repeat, outputs, peaks, wall = [], [], {}, []
+    for repeat in range(repeats):
+        meter = PhaseMeter(device)
+        outputs = []
+        began = time.perf_counter()
+        for window in plan.windows:
+            out = run_window(frames[plan.window_input_frames(window)].to(device), window, meter)
+            outputs.append(out.cpu())
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        wall.append(time.perf_counter() - began)
+        per_repeat.append(meter.seconds())
+        for phase, peak in meter.peak_bytes.items():
+            peaks[phase] = max(peaks.get(phase, 0), peak)
+    count = sum(window.length for window in plan.windows)
+    phases = {}
+    for phase in per_repeat[0]:
+        ms = [1000 * seconds[phase] / count for seconds in per_repeat]
+        median = statistics.median(ms)
+        flops = flops_per_frame.get(phase, 0.0)
+        phases[phase] = {
+            "ms_per_frame": round(median, 2), "ms_per_frame_min": round(min(ms), 2), "ms_per_frame_max": round(max(ms), 2),
+            "gflop_per_frame": round(flops / 1e9, 1),
+            "tflops": round(flops / (median / 1000) / 1e12, 1) if median > 0 else 0.0,
+            "peak_vram_gib": round(peaks.get(phase, 0) / 2**30, 2),
+        }
+    return {"phases": phases, "fps_steady": round(count / statistics.median(wall), 3),
+            "peak_vram_gib": round(max(peaks.values(), default=0) / 2**30, 2), "outputs": outputs}
+
+
+def picture_difference(fast: list[torch.Tensor], plain: list[torch.Tensor]) -> dict:
+    """Max abs error and PSNR (peak = the dtype's maximum) between two runs' output frames."""
+    squared, values, worst = 0.0, 0, 0
+    for a, b in zip(fast, plain, strict=True):
+        diff = a.to(torch.int32) - b.to(torch.int32)
+        worst = max(worst, int(diff.abs().max()))
+        squared += float(diff.double().square().sum())
+        values += diff.numel()
+    peak = float(torch.iinfo(fast[0].dtype).max) if not fast[0].is_floating_point() else 1.0
+    mse = squared / max(values, 1)
+    psnr = float("inf") if mse == 0 else 10 * math.log10(peak**2 / mse)
+    return {"max_abs_error": worst, "psnr_db": round(psnr, 2) if math.isfinite(psnr) else "inf",
+            "frames": sum(t.shape[0] for t in fast)}
+
+
+def print_phases(title: str, result: dict) -> None:
+    print(f"{title}: fps steady {result['fps_steady']:.3f}, peak VRAM {result['peak_vram_gib']:.2f} GiB")
+    print(f"  {'phase':<11} {'ms/frame':>9} {'(min..max)':>16} {'GFLOP/frame':>12} {'TFLOP/s':>8} {'peak GiB':>9}")
+    for phase, p in result["phases"].items():
+        spread = f"{p['ms_per_frame_min']:.1f}..{p['ms_per_frame_max']:.1f}"
+        print(f"  {phase:<11} {p['ms_per_frame']:>9.1f} {spread:>16} {p['gflop_per_frame']:>12.1f} "
+              f"{p['tflops']:>8.1f} {p['peak_vram_gib']:>9.2f}")
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--model", required=True, help="DiT checkpoint file")
+    parser.add_argument("--model", help="DiT checkpoint file (not needed with --vae-only)")
     parser.add_argument("--vae", required=True, help="VAE checkpoint file")
     parser.add_argument("--text-embedding", help="default: pos_emb.* next to the model")
     parser.add_argument("--input", help="video to read frames from (default: random frames)")
@@ -39,32 +178,53 @@ def main() -> int:
     parser.add_argument("--color", default="wavelet")
     parser.add_argument("--dtype", default="auto")
     parser.add_argument("--device", default="cuda:0")
+    parser.add_argument("--repeats", type=int, default=3, help="timed passes over the windows after the warm-up")
+    parser.add_argument("--vae-only", action="store_true", help="no DiT: decode the encoded latent as it is")
+    parser.add_argument("--compare-plain", action="store_true",
+                        help="also run with SEEDVR_KERNELS=off and compare the output frames")
     parser.add_argument("--json", action="store_true", help="also print the result as one JSON line")
     parser.add_argument("--cudnn-benchmark", action="store_true",
                         help="let cuDNN autotune its algorithms (workers do not: see docs/benchmarks.md)")
     args = parser.parse_args()
+    if not args.vae_only and not args.model:
+        parser.error("--model is required unless --vae-only is given")
+    if args.repeats < 1:
+        parser.error("--repeats must be at least 1")
 
-    from seedvr_cli.parallel.devices import DeviceSpec
-    from seedvr_cli.pipeline.window import WindowSettings, PhaseTimes, upscale_window
     from seedvr_cli.pipeline.plan import plan_frame_size
-    from seedvr_cli.run.models import ModelFiles
-    from seedvr_cli.run.processor import SeedVRProcessorFactory
+    from seedvr_cli.pipeline.precision import resolve_compute_dtype
     from seedvr_cli.pipeline.temporal import plan_windows
-    from seedvr_cli.weights.text_embedding import find_text_embedding
+    from seedvr_cli.pipeline.window import WindowSettings, decode_window, encode_window, upscale_window
 
     device = torch.device(args.device)
     if device.type == "cuda" and device.index:
         # The processor is built as inside a worker, which sees only its own GPU as cuda:0.
         os.environ["CUDA_VISIBLE_DEVICES"] = str(device.index)
         device = torch.device("cuda:0")
-    text = Path(args.text_embedding) if args.text_embedding else find_text_embedding(args.model, download=False)
     load_started = time.perf_counter()
-    spec = DeviceSpec("cuda", device.index or 0) if device.type == "cuda" else DeviceSpec("cpu", 0)
-    processor = SeedVRProcessorFactory(ModelFiles(Path(args.model), Path(args.vae), text), dtype=args.dtype)(spec)
+    if args.vae_only:
+        from seedvr_cli.weights.loader import load_vae
+
+        if device.type == "cuda":
+            torch.cuda.set_device(device)
+            torch.backends.cudnn.benchmark = False  # as a worker does (run/processor.py)
+        dtype = resolve_compute_dtype(args.dtype, device)
+        vae, dit, text_embedding = load_vae(args.vae, device=device, dtype=dtype), None, None
+        model_name, model_format = "(vae only)", vae.checkpoint_info.format
+    else:
+        from seedvr_cli.parallel.devices import DeviceSpec
+        from seedvr_cli.run.models import ModelFiles
+        from seedvr_cli.run.processor import SeedVRProcessorFactory
+        from seedvr_cli.weights.text_embedding import find_text_embedding
+
+        text = Path(args.text_embedding) if args.text_embedding else find_text_embedding(args.model, download=False)
+        spec = DeviceSpec("cuda", device.index or 0) if device.type == "cuda" else DeviceSpec("cpu", 0)
+        processor = SeedVRProcessorFactory(ModelFiles(Path(args.model), Path(args.vae), text), dtype=args.dtype)(spec)
+        vae, dit, text_embedding, dtype = processor.vae, processor.dit, processor.text_embedding, processor.dtype
+        model_name, model_format = Path(args.model).name, processor.dit.checkpoint_info.format
     load_s = time.perf_counter() - load_started
     if args.cudnn_benchmark:
         torch.backends.cudnn.benchmark = True
-    info = processor.dit.checkpoint_info
 
     if args.input:
         from seedvr_cli.media.reader import open_reader
@@ -78,49 +238,50 @@ def main() -> int:
     count, height, width = frames.shape[:3]
     size = plan_frame_size(height, width, resolution=args.resolution)
     plan = plan_windows(count, batch_size=args.batch_size)
-    settings = WindowSettings(frame_size=size, dtype=processor.dtype, color=args.color)
+    settings = WindowSettings(frame_size=size, dtype=dtype, color=args.color)
 
-    if device.type == "cuda":
-        torch.cuda.reset_peak_memory_stats(device)
-    per_window = []
-    for window in plan.windows:
-        times = PhaseTimes()
-        window_frames = frames[plan.window_input_frames(window)].to(device)
-        started = time.perf_counter()
-        out = upscale_window(window_frames, vae=processor.vae, dit=processor.dit, text_embedding=processor.text_embedding,
-                            settings=settings, window=window, times=times)
-        out = out.cpu()
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-        per_window.append((window.length, time.perf_counter() - started, dict(times.seconds)))
-    steady = per_window[1:] or per_window
-    steady_frames = sum(n for n, _, _ in steady)
-    steady_s = sum(s for _, s, _ in steady)
-    phases: dict[str, float] = {}
-    for _, _, seconds in steady:
-        for phase, value in seconds.items():
-            phases[phase] = phases.get(phase, 0.0) + value
-    total_s = sum(s for _, s, _ in per_window)
+    def run_window(window_frames: torch.Tensor, window, meter: PhaseMeter) -> torch.Tensor:
+        if dit is None:
+            encoded = encode_window(window_frames, vae=vae, settings=settings, window=window, times=meter)
+            return decode_window(encoded, encoded.latent, vae=vae, settings=settings, times=meter)
+        return upscale_window(window_frames, vae=vae, dit=dit, text_embedding=text_embedding, settings=settings,
+                              window=window, times=meter)
+
+    runs = {"current": None} | ({"plain": "off"} if args.compare_plain else {})
+    measured = {}
+    for name, setting in runs.items():
+        with kernels_setting(setting):
+            measured[name] = run_windows(run_window, frames, plan, device, args.repeats)
+    current = measured["current"]
+    from seedvr_kernels import kernels_setting as current_setting
+
     result = {
         "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
-        "model": Path(args.model).name, "format": info.format, "dtype": str(processor.dtype).replace("torch.", ""),
-        "input": f"{width}x{height}", "output": f"{size.true[1]}x{size.true[0]}", "frames": count,
-        "batch_size": args.batch_size, "windows": len(plan.windows), "color": args.color,
-        "load_s": round(load_s, 2),
-        "fps_all_windows": round(count / total_s, 3),
-        "fps_steady": round(steady_frames / steady_s, 3),
-        "ms_per_frame_steady": {k: round(1000 * v / steady_frames, 1) for k, v in phases.items()},
-        "peak_vram_gib": round(torch.cuda.max_memory_allocated(device) / 2**30, 2) if device.type == "cuda" else 0.0,
+        "model": model_name, "format": model_format, "dtype": str(dtype).replace("torch.", ""),
+        "kernels": current_setting(), "input": f"{width}x{height}", "output": f"{size.true[1]}x{size.true[0]}",
+        "frames": count, "batch_size": args.batch_size, "windows": len(plan.windows), "repeats": args.repeats,
+        "color": args.color, "load_s": round(load_s, 2),
+        "fps_steady": current["fps_steady"],
+        "ms_per_frame_steady": {k: v["ms_per_frame"] for k, v in current["phases"].items()},
+        "phases": current["phases"],
+        "peak_vram_gib": current["peak_vram_gib"],
         "peak_rss_gib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20, 2),
     }
-    phase_text = " ".join(f"{k} {v}" for k, v in result["ms_per_frame_steady"].items())
+    if args.compare_plain:
+        plain = measured["plain"]
+        result["plain"] = {k: v for k, v in plain.items() if k != "outputs"}
+        result["fast_vs_plain"] = picture_difference(current["outputs"], plain["outputs"])
     print(f"{'device':<22} {'model':<34} {'fmt':<6} {'in->out':<20} {'frames':>6} {'batch':>5} "
-          f"{'fps all':>8} {'fps steady':>10} {'VRAM GiB':>8} {'RAM GiB':>7}")
+          f"{'fps steady':>10} {'VRAM GiB':>8} {'RAM GiB':>7}")
     print(f"{result['device'][:22]:<22} {result['model'][:34]:<34} {result['format'][:6]:<6} "
           f"{result['input'] + '->' + result['output']:<20} {count:>6} {args.batch_size:>5} "
-          f"{result['fps_all_windows']:>8.3f} {result['fps_steady']:>10.3f} {result['peak_vram_gib']:>8.2f} "
-          f"{result['peak_rss_gib']:>7.2f}")
-    print(f"steady ms/frame by phase: {phase_text}")
+          f"{result['fps_steady']:>10.3f} {result['peak_vram_gib']:>8.2f} {result['peak_rss_gib']:>7.2f}")
+    print_phases(f"kernels {result['kernels']}", current)
+    if args.compare_plain:
+        print_phases("kernels off (plain PyTorch path)", measured["plain"])
+        diff = result["fast_vs_plain"]
+        print(f"fast vs plain, {diff['frames']} output frames: max abs error {diff['max_abs_error']}, "
+              f"PSNR {diff['psnr_db']} dB")
     if args.json:
         print(json.dumps(result))
     return 0

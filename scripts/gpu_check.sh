@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # GPU checks and benchmarks, run on a CUDA machine from the repository root.
 #
-#   bash scripts/gpu_check.sh STAGE...      stages: tests smoke loading loading3b e2e memory multi long fixtures savings table3b table7b info
+#   bash scripts/gpu_check.sh STAGE...      stages: tests smoke loading loading3b e2e memory multi long fixtures savings table3b table7b kernels info
 #
 # tests    pytest -m gpu (parity on the GPU, bf16 bounds, GPU loading)
 # smoke    real-size 3B / 7B DiT and VAE forward at a 1080p latent size (scripts/gpu_models_smoke.py)
@@ -23,6 +23,10 @@
 # table3b / table7b  the memory table of issue 12: no saver, fp8 + BlockSwap of every block, GGUF Q4_K_M +
 #          BlockSwap + VAE tiling, the 8/12/16/24 GB card presets (--vram auto), for 7B also the 48/80 GB presets,
 #          and for 3B a 2160p output within 24 GiB (scripts/memory_table.py; rows in $OUT/table/table.md)
+# kernels  the Triton kernels' GPU tests; GroupNorm + SiLU alone at the decoder's 1080p shapes, kernel vs PyTorch
+#          (scripts/bench_group_norm.py); the real-size VAE (synthesized) on one 33-frame window to 1080p with the kernels
+#          and with SEEDVR_KERNELS=off: per-phase ms/frame, TFLOP/s, peak VRAM, and the uint8 frames compared
+#          (scripts/bench.py --vae-only --compare-plain)
 # info     seedvr info (versions, devices, free VRAM)
 #
 # Missing pure-Python packages can be given as wheels in .whl/ (installed to /tmp/site).
@@ -34,9 +38,9 @@ mkdir -p "$OUT" "$WORK"
 export PYTHONUNBUFFERED=1
 if [ -d .whl ] && ls .whl/*.whl >/dev/null 2>&1; then
     python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl || exit 1
-    export PYTHONPATH=/tmp/site:$PWD
+    export PYTHONPATH=/tmp/site:$PWD:$PWD/kernels
 else
-    export PYTHONPATH=$PWD
+    export PYTHONPATH=$PWD:$PWD/kernels
 fi
 PY=${PY:-python3}
 SEEDVR="$PY -m seedvr_cli"
@@ -176,9 +180,16 @@ for stage in "$@"; do
                 | tee "$OUT/table_${variant}_compare.log"
         fi
         cp "$OUT/table/table.md" "$OUT/table_all.md" 2>/dev/null ;;
+    kernels)
+        synth vae fp16 "$WORK/ema_vae_fp16.safetensors"
+        $PY -m pytest -m gpu -q -p no:cacheprovider tests/test_kernels_group_norm.py 2>&1 | tee "$OUT/kernels_tests.log"
+        $PY scripts/bench_group_norm.py --json 2>&1 | tee "$OUT/kernels_group_norm.log"
+        $PY scripts/bench.py --vae "$WORK/ema_vae_fp16.safetensors" --vae-only --frames "${KERNELS_FRAMES:-33}" \
+            --batch-size 33 --resolution 1080 --repeats "${KERNELS_REPEATS:-3}" --compare-plain --json 2>&1 \
+            | tee "$OUT/kernels_bench.log" ;;
     info)
         $SEEDVR info 2>&1 | tee "$OUT/info.log" ;;
     *)
-        echo "unknown stage $stage (tests smoke loading loading3b e2e memory multi long fixtures savings info)"; exit 2 ;;
+        echo "unknown stage $stage (tests smoke loading loading3b e2e memory multi long fixtures savings kernels info)"; exit 2 ;;
     esac
 done

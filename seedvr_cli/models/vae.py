@@ -22,6 +22,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 from einops import rearrange
+from seedvr_kernels import fast_group_norm
 from torch import Tensor, nn
 
 from .vae_config import VAEConfig
@@ -150,6 +151,10 @@ class FrameGroupNorm(nn.GroupNorm):
     separate output that ``nn.GroupNorm`` would need: statistics come from two reductions, then
     one fused ``x * scale + shift`` (computed in float32, rounded once) writes the result where
     the caller wants it. At 1080p each of those copies was gigabytes.
+
+    On GPUs where ``seedvr_kernels`` has a kernel for it (see its ``dispatch``), norm (+ SiLU)
+    runs as two Triton passes over the input instead; this PyTorch path stays the reference and
+    the CPU path.
     """
 
     def forward(self, x: Tensor) -> Tensor:
@@ -161,11 +166,19 @@ class FrameGroupNorm(nn.GroupNorm):
 
     def norm_into(self, x: Tensor, out: Tensor) -> None:
         """``out = norm(x)``, rounded once to ``out``'s dtype."""
+        kernel = fast_group_norm(x.device)
+        if kernel is not None:
+            kernel(x, self.weight, self.bias, self.num_groups, self.eps, out=out, silu=False)
+            return
         scale, shift = self._scale_shift(x)
         torch.addcmul(shift, x, scale, out=out)
 
     def silu_into(self, x: Tensor, out: Tensor) -> None:
         """``out = silu(norm(x))`` without allocating a separate activation tensor."""
+        kernel = fast_group_norm(x.device)
+        if kernel is not None:
+            kernel(x, self.weight, self.bias, self.num_groups, self.eps, out=out, silu=True)
+            return
         self.norm_into(x, out)
         F.silu(out, inplace=True)
 
