@@ -190,6 +190,6 @@ for stage in "$@"; do
     info)
         $SEEDVR info 2>&1 | tee "$OUT/info.log" ;;
     *)
-        echo "unknown stage $stage (tests smoke loading loading3b e2e memory multi long fixtures savings kernels info)"; exit 2 ;;
+        echo "unknown stage $stage (tests smoke loading loading3b e2e memory multi long fixtures savings table3b table7b kernels info)"; exit 2 ;;
     esac
 done
