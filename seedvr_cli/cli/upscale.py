@@ -231,7 +231,7 @@ def upscale(
                                             rich_help_panel=_RUN)] = _RUN_DEFAULTS.log_format,
     allow_short_input: Annotated[bool, typer.Option(
         "--allow-short-input", help="Upscale the frames a cut-off video holds (fewer than its container "
-                                    "announces) instead of failing that file; the output is as short, with a note.",
+                                    "announces) instead of failing that file; the output is as short, with a note \\[default: off].",
         rich_help_panel=_RUN)] = _RUN_DEFAULTS.allow_short_input,
     verbose: Annotated[bool, typer.Option(
         "--verbose", "-v", help="Text log: also say when each device is ready, and end with the time spent in "
