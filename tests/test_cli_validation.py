@@ -134,3 +134,13 @@ def test_shell_completion_can_be_shown_and_completes_options_and_profiles(tmp_pa
                                timeout=60, env={**os.environ, "HOME": str(home)})
     assert installed.returncode == 0, installed.stderr
     assert "_SEEDVR_COMPLETE" in "".join(p.read_text() for p in home.rglob("*") if p.is_file())
+
+
+def test_every_memory_setting_has_its_flag_passed_through():
+    """A MemorySettings field without an entry in the CLI's list would silently keep its default."""
+    from dataclasses import fields
+
+    from seedvr_cli.cli.upscale import _MEMORY_FLAGS
+    from seedvr_cli.config import MemorySettings
+
+    assert {f.name for f in fields(MemorySettings)} - {"max_vram_gib", "vram"} == set(_MEMORY_FLAGS)

@@ -298,7 +298,7 @@ _PROCESS_FLAGS = ("resolution", "max_resolution", "scale", "batch_size", "tempor
 
 # Flags that map one to one onto MemorySettings fields.
 _MEMORY_FLAGS = ("blocks_to_swap", "swap_io_components", "dit_offload_device", "vae_offload_device", "vae_tiling",
-                 "vae_tile_size", "vae_tile_overlap")
+                 "vae_tile_size", "vae_tile_overlap", "dit_tiling", "dit_tile_size", "dit_tile_overlap")
 
 # Memory flags that, given on the command line, the user means as they are (--vram auto keeps off them).
 _SAVER_FLAGS = ("blocks_to_swap", "swap_io_components", "vae_tiling", "vae_tile_size", "vae_tile_overlap",
