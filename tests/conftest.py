@@ -25,6 +25,29 @@ def shared() -> Path:
     return shared_path()
 
 
+@pytest.fixture(scope="session")
+def checkpoints(tmp_path_factory) -> tuple[Path, Path]:
+    """A tiny 3B DiT (with its stand-in pos_emb.safetensors beside it) and a tiny VAE, written once
+    per test session: tests read them and put anything they derive from them in their own folders."""
+    from seedvr_cli.weights.synthesize import write_checkpoint
+
+    folder = tmp_path_factory.mktemp("checkpoints")
+    dit = write_checkpoint("tiny-3b", "fp16", folder / "tiny3b.safetensors", seed=0)
+    vae = write_checkpoint("tiny-vae", "fp16", folder / "tinyvae.safetensors", seed=0)
+    assert (folder / "pos_emb.safetensors").exists()
+    return Path(dit), Path(vae)
+
+
+def run_cli(capsys, *args: str) -> tuple[int, str, str]:
+    """``seedvr ARGS`` in this process: (exit code, stdout, stderr)."""
+    from seedvr_cli.cli import main
+
+    with pytest.raises(SystemExit) as exit_info:
+        main(list(args))
+    captured = capsys.readouterr()
+    return exit_info.value.code, captured.out, captured.err
+
+
 @pytest.fixture
 def one_torch_thread():
     """One intra-op thread for tests of tiny tensors: on a busy 2-core machine, thread hand-offs

@@ -9,28 +9,13 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import pytest
+from conftest import run_cli
 from media_factory import make_video
 
-from seedvr_cli.cli import main
-
-
-@pytest.fixture(scope="module")
-def checkpoints(tmp_path_factory) -> tuple[Path, Path]:
-    """A tiny 3B DiT (with its stand-in pos_emb.safetensors beside it) and a tiny VAE."""
-    from seedvr_cli.weights.synthesize import write_checkpoint
-
-    folder = tmp_path_factory.mktemp("checkpoints")
-    dit = write_checkpoint("tiny-3b", "fp16", folder / "tiny3b.safetensors", seed=0)
-    vae = write_checkpoint("tiny-vae", "fp16", folder / "tinyvae.safetensors", seed=0)
-    return Path(dit), Path(vae)
 
 
 def _run(capsys, *args: str) -> tuple[int, str, str]:
-    with pytest.raises(SystemExit) as exit_info:
-        main(["upscale", *args])
-    captured = capsys.readouterr()
-    return exit_info.value.code, captured.out, captured.err
+    return run_cli(capsys, "upscale", *args)
 
 
 def _models(dit: Path, vae: Path) -> list[str]:

@@ -7,7 +7,6 @@ import http.server
 import os
 import re
 import threading
-from pathlib import Path
 
 import pytest
 

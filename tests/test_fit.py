@@ -74,12 +74,9 @@ def test_step_down_takes_the_next_saver_with_the_same_window():
     assert step_down(THREE_B, HD, 33, smallest) is None
 
 
-def test_the_cli_reports_the_choice_and_keeps_given_flags(tmp_path, capsys):
+def test_the_cli_reports_the_choice_and_keeps_given_flags(tmp_path, capsys, checkpoints):
     from seedvr_cli.cli import main
-    from seedvr_cli.weights.synthesize import write_checkpoint
-
-    dit = write_checkpoint("tiny-3b", "fp16", tmp_path / "dit.safetensors", seed=0)
-    vae = write_checkpoint("tiny-vae", "fp16", tmp_path / "vae.safetensors", seed=0)
+    dit, vae = checkpoints
     clip = make_video(tmp_path / "clip.mp4", frames=5, width=64, height=48)
     common = ["upscale", str(clip), "-o", str(tmp_path / "o.mkv"), "--model", str(dit), "--vae", str(vae),
               "--batch-size", "5", "--resolution", "1080", "--dry-run"]
@@ -111,12 +108,9 @@ def test_card_presets_set_the_budget_and_leave_the_choice_to_auto(card):
     assert fit.window_frames == preset.settings["batch_size"]  # 1080p fits without shortening the windows
 
 
-def test_a_profile_budget_reaches_the_fit(tmp_path, capsys):
+def test_a_profile_budget_reaches_the_fit(tmp_path, capsys, checkpoints):
     from seedvr_cli.cli import main
-    from seedvr_cli.weights.synthesize import write_checkpoint
-
-    dit = write_checkpoint("tiny-3b", "fp16", tmp_path / "dit.safetensors", seed=0)
-    vae = write_checkpoint("tiny-vae", "fp16", tmp_path / "vae.safetensors", seed=0)
+    dit, vae = checkpoints
     clip = make_video(tmp_path / "clip.mp4", frames=5, width=64, height=48)
     with pytest.raises(SystemExit) as exit_info:
         main(["upscale", str(clip), "-o", str(tmp_path / "o.mkv"), "--profile", "8gb", "--model", str(dit),

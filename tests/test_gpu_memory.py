@@ -59,16 +59,14 @@ def test_without_nvml_there_is_no_answer(monkeypatch):
     assert read_gpu_memory([0]) is None
 
 
-def test_auto_fits_the_free_memory_of_the_gpus_without_max_vram(tmp_path, capsys, monkeypatch):
+def test_auto_fits_the_free_memory_of_the_gpus_without_max_vram(tmp_path, capsys, monkeypatch, checkpoints):
     import seedvr_cli.run.upscale as upscale
     from seedvr_cli.cli import main
-    from seedvr_cli.weights.synthesize import write_checkpoint
 
     monkeypatch.setattr(upscale, "parse_devices", lambda spec: [DeviceSpec("cuda", 0), DeviceSpec("cuda", 1)])
     free = {0: 8 * GIB, 1: 2.5 * GIB}
     monkeypatch.setattr(upscale, "read_gpu_memory", lambda indices: [GPUMemory(int(free[i]), 24 * GIB) for i in indices])
-    dit = write_checkpoint("tiny-3b", "fp16", tmp_path / "dit.safetensors", seed=0)
-    vae = write_checkpoint("tiny-vae", "fp16", tmp_path / "vae.safetensors", seed=0)
+    dit, vae = checkpoints
     clip = make_video(tmp_path / "clip.mp4", frames=5, width=64, height=48)
     with pytest.raises(SystemExit) as exit_info:
         main(["upscale", str(clip), "-o", str(tmp_path / "o.mkv"), "--model", str(dit), "--vae", str(vae),

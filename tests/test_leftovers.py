@@ -74,8 +74,8 @@ def test_temp_folders_of_dead_runs_are_removed_and_live_ones_kept(tmp_path, monk
 
 
 @pytest.mark.timeout(300)
-def test_upscale_lists_other_work_folders_and_cleans_killed_runs_temp_folders(tmp_path, capsys, monkeypatch):
-    from seedvr_cli.weights.synthesize import write_checkpoint
+def test_upscale_lists_other_work_folders_and_cleans_killed_runs_temp_folders(tmp_path, capsys, monkeypatch,
+                                                                              checkpoints):
 
     temp = tmp_path / "tmp"
     temp.mkdir()
@@ -83,8 +83,7 @@ def test_upscale_lists_other_work_folders_and_cleans_killed_runs_temp_folders(tm
     with run_temp_dir("stats") as mine:
         orphan = Path(mine).with_name(Path(mine).name.replace(f"-{os.getpid()}-", f"-{_dead_pid()}-"))
     orphan.mkdir()  # as a SIGKILLed run leaves it
-    dit = write_checkpoint("tiny-3b", "fp16", tmp_path / "tiny3b.safetensors", seed=0)
-    vae = write_checkpoint("tiny-vae", "fp16", tmp_path / "tinyvae.safetensors", seed=0)
+    dit, vae = checkpoints
     work = tmp_path / "work"
     work.mkdir()
     clip = make_video(work / "clip.mp4", frames=5)

@@ -17,15 +17,12 @@ from seedvr_cli.pipeline.window import WindowSettings
 from seedvr_cli.run.models import ModelFiles
 from seedvr_cli.run.processor import ChunkOutOfMemory, InputContext, SeedVRProcessorFactory
 from seedvr_cli.run.vram import ModelFacts
-from seedvr_cli.weights.synthesize import write_checkpoint
 
 
 @pytest.fixture(scope="module")
-def files(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("models")
-    dit = write_checkpoint("tiny-3b", "fp16", folder / "dit.safetensors", seed=0)
-    vae = write_checkpoint("tiny-vae", "fp16", folder / "vae.safetensors", seed=0)
-    return ModelFiles(dit, vae, folder / "pos_emb.safetensors")
+def files(checkpoints):
+    dit, vae = checkpoints
+    return ModelFiles(dit, vae, dit.parent / "pos_emb.safetensors")
 
 
 def _chunk():

@@ -1,4 +1,4 @@
-"""``seedvr upscale --preview N`` and ``--compare`` on the CPU with tiny synthesized checkpoints.
+"""``seedvr upscale --preview N`` and ``--compare`` on the CPU with tiny synthesized model_args.
 
 One full run to a lossless PNG sequence is the reference: a preview's right half must be the frame
 the full run writes, its left half the input frame scaled to the output size. Runs are shared
@@ -16,6 +16,7 @@ from pathlib import Path
 import av
 import numpy as np
 import pytest
+from conftest import run_cli
 from media_factory import make_video
 
 from seedvr_cli.cli import main
@@ -30,20 +31,13 @@ _SHARED_FRAME, _INNER_FRAME = 4, 8
 
 
 @pytest.fixture(scope="module")
-def checkpoints(tmp_path_factory) -> list[str]:
-    from seedvr_cli.weights.synthesize import write_checkpoint
-
-    folder = tmp_path_factory.mktemp("checkpoints")
-    dit = write_checkpoint("tiny-3b", "fp16", folder / "tiny3b.safetensors", seed=0)
-    vae = write_checkpoint("tiny-vae", "fp16", folder / "tinyvae.safetensors", seed=0)
+def model_args(checkpoints) -> list[str]:
+    dit, vae = checkpoints
     return ["--model", str(dit), "--vae", str(vae), "--device", "cpu"]
 
 
 def _run(capsys, *args: str) -> tuple[int, str, str]:
-    with pytest.raises(SystemExit) as exit_info:
-        main(["upscale", *args])
-    captured = capsys.readouterr()
-    return exit_info.value.code, captured.out, captured.err
+    return run_cli(capsys, "upscale", *args)
 
 
 def _decode(path: Path) -> tuple[np.ndarray, Fraction]:
@@ -62,7 +56,7 @@ def _audio_packets(path: Path) -> int:
 
 
 @pytest.fixture(scope="module")
-def previews(tmp_path_factory, checkpoints):
+def previews(tmp_path_factory, model_args):
     """The full run of a clip to a PNG sequence, and previews of two of its frames with the same -o
     (the first with chunks of three windows and JSON events, kept as ``runs["events"]``)."""
     folder = tmp_path_factory.mktemp("preview")
@@ -73,7 +67,7 @@ def previews(tmp_path_factory, checkpoints):
     for name, extra in (("full", []), ("shared", shared), ("inner", ["--preview", str(_INNER_FRAME)])):
         before = {p.name for p in folder.iterdir()}
         with pytest.raises(SystemExit) as exit_info, redirect_stdout(io.StringIO()) as stdout:
-            main(["upscale", str(clip), "-o", pattern, *checkpoints, *_WINDOWS, *extra])
+            main(["upscale", str(clip), "-o", pattern, *model_args, *_WINDOWS, *extra])
         runs[name] = exit_info.value.code
         if name == "shared":
             runs["shared_new_files"] = {p.name for p in folder.iterdir()} - before
@@ -129,13 +123,13 @@ def test_preview_runs_only_the_windows_of_its_frame(previews):
     assert any(f"2 of {len(windows)} windows" in e.get("text", "") for e in runs["events"])
 
 
-def test_preview_is_not_overwritten_without_overwrite(previews, capsys, checkpoints):
+def test_preview_is_not_overwritten_without_overwrite(previews, capsys, model_args):
     folder, clip, _ = previews
     target = folder / f"full_preview_{_INNER_FRAME}.png"
     before = target.read_bytes()
     target.write_bytes(b"keep me")
     try:
-        code, _, err = _run(capsys, str(clip), "-o", str(folder / "full" / "%04d.png"), *checkpoints, *_WINDOWS,
+        code, _, err = _run(capsys, str(clip), "-o", str(folder / "full" / "%04d.png"), *model_args, *_WINDOWS,
                             "--preview", str(_INNER_FRAME))
         assert code == 1
         assert target.read_bytes() == b"keep me"
@@ -144,9 +138,9 @@ def test_preview_is_not_overwritten_without_overwrite(previews, capsys, checkpoi
         target.write_bytes(before)
 
 
-def test_preview_past_the_last_frame_is_one_line(tmp_path, capsys, checkpoints):
+def test_preview_past_the_last_frame_is_one_line(tmp_path, capsys, model_args):
     clip = make_video(tmp_path / "clip.mp4", frames=5, width=32, height=32)
-    code, _, err = _run(capsys, str(clip), *checkpoints, "--preview", "5")
+    code, _, err = _run(capsys, str(clip), *model_args, "--preview", "5")
     assert code == 1
     line = next(line for line in err.splitlines() if "--preview 5" in line)
     assert "0 to 4" in line
@@ -170,13 +164,13 @@ def test_flags_that_cannot_go_together_are_usage_errors(tmp_path, capsys, args, 
 
 
 @pytest.fixture(scope="module")
-def compared(tmp_path_factory, checkpoints):
+def compared(tmp_path_factory, model_args):
     """A clip with audio upscaled losslessly (FFV1) with --compare."""
     folder = tmp_path_factory.mktemp("compare")
     clip = make_video(folder / "clip.mkv", frames=9, width=32, height=24, fps=Fraction(24000, 1001), audio="aac")
     output = folder / "up.mkv"
     with pytest.raises(SystemExit) as exit_info:
-        main(["upscale", str(clip), "-o", str(output), *checkpoints, *_WINDOWS, "--codec", "ffv1", "--compare"])
+        main(["upscale", str(clip), "-o", str(output), *model_args, *_WINDOWS, "--codec", "ffv1", "--compare"])
     return folder, clip, output, exit_info.value.code
 
 
@@ -208,10 +202,10 @@ def test_compare_leaves_no_work_files(compared):
     assert {p.name for p in folder.iterdir()} == {"clip.mkv", "up.mkv", "up_compare.mkv"}
 
 
-def test_existing_comparison_is_refused_and_no_output_is_left(tmp_path, capsys, checkpoints):
+def test_existing_comparison_is_refused_and_no_output_is_left(tmp_path, capsys, model_args):
     clip = make_video(tmp_path / "clip.mp4", frames=5, width=32, height=32)
     (tmp_path / "up_compare.mp4").write_bytes(b"keep me")
-    code, _, err = _run(capsys, str(clip), "-o", str(tmp_path / "up.mp4"), *checkpoints, "--compare")
+    code, _, err = _run(capsys, str(clip), "-o", str(tmp_path / "up.mp4"), *model_args, "--compare")
     assert code == 1
     assert "up_compare.mp4: already exists" in err
     assert (tmp_path / "up_compare.mp4").read_bytes() == b"keep me"

@@ -158,7 +158,7 @@ def test_sigterm_stops_workers_together_and_keeps_the_journal(tmp_path, whole_gr
 # ---------------------------------------------------------------- a real `seedvr upscale`
 
 
-def test_sigterm_mid_run_cleans_up_and_the_rerun_resumes(tmp_path, capsys):
+def test_sigterm_mid_run_cleans_up_and_the_rerun_resumes(tmp_path, capsys, checkpoints):
     """SIGTERM to a real run (as ``kill`` or Docker send it): 143 and one line, no partial output,
     no lock file, no temporary folder, no worker left; the finished chunks resume."""
     import json
@@ -167,10 +167,7 @@ def test_sigterm_mid_run_cleans_up_and_the_rerun_resumes(tmp_path, capsys):
     from conftest import REPO_ROOT
     from media_factory import make_video
 
-    from seedvr_cli.weights.synthesize import write_checkpoint
-
-    dit = write_checkpoint("tiny-3b", "fp16", tmp_path / "tiny3b.safetensors", seed=0)
-    vae = write_checkpoint("tiny-vae", "fp16", tmp_path / "tinyvae.safetensors", seed=0)
+    dit, vae = checkpoints
     work = tmp_path / "work"
     work.mkdir()
     clip = make_video(work / "clip.mp4", frames=40)
