@@ -74,10 +74,10 @@ def main() -> int:
         handle.write(row + "\n")
         for warning in warnings:
             handle.write(f"    warning: {warning}\n")
-    json.dump({"row": options.row, "args": args, "exit": done.returncode, "choice": choice, "estimate_gib": estimate,
-               "peak_allocated_gib": peak, "nvidia_smi_peak_gib": smi, "job_seconds": finished.get("seconds"),
-               "window_fps": window_fps, "phases": phases, "frames": frames, "warnings": warnings,
-               "watch": watch}, open(folder / f"{options.row}.json", "w"), indent=1)
+    record = {"row": options.row, "args": args, "exit": done.returncode, "choice": choice, "estimate_gib": estimate,
+              "peak_allocated_gib": peak, "nvidia_smi_peak_gib": smi, "job_seconds": finished.get("seconds"),
+              "window_fps": window_fps, "phases": phases, "frames": frames, "warnings": warnings, "watch": watch}
+    (folder / f"{options.row}.json").write_text(json.dumps(record, indent=1))
     return 0
 
 
