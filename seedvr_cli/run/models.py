@@ -10,7 +10,11 @@ from seedvr_cli.config import MemorySettings, ModelSettings
 from seedvr_cli.errors import CheckpointError, UsageError, UserError
 from seedvr_cli.models.dit_config import dit_config
 from seedvr_cli.weights.detect import inspect_checkpoint
-from seedvr_cli.weights.download import MissingModelFile, missing_message, resolve_model_file
+from seedvr_cli.weights.download import (
+    MissingModelFile,
+    missing_message,
+    resolve_model_file,
+)
 from seedvr_cli.weights.loader import check_checkpoint
 from seedvr_cli.weights.registry import find_model
 from seedvr_cli.weights.text_embedding import find_text_embedding, load_text_embedding

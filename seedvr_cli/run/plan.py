@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 
+import torch
+
 from seedvr_cli.config import JobSpec
 from seedvr_cli.errors import UserError
 from seedvr_cli.media.discovery import Job
@@ -15,6 +17,7 @@ from seedvr_cli.media.images import missing_numbers, sequence_numbers
 from seedvr_cli.parallel.tasks import ChunkTask, plan_chunks
 from seedvr_cli.pipeline.plan import FrameSize, plan_frame_size
 from seedvr_cli.pipeline.temporal import TemporalPlan, padded_length, plan_windows
+from seedvr_cli.pipeline.window import WindowSettings
 from seedvr_cli.run.outputs import is_video_output, output_keeps_alpha
 from seedvr_cli.run.vram import ModelFacts, estimate_vram
 
@@ -107,3 +110,14 @@ def _with_input_range(task: ChunkTask, temporal: TemporalPlan) -> ChunkTask:
     """Chunks are planned on the timeline (prepended frames first); workers read input frames."""
     used = [i for window in task.windows for i in temporal.window_input_frames(window)]
     return replace(task, read_start=min(used), read_stop=max(used) + 1)
+
+
+def window_settings(spec: JobSpec, size: FrameSize, deep: bool) -> WindowSettings:
+    """How every window of an input is computed: the spec's pixel settings at the input's size,
+    quantised to 16 bits for a deep output, else 8."""
+    process = spec.process
+    return WindowSettings(
+        frame_size=size, color=process.color_correction, input_noise_scale=process.input_noise_scale,
+        latent_noise_scale=process.latent_noise_scale, seed=process.seed,
+        output_dtype=torch.uint16 if deep else torch.uint8,
+    )

@@ -17,7 +17,6 @@ from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
-import torch
 
 from seedvr_cli.config import JobSpec
 from seedvr_cli.errors import UserError
@@ -32,11 +31,10 @@ from seedvr_cli.parallel.pool import WorkerPool
 from seedvr_cli.parallel.progress import RunFailed
 from seedvr_cli.parallel.spill import SpillReader, spill_name
 from seedvr_cli.parallel.tasks import ChunkTask
-from seedvr_cli.pipeline.window import WindowSettings
 from seedvr_cli.run.models import ModelFiles
 from seedvr_cli.run.outcome import JobOutcome, Reporter, finish
 from seedvr_cli.run.outputs import deep_output_asked
-from seedvr_cli.run.plan import plan_input
+from seedvr_cli.run.plan import plan_input, window_settings
 from seedvr_cli.run.processor import InputContext
 from seedvr_cli.run.side_by_side import side_by_side
 from seedvr_cli.run.sources import InputSource
@@ -84,13 +82,8 @@ def preview_one(index: int, total: int, job: Job, spec: JobSpec, pool: WorkerPoo
             reporter.message(f"[{index + 1}/{total}] preview of {job.input}, frame {number}: "
                              f"{len(chunks)} of {len(tasks)} windows")
             deep = plan.deep or deep_output_asked(spec.output_settings)
-            settings = WindowSettings(
-                frame_size=size, color=spec.process.color_correction,
-                input_noise_scale=spec.process.input_noise_scale, latent_noise_scale=spec.process.latent_noise_scale,
-                seed=spec.process.seed, output_dtype=torch.uint16 if deep else torch.uint8,
-            )
-            source = InputSource(job.input, spec.sequence, spec.fps, plan.first_frame,
-                                 getattr(reader, "exact_index", None), reader.info)
+            settings = window_settings(spec, size, deep)
+            source = InputSource.of(job.input, spec.sequence, spec.fps, plan.first_frame, reader)
             original = reader.read(plan.first_frame + number, plan.first_frame + number + 1)
             target.parent.mkdir(parents=True, exist_ok=True)
             # Beside the output, on its disk; a one-off work directory that nothing resumes from.

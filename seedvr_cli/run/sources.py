@@ -21,6 +21,11 @@ class InputSource:
     index: object = None
     info: object = None
 
+    @classmethod
+    def of(cls, path: str, sequence: bool, fps: float | None, first_frame: int, reader) -> InputSource:
+        """The input the parent has open as ``reader``, with what that reader already knows."""
+        return cls(path, sequence, fps, first_frame, getattr(reader, "exact_index", None), reader.info)
+
     def open(self) -> OffsetReader:
         reader = open_reader(self.path, sequence=self.sequence, fps=self.fps, index=self.index, info=self.info)
         return OffsetReader(reader, self.first_frame)

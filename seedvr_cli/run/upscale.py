@@ -14,7 +14,6 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
-import torch
 
 from seedvr_cli.config import JobSpec, parse_shard
 from seedvr_cli.errors import UserError
@@ -30,7 +29,6 @@ from seedvr_cli.parallel.pool import WorkerPool
 from seedvr_cli.parallel.progress import ProgressEvent, RunFailed
 from seedvr_cli.parallel.tasks import shard_indices
 from seedvr_cli.pipeline.temporal import padded_length
-from seedvr_cli.pipeline.window import WindowSettings
 from seedvr_cli.run.cpu_time import cpu_fallback_warning
 from seedvr_cli.run.fit import CONTEXT_GIB, fit_memory
 from seedvr_cli.run.leftovers import notes_on_other_workdirs, remove_workdirs
@@ -43,7 +41,14 @@ from seedvr_cli.run.outputs import (
     open_output,
     output_settings_meta,
 )
-from seedvr_cli.run.plan import InputPlan, frame_size, plan_input, sequence_gap_note, short_input_note
+from seedvr_cli.run.plan import (
+    InputPlan,
+    frame_size,
+    plan_input,
+    sequence_gap_note,
+    short_input_note,
+    window_settings,
+)
 from seedvr_cli.run.preview import preview_one
 from seedvr_cli.run.processor import InputContext, SeedVRProcessorFactory
 from seedvr_cli.run.scratch import remove_orphaned_temp_dirs, run_temp_dir
@@ -212,14 +217,9 @@ def _run_one(index: int, total: int, job: Job, spec: JobSpec, pool: WorkerPool, 
             if cpu_fallback:
                 _warn_if_slow_on_cpu(reporter, job, plan, facts)
             deep_output = plan.deep or deep_output_asked(spec.output_settings)
-            settings = WindowSettings(
-                frame_size=size, color=spec.process.color_correction,
-                input_noise_scale=spec.process.input_noise_scale, latent_noise_scale=spec.process.latent_noise_scale,
-                seed=spec.process.seed, output_dtype=torch.uint16 if deep_output else torch.uint8,
-            )
+            settings = window_settings(spec, size, deep_output)
             context = InputContext(temporal, settings, alpha=plan.alpha)
-            source = InputSource(job.input, spec.sequence, spec.fps, plan.first_frame,
-                                 getattr(reader, "exact_index", None), reader.info)
+            source = InputSource.of(job.input, spec.sequence, spec.fps, plan.first_frame, reader)
             output = Path(job.output)
             input_path = Path(job.input)
             fingerprint_path = input_path if input_path.exists() else input_path.parent
