@@ -146,7 +146,9 @@ class MemorySettings:
     codes frames in spatial tiles (``memory.tiling.TiledVAE``): less memory, pictures within the
     tiling's blending of the untiled ones; ``auto`` leaves it to ``--vram auto`` (``run.fit``), which
     turns it on only where the budget needs it, and means off otherwise. ``vae_offload_device``
-    keeps the VAE in host memory while the DiT runs (``memory.offload``).
+    keeps the VAE in host memory while the DiT runs, ``dit_offload_device`` the DiT's GPU-resident
+    weights while the VAE codes (``memory.offload``); BlockSwap's swapped blocks always wait in host
+    memory.
     ``dit_tiling`` runs the DiT on overlapping spatial
     tiles of the latent (``memory.dit_tiling.TiledDiT``); ``dit_tile_size`` is the longest side of
     a tile and ``dit_tile_overlap`` the shared band, both in output pixels, rounded down (size)
@@ -156,7 +158,7 @@ class MemorySettings:
 
     blocks_to_swap: int = 0
     swap_io_components: bool = False
-    dit_offload_device: str = "cpu"
+    dit_offload_device: str = "none"
     # VAE tiling: frames coded in overlapping spatial tiles (sizes in output pixels).
     vae_tiling: str = "auto"
     vae_tile_size: int = 1024
@@ -195,8 +197,8 @@ class MemorySettings:
                              f"--dit-tile-size {self.dit_tile_size}")
         if self.blocks_to_swap < 0:
             raise UsageError(f"--blocks-to-swap {self.blocks_to_swap}: must be >= 0 (0 keeps every block on the GPU)")
-        if self.dit_offload_device != "cpu":
-            raise UsageError(f"--dit-offload-device {self.dit_offload_device}: only cpu is supported")
+        if self.dit_offload_device not in ("none", "cpu"):
+            raise UsageError(f"--dit-offload-device {self.dit_offload_device}: use none or cpu")
         if self.vae_offload_device not in ("none", "cpu"):
             raise UsageError(f"--vae-offload-device {self.vae_offload_device}: use none or cpu")
 
@@ -211,6 +213,10 @@ class MemorySettings:
     @property
     def offloads_vae(self) -> bool:
         return self.vae_offload_device != "none"
+
+    @property
+    def offloads_dit(self) -> bool:
+        return self.dit_offload_device != "none"
 
 
 @dataclass(frozen=True)

@@ -21,9 +21,10 @@ def test_the_lightest_saver_that_fits_is_chosen(budget):
     fit = fit_memory(THREE_B, HD, 33, MemorySettings(max_vram_gib=budget))
     assert fit.estimate.total_gib <= MARGIN * budget
     if budget >= 48:
-        assert not fit.memory.swaps and not fit.memory.tiles_vae
+        assert not fit.memory.swaps and not fit.memory.tiles_vae and not fit.memory.offloads_dit
     elif budget >= 32:
-        assert fit.memory.blocks_to_swap == 32 and not fit.memory.tiles_vae
+        # The DiT waiting in host memory during the decode is enough: no swapping, no tiles.
+        assert fit.memory.offloads_dit and not fit.memory.swaps and not fit.memory.tiles_vae
     else:
         assert fit.memory.blocks_to_swap == 32 and fit.memory.tiles_vae
     assert fit.window_frames == 33  # savers come before shorter windows
@@ -67,9 +68,12 @@ def test_vae_offload_is_chosen_only_where_the_dit_sets_the_peak():
 def test_step_down_takes_the_next_saver_with_the_same_window():
     none = MemorySettings()
     first = step_down(THREE_B, HD, 33, none)
-    assert first.memory.blocks_to_swap == 32 and not first.memory.tiles_vae and first.window_frames == 33
+    assert first.memory.offloads_dit and not first.memory.swaps and not first.memory.tiles_vae
+    assert first.window_frames == 33
+    # BlockSwap of every block would not lower the decode's peak below the offload's: tiles come next,
+    # with the offload kept.
     second = step_down(THREE_B, HD, 33, first.memory)
-    assert second.memory.tiles_vae and second.memory.vae_tile_size == 1024
+    assert second.memory.tiles_vae and second.memory.vae_tile_size == 1024 and second.memory.offloads_dit
     smallest = replace(second.memory, vae_tile_size=256, vae_tile_overlap=32, vae_offload_device="cpu")
     assert step_down(THREE_B, HD, 33, smallest) is None
 
@@ -116,3 +120,16 @@ def test_a_profile_budget_reaches_the_fit(tmp_path, capsys, checkpoints):
         main(["upscale", str(clip), "-o", str(tmp_path / "o.mkv"), "--profile", "8gb", "--model", str(dit),
               "--vae", str(vae), "--batch-size", "5", "--resolution", "1080", "--dry-run"])
     assert exit_info.value.code == 0 and "--vram auto, --max-vram 8: " in capsys.readouterr().err
+
+
+def test_dit_offload_lowers_the_vae_phases_by_the_dits_weights():
+    plain = MemorySettings()
+    offloaded = replace(plain, dit_offload_device="cpu")
+    before, after = estimate_vram(SEVEN_B, HD, 33, plain), estimate_vram(SEVEN_B, HD, 33, offloaded)
+    assert before.phase == after.phase == "VAE decode"
+    # The 7B's weights in bf16 (~15.3 GiB) leave the GPU while the decode runs.
+    assert 15.0 < before.total_gib - after.total_gib < 15.6
+    # With BlockSwap only the swapper's slots stay during the VAE phases.
+    swapped = replace(plain, blocks_to_swap=36, swap_io_components=True)
+    both = replace(swapped, dit_offload_device="cpu")
+    assert estimate_vram(SEVEN_B, HD, 33, both).total_gib <= estimate_vram(SEVEN_B, HD, 33, swapped).total_gib

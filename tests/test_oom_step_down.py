@@ -54,7 +54,9 @@ def _run_out_of_memory(monkeypatch, times: int) -> list[int]:
     return calls
 
 
-def test_a_chunk_that_runs_out_of_memory_is_retried_with_blockswap_and_the_same_pictures(files, monkeypatch):
+def test_a_chunk_that_runs_out_of_memory_is_retried_with_the_dit_offloaded_and_the_same_pictures(files, monkeypatch):
+    from seedvr_cli.memory.offload import OffloadedDiT
+
     frames, task, context = _chunk()
     expected = _processor(files).process(task, frames, context)
 
@@ -62,9 +64,29 @@ def test_a_chunk_that_runs_out_of_memory_is_retried_with_blockswap_and_the_same_
     processor = _processor(files)
     result = processor.process(task, frames, context)
     assert calls[0] == 2
-    assert processor.memory.swaps and isinstance(processor.dit.block_runner, BlockSwapper)
-    assert len(processor.notes) == 1 and "ran out of GPU memory; retrying it and the rest with BlockSwap" in processor.notes[0]
-    # BlockSwap changes no pixel.
+    assert processor.memory.offloads_dit and isinstance(processor.dit, OffloadedDiT)
+    assert len(processor.notes) == 1 and "retrying it and the rest with the DiT in host memory" in processor.notes[0]
+    # The offload changes no pixel.
+    for part in ("head", "body", "tail"):
+        assert (getattr(result, part) == getattr(expected, part)).all()
+
+
+def test_blockswap_added_to_an_offloaded_dit_takes_its_blocks_and_keeps_the_pictures(files, monkeypatch):
+    from dataclasses import replace
+
+    from seedvr_cli.run.fit import Candidate
+
+    frames, task, context = _chunk()
+    expected = _processor(files).process(task, frames, context)
+    _run_out_of_memory(monkeypatch, times=1)
+    processor = _processor(files, dit_offload_device="cpu")
+    moved_before = len(processor.dit_weights.tensors)
+    swapped = replace(processor.memory, blocks_to_swap=4, swap_io_components=True)
+    monkeypatch.setattr(processor_module, "step_down", lambda *args: Candidate(swapped, 5, "BlockSwap"))
+    result = processor.process(task, frames, context)
+    assert isinstance(processor.dit.model.block_runner, BlockSwapper)
+    # The swapped blocks are the swapper's now; the offload moves only what stays resident.
+    assert 0 < len(processor.dit_weights.tensors) < moved_before
     for part in ("head", "body", "tail"):
         assert (getattr(result, part) == getattr(expected, part)).all()
 
@@ -104,12 +126,21 @@ def test_a_step_to_dit_tiles_wraps_the_swapped_dit(files, monkeypatch):
     assert isinstance(processor.dit, TiledDiT) and isinstance(processor.dit.model.block_runner, BlockSwapper)
 
 
+def test_dit_offload_wraps_outside_the_dit_tiles(files):
+    from seedvr_cli.memory.dit_tiling import TiledDiT
+    from seedvr_cli.memory.offload import OffloadedDiT
+
+    processor = _processor(files, dit_offload_device="cpu", dit_tiling="on", dit_tile_size=256, dit_tile_overlap=16)
+    # One upload of the weights per window, whatever the number of tiles.
+    assert isinstance(processor.dit, OffloadedDiT) and isinstance(processor.dit.model, TiledDiT)
+
+
 def test_with_nothing_left_the_chunk_fails_in_one_line(files, monkeypatch):
     frames, task, context = _chunk()
     _run_out_of_memory(monkeypatch, times=10**6)
     processor = _processor(files)
     with pytest.raises(ChunkOutOfMemory, match=r"ran out of GPU memory \(CUDA out of memory. Tried to allocate 2.00 GiB\) at .* with 5-frame "
-                                               r"windows and 4 blocks swapped.*lower --batch-size"):
+                                               r"windows and DiT offload during the VAE phases.*lower --batch-size"):
         processor.process(task, frames, context)
 
 

@@ -480,6 +480,12 @@ def test_blockswap_gives_the_same_pixels_and_is_checked_against_the_model(tmp_pa
     assert np.array_equal(_decode_deep(plain)[0], _decode_deep(offloaded)[0])
     code, _, err = _run(capsys, *common, "-o", str(tmp_path / "x.mkv"), "--vae-offload-device", "gpu")
     assert code == 2 and "--vae-offload-device gpu: use none or cpu" in err
+    # Nor does the DiT waiting in host memory while the VAE codes, alone or under BlockSwap.
+    for name, extra in (("dit_off.mkv", ()), ("dit_off_swapped.mkv", ("--blocks-to-swap", "2"))):
+        assert _run(capsys, *common, "-o", str(tmp_path / name), "--dit-offload-device", "cpu", *extra)[0] == 0
+        assert np.array_equal(_decode_deep(plain)[0], _decode_deep(tmp_path / name)[0])
+    code, _, err = _run(capsys, *common, "-o", str(tmp_path / "x.mkv"), "--dit-offload-device", "cuda:1")
+    assert code == 2 and "--dit-offload-device cuda:1: use none or cpu" in err
     code, _, err = _run(capsys, *common, "-o", str(tmp_path / "x.mkv"), "--blocks-to-swap", "99")
     assert code == 2 and "--blocks-to-swap 99" in err and "has 4 blocks" in err
     code, _, err = _run(capsys, *common, "-o", str(tmp_path / "x.mkv"), "--blocks-to-swap", "-1")

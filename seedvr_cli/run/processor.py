@@ -17,7 +17,7 @@ import torch
 from seedvr_cli.config import MemorySettings
 from seedvr_cli.errors import CheckpointError
 from seedvr_cli.memory.blockswap import BlockSwap, apply_blockswap
-from seedvr_cli.memory.offload import HostResidentWeights, OffloadedVAE
+from seedvr_cli.memory.offload import HostResidentWeights, OffloadedDiT, OffloadedVAE
 from seedvr_cli.memory.dit_tiling import TiledDiT
 from seedvr_cli.memory.tiling import TiledVAE
 from seedvr_cli.parallel.devices import DeviceSpec
@@ -70,14 +70,13 @@ class SeedVRProcessorFactory:
         vae = load_vae(self.files.vae, device=torch_device, dtype=dtype)
         text = load_text_embedding(self.files.text_embedding, expected_dim=dit.config.txt_in_dim,
                                    device=torch_device, dtype=dtype)
-        if self.memory.dit_tiling == "on":
-            # Outside BlockSwap (installed in the model): every tile is a whole, swapped model call.
-            dit = TiledDiT(dit, tile_size=self.memory.dit_tile_size, tile_overlap=self.memory.dit_tile_overlap)
         vae_weights = HostResidentWeights(vae, torch_device) if self.memory.offloads_vae else None
-        return SeedVRProcessor(dit=dit, vae=wrap_vae(vae, self.memory, vae_weights), text_embedding=text,
-                               dtype=dtype, device=torch_device, memory=self.memory,
+        dit_weights = HostResidentWeights(dit, torch_device) if self.memory.offloads_dit else None
+        return SeedVRProcessor(dit=wrap_dit(dit, self.memory, dit_weights), vae=wrap_vae(vae, self.memory, vae_weights),
+                               text_embedding=text, dtype=dtype, device=torch_device, memory=self.memory,
                                facts=self.facts if self.memory.vram == "auto" else None,
-                               vae_module=vae, vae_weights=vae_weights, files=self.files)
+                               vae_module=vae, vae_weights=vae_weights, dit_module=dit, dit_weights=dit_weights,
+                               files=self.files)
 
     def _load_dit(self, device: torch.device, dtype: torch.dtype) -> torch.nn.Module:
         """The DiT on ``device``; with BlockSwap its swapped tensors are loaded straight into host
@@ -85,15 +84,27 @@ class SeedVRProcessorFactory:
         if not self.memory.swaps:
             return load_dit(self.files.dit, device=device, compute_dtype=dtype,
                             attention_backend=self.attention_backend)
-        swap = BlockSwap(self.memory.blocks_to_swap, self.memory.swap_io_components, self.memory.dit_offload_device)
+        swap = BlockSwap(self.memory.blocks_to_swap, self.memory.swap_io_components)
         blocks = inspect_checkpoint(self.files.dit).num_blocks
-        offload = torch.device(self.memory.dit_offload_device)
+        offload = torch.device(swap.offload_device)
         dit = load_dit(self.files.dit, device=device, compute_dtype=dtype, attention_backend=self.attention_backend,
                        placement=lambda name: offload if swap.group_of(name, blocks) is not None else device)
         # The swapper installs itself as the model's block runner (and hooks around it): the
         # model keeps it alive and is called exactly as before.
         apply_blockswap(dit, swap, device=device)
         return dit
+
+
+def wrap_dit(dit: torch.nn.Module, memory: MemorySettings, host_weights: HostResidentWeights | None):
+    """The DiT with the savers of ``memory`` around it (called as before): DiT tiles outside BlockSwap
+    (installed in the model), so every tile is a whole, swapped model call; the phase offload
+    outermost, so a window uploads the weights once whatever its tiles."""
+    model = dit
+    if memory.dit_tiling == "on":
+        model = TiledDiT(model, tile_size=memory.dit_tile_size, tile_overlap=memory.dit_tile_overlap)
+    if memory.offloads_dit:
+        model = OffloadedDiT(model, host_weights)
+    return model
 
 
 def wrap_vae(vae: torch.nn.Module, memory: MemorySettings, host_weights: HostResidentWeights | None):
@@ -128,7 +139,7 @@ class SeedVRProcessor:
     for the following chunks; each step is left in ``notes`` for the worker to pass on.
     """
 
-    dit: torch.nn.Module | TiledDiT
+    dit: object  # the DiT module inside its wrappers (TiledDiT, OffloadedDiT)
     vae: object
     text_embedding: torch.Tensor
     dtype: torch.dtype
@@ -138,6 +149,8 @@ class SeedVRProcessor:
     facts: ModelFacts | None = None
     vae_module: torch.nn.Module | None = None  # the bare VAE inside ``vae``'s wrappers
     vae_weights: HostResidentWeights | None = None
+    dit_module: torch.nn.Module | None = None  # the bare DiT inside ``dit``'s wrappers
+    dit_weights: HostResidentWeights | None = None
     notes: list[str] = field(default_factory=list)
     files: ModelFiles | None = None  # named when a model's output is not finite
 
@@ -201,11 +214,15 @@ class SeedVRProcessor:
             return False
         memory = found.memory
         if memory.swaps and not self.memory.swaps:
-            model = self.dit.model if isinstance(self.dit, TiledDiT) else self.dit
-            apply_blockswap(model, BlockSwap(memory.blocks_to_swap, memory.swap_io_components,
-                                             memory.dit_offload_device), device=self.device)
-        if memory.dit_tiling == "on" and not isinstance(self.dit, TiledDiT):
-            self.dit = TiledDiT(self.dit, tile_size=memory.dit_tile_size, tile_overlap=memory.dit_tile_overlap)
+            apply_blockswap(self.dit_module, BlockSwap(memory.blocks_to_swap, memory.swap_io_components),
+                            device=self.device)
+            if self.dit_weights is not None:
+                # The swapped blocks went (from the host, where offloaded weights rest) into the
+                # swapper's own buffers; the offload keeps moving only the rest.
+                self.dit_weights.drop_taken()
+        if memory.offloads_dit and self.dit_weights is None:
+            self.dit_weights = HostResidentWeights(self.dit_module, self.device)
+        self.dit = wrap_dit(self.dit_module, memory, self.dit_weights)
         if memory.offloads_vae and self.vae_weights is None:
             self.vae_weights = HostResidentWeights(self.vae_module, self.device)
         self.vae = wrap_vae(self.vae_module, memory, self.vae_weights)
@@ -218,7 +235,7 @@ class SeedVRProcessor:
         return True
 
     def close(self) -> None:
-        del self.dit, self.vae, self.vae_module, self.vae_weights
+        del self.dit, self.vae, self.vae_module, self.vae_weights, self.dit_module, self.dit_weights
         if self.device.type == "cuda":
             torch.cuda.empty_cache()
 
@@ -231,6 +248,8 @@ def describe_memory(memory: MemorySettings) -> str:
         parts.append(f"VAE tiles of {memory.vae_tile_size} px")
     if memory.offloads_vae:
         parts.append("VAE offload")
+    if memory.offloads_dit:
+        parts.append("DiT offload during the VAE phases")
     return "no memory saver" if not parts else ", ".join(parts)
 
 

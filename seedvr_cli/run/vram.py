@@ -126,9 +126,13 @@ def estimate_vram(facts: ModelFacts, model_size: tuple[int, int], window_frames:
     """Peak memory of one worker running windows of ``window_frames`` at ``model_size`` (padded)."""
     counts = _element_counts(facts.variant)
     sizes = {name: int(n * facts.bytes_per_weight) for name, n in counts.items()}
-    swap = BlockSwap(memory.blocks_to_swap, memory.swap_io_components, memory.dit_offload_device)
+    swap = BlockSwap(memory.blocks_to_swap, memory.swap_io_components)
     num_blocks = dit_config(facts.variant).num_layers
     dit_weights = weight_vram(sizes, swap, num_blocks).total if memory.swaps else sum(sizes.values())
+    # With DiT offload only BlockSwap's slots stay while the VAE codes.
+    dit_weights_idle = dit_weights
+    if memory.offloads_dit:
+        dit_weights_idle = weight_vram(sizes, swap, num_blocks).slots if memory.swaps else 0
     vae_weights = _vae_bytes(facts.vae_variant)
 
     height, width = model_size
@@ -144,9 +148,11 @@ def estimate_vram(facts: ModelFacts, model_size: tuple[int, int], window_frames:
         "VAE encode": _ENCODE_GIB * coded / _REFERENCE_PIXELS + clip_gib + tiling_gib,
         "DiT": dit_working_gib(facts, model_size, window_frames, memory) + clip_gib,
     }
-    # With VAE offload the VAE's weights are on the GPU only while it codes.
-    weights = {phase: (dit_weights + (0 if phase == "DiT" and memory.offloads_vae else vae_weights)) / GIB
-               for phase in working}
+    # With VAE offload the VAE's weights are on the GPU only while it codes, with DiT offload the
+    # DiT's only while it runs.
+    weights = {"DiT": (dit_weights + (0 if memory.offloads_vae else vae_weights)) / GIB,
+               "VAE decode": (dit_weights_idle + vae_weights) / GIB,
+               "VAE encode": (dit_weights_idle + vae_weights) / GIB}
     phase = max(working, key=lambda name: weights[name] + working[name])
     return VRAMEstimate(weights[phase], working[phase], phase)
 
