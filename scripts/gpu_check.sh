@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # GPU checks and benchmarks, run on a CUDA machine from the repository root.
 #
-#   bash scripts/gpu_check.sh STAGE...      stages: tests smoke loading loading3b e2e memory multi long fixtures savings table3b table7b kernels info
+#   bash scripts/gpu_check.sh STAGE...      stages: tests smoke loading loading3b e2e memory multi long fixtures savings table3b table7b offload kernels info
 #
 # tests    pytest -m gpu (parity on the GPU, bf16 bounds, GPU loading)
 # smoke    real-size 3B / 7B DiT and VAE forward at a 1080p latent size (scripts/gpu_models_smoke.py)
@@ -23,6 +23,9 @@
 # table3b / table7b  the memory table of issue 12: no saver, fp8 + BlockSwap of every block, GGUF Q4_K_M +
 #          BlockSwap + VAE tiling, the 8/12/16/24 GB card presets (--vram auto), for 7B also the 48/80 GB presets,
 #          and for 3B a 2160p output within 24 GiB (scripts/memory_table.py; rows in $OUT/table/table.md)
+# offload  issue 12's untiled rows: 3B and 7B fp16 with no saver and with --dit-offload-device cpu (the DiT in
+#          host memory while the VAE codes), --vram auto at --max-vram 32, and 3B 1080p -> 2160p within 24 GiB on a
+#          33-frame clip (rows in $OUT/table/table.md)
 # kernels  the Triton kernels' GPU tests; GroupNorm + SiLU alone at the decoder's 1080p shapes, kernel vs PyTorch
 #          (scripts/bench_group_norm.py); the real-size VAE (synthesized) on one 33-frame window to 1080p with the kernels
 #          and with SEEDVR_KERNELS=off: per-phase ms/frame, TFLOP/s, peak VRAM, and the uint8 frames compared
@@ -180,6 +183,32 @@ for stage in "$@"; do
                 | tee "$OUT/table_${variant}_compare.log"
         fi
         cp "$OUT/table/table.md" "$OUT/table_all.md" 2>/dev/null ;;
+    offload)
+        synth 3b fp16 "$WORK/seedvr2_ema_3b_fp16.safetensors"
+        synth 7b fp16 "$WORK/seedvr2_ema_7b_fp16.safetensors"
+        synth vae fp16 "$WORK/ema_vae_fp16.safetensors"
+        [ -f "$WORK/clip66.mp4" ] || $PY scripts/make_clip.py "$WORK/clip66.mp4" --frames 66 --width 640 --height 360
+        [ -f "$WORK/clip1080.mp4" ] || $PY scripts/make_clip.py "$WORK/clip1080.mp4" --frames 33 --width 1920 --height 1080
+        common=(--vae "$WORK/ema_vae_fp16.safetensors" --batch-size 33 --codec ffv1 --no-resume --overwrite --devices 0)
+        orow() {  # orow NAME ARGS...
+            local name=$1; shift
+            timeout "${ROW_LIMIT:-150}" $PY scripts/memory_table.py --row "$name" --log-dir "$OUT/table" -- \
+                "$@" 2>&1 | tee -a "$OUT/offload.log"
+        }
+        for variant in 3b 7b; do
+            model=(--model "$WORK/seedvr2_ema_${variant}_fp16.safetensors")
+            orow "${variant}_none" "$WORK/clip66.mp4" -o "$WORK/o_none_$variant.mkv" "${model[@]}" "${common[@]}" \
+                --resolution 1080 --vram manual
+            orow "${variant}_dit_offload" "$WORK/clip66.mp4" -o "$WORK/o_off_$variant.mkv" "${model[@]}" "${common[@]}" \
+                --resolution 1080 --vram manual --dit-offload-device cpu
+            orow "${variant}_auto_32" "$WORK/clip66.mp4" -o "$WORK/o_auto_$variant.mkv" "${model[@]}" "${common[@]}" \
+                --resolution 1080 --max-vram 32
+            $PY scripts/compare_videos.py "$WORK/o_none_$variant.mkv" "$WORK/o_off_$variant.mkv" 2>&1 \
+                | tee -a "$OUT/offload_compare.log"
+        done
+        orow 3b_2160p_24gb "$WORK/clip1080.mp4" -o "$WORK/o_2160.mkv" --model "$WORK/seedvr2_ema_3b_fp16.safetensors" \
+            "${common[@]}" --resolution 2160 --max-vram 24
+        cp "$OUT/table/table.md" "$OUT/table_all.md" 2>/dev/null ;;
     kernels)
         synth vae fp16 "$WORK/ema_vae_fp16.safetensors"
         $PY -m pytest -m gpu -q -p no:cacheprovider tests/test_kernels_group_norm.py 2>&1 | tee "$OUT/kernels_tests.log"
@@ -190,6 +219,6 @@ for stage in "$@"; do
     info)
         $SEEDVR info 2>&1 | tee "$OUT/info.log" ;;
     *)
-        echo "unknown stage $stage (tests smoke loading loading3b e2e memory multi long fixtures savings table3b table7b kernels info)"; exit 2 ;;
+        echo "unknown stage $stage (tests smoke loading loading3b e2e memory multi long fixtures savings table3b table7b offload kernels info)"; exit 2 ;;
     esac
 done
