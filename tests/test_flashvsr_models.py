@@ -113,6 +113,8 @@ def test_a_small_top_k_leaves_query_blocks_without_any_key_block():
     k_windows = torch.randn(8, 128, 16, generator=gen)
     chosen = select_blocks(q_windows, k_windows, 2, local_window_mask(2, 2, 3), topk=1)
     assert (~chosen.any(-1)).any()
+    with pytest.raises(ValueError, match="keeps no key block"):
+        select_blocks(q_windows, k_windows, 2, local_window_mask(2, 2, 3), topk=-1)
 
 
 def _random_case(seed: int, heads=2, q_blocks=3, k_blocks=5, head_dim=16):
@@ -138,7 +140,7 @@ def test_reference_attention_equals_dense_masked_attention_and_zeroes_empty_rows
                                torch.nn.functional.scaled_dot_product_attention(q, k, v), rtol=1e-5, atol=1e-5)
 
 
-@pytest.mark.filterwarnings("ignore:flex_attention called without torch.compile")
+@pytest.mark.slow
 def test_flex_backend_matches_the_reference():
     q, k, v, blocks = _random_case(1)
     expected = block_sparse_attention(q, k, v, blocks, "reference")
@@ -218,6 +220,23 @@ def test_later_chunks_see_the_cache_and_continue_frame_positions():
     assert (after_cache - positions_restarted).abs().max() > 1e-3
 
 
+@pytest.mark.slow
+def test_dit_stream_is_the_same_with_the_flex_backend():
+    dit = _tiny_dit(2)
+    gen = torch.Generator().manual_seed(2)
+    context = torch.randn(1, 3, 32, generator=gen)
+    chunks = [(torch.randn(1, 16, f, 16, 32, generator=gen), torch.randn(1, f * 128, 48, generator=gen))
+              for f in (6, 2, 2)]  # fmt: skip
+    outputs = {}
+    for backend in ("reference", "flex"):
+        settings = SparseAttentionSettings(topk_ratio=1.0, kv_ratio=2.0, local_range=1, backend=backend)
+        state = dit.start_stream(context)
+        with torch.no_grad():
+            outputs[backend] = [dit.forward_chunk(noise, tokens, state, settings) for noise, tokens in chunks]
+    for ours, expected in zip(outputs["flex"], outputs["reference"]):
+        torch.testing.assert_close(ours, expected, rtol=1e-5, atol=1e-5)
+
+
 def test_dit_refuses_grids_that_are_not_whole_windows():
     dit = _tiny_dit()
     state = dit.start_stream(torch.zeros(1, 2, 32))
@@ -266,6 +285,7 @@ def test_only_v1_1_carries_context_from_the_previous_clip():
 
 def test_real_size_entries_are_the_published_ones():
     dit, projector = flashvsr_entries("flashvsr-v1.1")
+    assert flash_dit_config("real").rope_dims == (44, 42, 42)  # frame / row / column parts of head_dim 128
     # reference/flashvsr WEIGHTS.md: counts from the reference modules built on the meta device.
     assert (sum(math.prod(e.shape) for e in dit), len(dit)) == (1_418_996_800, 825)
     assert (sum(math.prod(e.shape) for e in projector), len(projector)) == (287_845_888, 8)

@@ -21,6 +21,7 @@ blocks are read).
 from __future__ import annotations
 
 import math
+import warnings
 from functools import lru_cache
 
 import torch
@@ -80,7 +81,7 @@ def select_blocks(q_windows: Tensor, k_windows: Tensor, heads: int, local: Tenso
     flat = probs.reshape(heads * (num_q // spatial), spatial * num_k)
     keep = min(spatial * num_k - 1, topk) + 1
     if keep < 1:
-        return torch.zeros(heads, num_q, num_k, dtype=torch.bool, device=probs.device)
+        raise ValueError(f"top-k {topk} keeps no key block at all; raise the sparse ratio")
     threshold = flat.topk(keep, dim=-1).values[:, -1:]
     return (flat > threshold).view(heads, num_q, num_k)
 
@@ -110,36 +111,47 @@ def _flex_attention(q: Tensor, k: Tensor, v: Tensor, blocks: Tensor) -> Tensor:
     from torch.nn.attention.flex_attention import BlockMask
 
     heads, num_q, num_k = blocks.shape
-    lookup = blocks
-
-    def inside_kept_block(b, h, q_idx, kv_idx):
-        return lookup[h, q_idx // BLOCK, kv_idx // BLOCK]
-
+    compiled = q.is_cuda
     counts = blocks.sum(dim=-1, dtype=torch.int32)
     # Kept blocks first, in increasing key order (a stable sort of "not kept").
     order = torch.argsort((~blocks).to(torch.int8), dim=-1, stable=True).to(torch.int32)
-    # Kept blocks are whole blocks (no per-token mask inside), so they go in the "full" lists, which
-    # the kernel reads without calling the mask function; the partial lists are empty.
+    # Kept blocks are whole blocks, so they go in the "full" lists, which the compiled kernel reads
+    # without any per-token mask; the partial lists are empty. Uncompiled FlexAttention ignores the
+    # lists and evaluates the mask function on every token pair, so it gets one that looks the
+    # blocks up (the compiled path keeps the default one: a new function per call would recompile).
+    mask_mod = None if compiled else (lambda b, h, q_idx, kv_idx: blocks[h, q_idx // BLOCK, kv_idx // BLOCK])
     mask = BlockMask.from_kv_blocks(
         torch.zeros_like(counts)[None],
         order[None],
         full_kv_num_blocks=counts[None],
         full_kv_indices=order[None],
         BLOCK_SIZE=BLOCK,
-        mask_mod=inside_kept_block,
+        mask_mod=mask_mod,
         seq_lengths=(num_q * BLOCK, num_k * BLOCK),
     )
-    out = _flex_function(q.is_cuda)(q[None], k[None], v[None], block_mask=mask, scale=1.0 / math.sqrt(q.shape[-1]))
-    return out[0]
+    scale = 1.0 / math.sqrt(q.shape[-1])
+    return _flex_function(compiled)(q[None], k[None], v[None], block_mask=mask, scale=scale)[0]
 
 
 @lru_cache(maxsize=2)
 def _flex_function(compiled: bool):
     from torch.nn.attention.flex_attention import flex_attention
 
-    # Uncompiled FlexAttention is a dense reference implementation; only the compiled kernel skips
-    # the blocks that are not kept.
-    return torch.compile(flex_attention, dynamic=False) if compiled else flex_attention
+    if not compiled:
+        return _quiet(flex_attention)
+    return torch.compile(flex_attention, dynamic=False)
+
+
+def _quiet(flex_attention):
+    """Uncompiled FlexAttention (CPU) without its once-per-process advice to compile it: it is the
+    CPU fallback here, and the advice is for the GPU path, which is compiled."""
+
+    def call(*args, **kwargs):
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message="flex_attention called without torch.compile")
+            return flex_attention(*args, **kwargs)
+
+    return call
 
 
 def dense_masked_attention(q: Tensor, k: Tensor, v: Tensor, token_mask: Tensor) -> Tensor:
