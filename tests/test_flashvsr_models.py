@@ -193,7 +193,7 @@ def test_stream_state_stays_bounded_by_the_kv_ratio_whatever_the_clip_length():
             sizes.append([c.k.shape[0] for c in state.self_kv])
     # 3 time slices of 2 windows after every chunk: chunk 0 holds 3 slices, each later one adds one
     # and the oldest leaves.
-    assert sizes == [[6, 6]] * 8
+    assert sizes == [[6, 6]] * 8 and state.cache_windows() == 6
     assert state.next_frame == 6 + 7 * 2
 
 

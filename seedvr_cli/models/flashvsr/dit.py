@@ -5,10 +5,11 @@ A stream starts with ``start_stream(context)`` (the prompt's cross-attention key
 the timestep embedding, computed once) and goes on with ``forward_chunk`` per chunk: 6 latent
 frames first, then 2 at a time. Each block's self-attention keys and values (post-norm, post-RoPE,
 in window order) are carried in the ``DiTStreamState``; a chunk attends to them and to itself,
-block-sparsely, and the cache then drops its oldest time slice of windows whenever it holds more
-than ``kv_ratio`` slices, so the memory of a stream does not grow with the clip's length. Frame
-positions (RoPE) continue across chunks. Names and shapes follow the published
-``diffusion_pytorch_model_streaming_dmd.safetensors``.
+block-sparsely, and the cache then drops its oldest time slice of windows when it holds more than
+``int(kv_ratio)`` slices. It drops one slice per chunk, as the reference does, and every chunk
+after the first adds one, so a stream holds max(3, int(kv_ratio)) slices of windows whatever the
+clip's length. Frame positions (RoPE) continue across chunks. Names and shapes follow the
+published ``diffusion_pytorch_model_streaming_dmd.safetensors``.
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ from seedvr_cli.models.flashvsr.sparse_attention import (
 from seedvr_cli.models.norms import rms_norm
 
 TIMESTEP = 1000.0  # the one DMD step
-ROPE_THETA = 10000.0
+THETA = 10000.0  # base of the timestep embedding's and of RoPE's frequencies
 
 
 # ------------------------------------------------------------------------------------------ maths
@@ -39,7 +40,7 @@ ROPE_THETA = 10000.0
 def timestep_embedding(dim: int, timestep: Tensor) -> Tensor:
     """``[cos, sin]`` of ``timestep * 10000^(-i/half)``, computed in float64, cast to the input dtype."""
     half = dim // 2
-    freqs = torch.pow(ROPE_THETA, -torch.arange(half, dtype=torch.float64, device=timestep.device) / half)
+    freqs = torch.pow(THETA, -torch.arange(half, dtype=torch.float64, device=timestep.device) / half)
     angles = torch.outer(timestep.to(torch.float64), freqs)
     return torch.cat([angles.cos(), angles.sin()], dim=1).to(timestep.dtype)
 
@@ -51,7 +52,7 @@ def rope_angles(dims: tuple[int, int, int], grid: tuple[int, int, int], first_fr
     starts = (first_frame, 0, 0)
     parts = []
     for axis, (dim, size) in enumerate(zip(dims, grid)):
-        freqs = 1.0 / ROPE_THETA ** (torch.arange(0, dim, 2, dtype=torch.float64, device=device) / dim)
+        freqs = 1.0 / THETA ** (torch.arange(0, dim, 2, dtype=torch.float64, device=device) / dim)
         positions = torch.arange(starts[axis], starts[axis] + size, dtype=torch.float64, device=device)
         table = torch.polar(torch.ones(size, dim // 2, dtype=torch.float64, device=device), torch.outer(positions, freqs))
         shape = [1, 1, 1, dim // 2]

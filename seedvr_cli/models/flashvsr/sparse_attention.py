@@ -98,13 +98,14 @@ def block_sparse_attention(q: Tensor, k: Tensor, v: Tensor, blocks: Tensor, back
 
 
 def _reference_attention(q: Tensor, k: Tensor, v: Tensor, blocks: Tensor) -> Tensor:
+    # In float32 whatever the inputs (fp32 accumulation, as the GPU kernels do); cast back at the end.
     allowed = blocks.repeat_interleave(BLOCK, dim=1).repeat_interleave(BLOCK, dim=2)
-    scores = (q @ k.transpose(1, 2)) / math.sqrt(q.shape[-1])
+    scores = (q.float() @ k.float().transpose(1, 2)) / math.sqrt(q.shape[-1])
     scores = scores.masked_fill(~allowed, float("-inf"))
     has_any = allowed.any(dim=-1, keepdim=True)
     # A fully masked row would be NaN after the softmax; give it weight zero instead.
     weights = scores.masked_fill(~has_any, 0.0).softmax(dim=-1) * has_any
-    return weights.to(v.dtype) @ v
+    return (weights @ v.float()).to(q.dtype)
 
 
 def _flex_attention(q: Tensor, k: Tensor, v: Tensor, blocks: Tensor) -> Tensor:
