@@ -1,11 +1,16 @@
 #!/usr/bin/env python
-"""Write a random-weight SeedVR2 checkpoint with the published names, dtypes and file layout.
+"""Write a random-weight SeedVR2 or FlashVSR checkpoint with the published names, dtypes and file layout.
 
     python scripts/make_checkpoint.py --variant tiny-3b --format gguf-q4_k_m --out /tmp/dit.gguf
     python scripts/make_checkpoint.py --variant 7b --format fp16 --out /data/7b.safetensors --device cuda
 
-DiT variants also get a stand-in ``pos_emb.safetensors`` (key ``emb``, 58 x txt_in_dim) beside the
-output unless one exists. Never a real model: for tests and benchmarks only.
+    python scripts/make_checkpoint.py --variant flashvsr-v1.1 --format bf16 --out /data/FlashVSR-v1.1
+
+FlashVSR variants (``flashvsr-v1.0/v1.1``, tiny test sizes ``tiny-flashvsr-v1.0/v1.1``) write
+``diffusion_pytorch_model_streaming_dmd.safetensors`` and ``LQ_proj_in.ckpt`` into the ``--out``
+folder, in bf16 (default), fp16 or fp32. SeedVR2 DiT variants also get a stand-in
+``pos_emb.safetensors`` (key ``emb``, 58 x txt_in_dim) beside the output unless one exists.
+Never a real model: for tests and benchmarks only.
 """
 
 from __future__ import annotations
@@ -18,13 +23,19 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from seedvr_cli.weights.synthesize import FORMATS, VARIANTS, write_checkpoint  # noqa: E402
+from seedvr_cli.weights.synthesize_flashvsr import (  # noqa: E402
+    FLASHVSR_FORMATS,
+    FLASHVSR_VARIANTS,
+    write_flashvsr_checkpoint,
+)
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--variant", required=True, choices=VARIANTS)
-    parser.add_argument("--format", required=True, choices=FORMATS, dest="fmt")
-    parser.add_argument("--out", required=True, type=Path, help="output file")
+    parser.add_argument("--variant", required=True, choices=VARIANTS + FLASHVSR_VARIANTS)
+    parser.add_argument("--format", choices=sorted(set(FORMATS) | set(FLASHVSR_FORMATS)), dest="fmt",
+                        help="required for SeedVR2 variants; FlashVSR: bf16 (default), fp16 or fp32")
+    parser.add_argument("--out", required=True, type=Path, help="output file (FlashVSR: output folder)")
     parser.add_argument("--seed", type=int, default=0, help="values depend only on (seed, tensor name)")
     parser.add_argument("--device", default="cpu", help="where values are generated and quantized (cpu, cuda)")
     parser.add_argument("--gguf-prefix", action="store_true",
@@ -32,6 +43,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-text-embedding", action="store_true", help="do not write pos_emb.safetensors")
     args = parser.parse_args(argv)
     start = time.perf_counter()
+    if args.variant in FLASHVSR_VARIANTS:
+        fmt = args.fmt or "bf16"
+        if fmt not in FLASHVSR_FORMATS:
+            parser.error(f"FlashVSR variants take --format {', '.join(FLASHVSR_FORMATS)}, not {fmt}")
+        try:
+            paths = write_flashvsr_checkpoint(args.variant, args.out, fmt=fmt, seed=args.seed, device=args.device)
+        except FileExistsError as err:
+            parser.error(str(err))
+        size = sum(p.stat().st_size for p in paths)
+        print(f"{args.out}: {args.variant} {fmt}, {size / 1e6:.1f} MB in {time.perf_counter() - start:.1f} s")
+        return 0
+    if args.fmt is None:
+        parser.error("--format is required for SeedVR2 variants")
     path = write_checkpoint(args.variant, args.fmt, args.out, seed=args.seed, device=args.device,
                             text_embedding=not args.no_text_embedding, gguf_prefix=args.gguf_prefix)
     size = path.stat().st_size
