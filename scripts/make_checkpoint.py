@@ -3,6 +3,11 @@
 
     python scripts/make_checkpoint.py --variant tiny-3b --format gguf-q4_k_m --out /tmp/dit.gguf
     python scripts/make_checkpoint.py --variant 7b --format fp16 --out /data/7b.safetensors --device cuda
+    python scripts/make_checkpoint.py --variant tiny-tcdecoder --format fp32-pth --out /tmp/TCDecoder.ckpt
+
+FlashVSR decoders: ``tcdecoder`` / ``wan2.1-vae`` write ``TCDecoder.ckpt`` / ``Wan2.1_VAE.pth`` at real
+size (the VAE with its encoder, as published), ``tiny-tcdecoder`` / ``tiny-wan2.1-vae`` at the parity
+fixtures' size; only ``--format fp32-pth``, the published files' format.
 
 DiT variants also get a stand-in ``pos_emb.safetensors`` (key ``emb``, 58 x txt_in_dim) beside the
 output unless one exists. Never a real model: for tests and benchmarks only.
@@ -17,12 +22,13 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from seedvr_cli.weights import synthesize_flashvsr_decoders as flashvsr_decoders  # noqa: E402
 from seedvr_cli.weights.synthesize import FORMATS, VARIANTS, write_checkpoint  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--variant", required=True, choices=VARIANTS)
+    parser.add_argument("--variant", required=True, choices=VARIANTS + flashvsr_decoders.VARIANTS)
     parser.add_argument("--format", required=True, choices=FORMATS, dest="fmt")
     parser.add_argument("--out", required=True, type=Path, help="output file")
     parser.add_argument("--seed", type=int, default=0, help="values depend only on (seed, tensor name)")
@@ -32,8 +38,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-text-embedding", action="store_true", help="do not write pos_emb.safetensors")
     args = parser.parse_args(argv)
     start = time.perf_counter()
-    path = write_checkpoint(args.variant, args.fmt, args.out, seed=args.seed, device=args.device,
-                            text_embedding=not args.no_text_embedding, gguf_prefix=args.gguf_prefix)
+    if args.variant in flashvsr_decoders.VARIANTS:
+        if args.fmt not in flashvsr_decoders.FORMATS:
+            parser.error(f"--variant {args.variant} is written as {' or '.join(flashvsr_decoders.FORMATS)} only "
+                         f"(the published file's format), not {args.fmt}")
+        path = flashvsr_decoders.write_decoder_checkpoint(args.variant, args.out, seed=args.seed, device=args.device)
+    else:
+        path = write_checkpoint(args.variant, args.fmt, args.out, seed=args.seed, device=args.device,
+                                text_embedding=not args.no_text_embedding, gguf_prefix=args.gguf_prefix)
     size = path.stat().st_size
     print(f"{path}: {args.variant} {args.fmt}, {size / 1e6:.1f} MB in {time.perf_counter() - start:.1f} s")
     return 0
