@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 # Fixture kinds, in the order they are tried.
-KINDS = ("dit", "vae", "pipeline")
+KINDS = ("dit", "vae", "pipeline", "flashvsr")
 
 
 @dataclass(frozen=True)
