@@ -125,10 +125,10 @@ def test_tc_state_does_not_grow_with_the_clip():
 
 def test_tc_condition_is_padded_in_front_with_its_first_frame():
     cond = torch.arange(5.0).view(1, 1, 5, 1, 1).expand(1, 3, 5, 8, 8)
-    shuffled = TCDecoder.condition(cond)
-    assert shuffled.shape == (1, 2, 768, 1, 1)
+    shuffled = [TCDecoder.condition(cond, step) for step in (0, 1)]
+    assert shuffled[0].shape == (1, 768, 1, 1)
     # Channel c*256 + ff*64 + hh*8 + ww holds frame 4f+ff of the padded clip 0,0,0,0,1,2,3,4.
-    assert shuffled[0, :, [0, 64, 128, 192], 0, 0].tolist() == [[0, 0, 0, 0], [1, 2, 3, 4]]
+    assert [s[0, [0, 64, 128, 192], 0, 0].tolist() for s in shuffled] == [[0, 0, 0, 0], [1, 2, 3, 4]]
 
 
 def test_tc_rejects_a_condition_of_the_wrong_length():

@@ -84,7 +84,8 @@ def _run_tc(fixture_dir: Path) -> list[CaseResult]:
     model = load_fixture_tc_decoder(fixture_dir)
     io = load_file(fixture_dir / TC_IO)
     latents, cond = io["latents"].float(), io["cond"].float()
-    results = [compare("tcdecoder", "net_in", model.network_input(latents, cond), io["net_in"], TOLERANCE)]
+    net_in = torch.stack([model.network_input(latents, cond, t) for t in range(latents.shape[1])], dim=1)
+    results = [compare("tcdecoder", "net_in", net_in, io["net_in"], TOLERANCE)]
     one_shot = model.decode(latents, cond)
     results.append(compare("tcdecoder", "one-shot (tiny)", one_shot, io["out_seq"], TOLERANCE))
     if "out_chunk0" in io:

@@ -127,34 +127,34 @@ class TCDecoder(nn.Module):
         )  # fmt: skip
 
     @staticmethod
-    def condition(cond: torch.Tensor) -> torch.Tensor:
-        """LQ frames NCTHW ``[B, 3, F, 8h, 8w]`` -> NTCHW ``[B, ceil(F/4), 768, h, w]``.
+    def condition(cond: torch.Tensor, step: int) -> torch.Tensor:
+        """The 768 condition channels of latent step ``step``: its four LQ frames of ``cond``
+        (NCTHW ``[B, 3, F, 8h, 8w]``) pixel-shuffled to ``[B, 768, h, w]``.
 
         A frame count that is not a multiple of 4 is completed by repeating frame 0 in front, so
         that after the trim output frame j pairs with condition frame j."""
         short = -cond.shape[2] % COND_FRAMES
-        if short:
-            cond = torch.cat([cond[:, :, :1].expand(-1, -1, short, -1, -1), cond], dim=2)
-        return rearrange(cond, "b c (f ff) (h hh) (w ww) -> b f (c ff hh ww) h w",
-                         ff=COND_FRAMES, hh=COND_PATCH, ww=COND_PATCH)  # fmt: skip
+        frames = [max(0, COND_FRAMES * step + j - short) for j in range(COND_FRAMES)]
+        return rearrange(cond[:, :, frames], "b c ff (h hh) (w ww) -> b (c ff hh ww) h w",
+                         hh=COND_PATCH, ww=COND_PATCH)  # fmt: skip
 
-    def network_input(self, latents: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
-        """Condition channels first, then the latent: NTCHW ``[B, T, 784, h, w]``."""
-        shuffled = self.condition(cond).to(latents.dtype)
-        if shuffled.shape[1] != latents.shape[1]:
-            raise ValueError(f"TCDecoder: {cond.shape[2]} condition frames give {shuffled.shape[1]} latent steps, "
-                             f"but there are {latents.shape[1]} latent frames")
-        return torch.cat([shuffled, latents], dim=2)
+    def network_input(self, latents: torch.Tensor, cond: torch.Tensor, step: int) -> torch.Tensor:
+        """Condition channels first, then the latent: ``[B, 784, h, w]`` for latent step ``step``."""
+        return torch.cat([self.condition(cond, step).to(latents.dtype), latents[:, step]], dim=1)
 
     def iter_frames(self, latents: torch.Tensor, cond: torch.Tensor, state: TCDecoderState) -> Iterator[torch.Tensor]:
-        """Decode latents NTCHW ``[B, T, 16, h, w]`` with their condition, continuing ``state``;
+        """Decode latents NTCHW ``[B, T, 16, h, w]`` with their LQ frames, continuing ``state``;
         yields output frames ``[B, 3, 8h, 8w]`` (nominally [0, 1], not clamped) as they are made.
 
-        A fresh state's first call gives 4T-3 frames, later calls 4T."""
-        inputs = self.network_input(latents, cond)
-        for t in range(inputs.shape[1]):
+        A fresh state's first call gives 4T-3 frames, later calls 4T. The condition is cut per
+        latent step, so beside ``cond`` itself only a few frames are ever held."""
+        steps = -(-cond.shape[2] // COND_FRAMES)
+        if steps != latents.shape[1]:
+            raise ValueError(f"TCDecoder: {cond.shape[2]} condition frames give {steps} latent steps, "
+                             f"but there are {latents.shape[1]} latent frames")
+        for t in range(steps):
             frames: list[torch.Tensor] = []
-            self._push(0, inputs[:, t], state, frames.append)
+            self._push(0, self.network_input(latents, cond, t), state, frames.append)
             for frame in frames:
                 if state.frames_to_drop:
                     state.frames_to_drop -= 1
