@@ -3,7 +3,7 @@
 
 Usage: python scripts/parity.py FIXTURE_DIR [FIXTURE_DIR ...]
 
-Accepts any directory in the format of ``shared/fixtures/{dit,vae,pipeline}`` (other seeds and
+Accepts any directory in the format of ``shared/fixtures/{dit,vae,pipeline,flashvsr}`` (other seeds and
 shapes included) and prints, per case and output, the max absolute and relative error against the
 reference. Exits 1 when any output is over its fixture's tolerance.
 """

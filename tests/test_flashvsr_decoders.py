@@ -234,7 +234,8 @@ def test_real_size_layouts_match_the_published_counts():
     assert len(vae) == 194 and sum(math.prod(s) for s in vae.values()) == 126_892_531
     decoder_part = {k: s for k, s in vae.items() if k.startswith(("conv2.", "decoder."))}
     assert sum(math.prod(s) for s in decoder_part.values()) == 73_295_603
-    assert vae["decoder.conv1.weight"] == (384, 16, 3, 3, 3) and vae["decoder.middle.1.to_qkv.weight"] == (1152, 384, 1, 1)
+    assert vae["decoder.conv1.weight"] == (384, 16, 3, 3, 3)
+    assert vae["decoder.middle.1.to_qkv.weight"] == (1152, 384, 1, 1)
     assert vae["decoder.upsamples.3.time_conv.weight"] == (768, 384, 3, 1, 1)
     assert vae["decoder.head.0.gamma"] == (96, 1, 1, 1) and vae["conv1.weight"] == (32, 32, 1, 1, 1)
 
@@ -285,7 +286,8 @@ def test_random_files_depend_only_on_the_seed(tmp_path):
     b = write_decoder_checkpoint("tiny-tcdecoder", tmp_path / "b.ckpt", seed=1)
     c = write_decoder_checkpoint("tiny-tcdecoder", tmp_path / "c.ckpt", seed=2)
     sa, sb, sc = (torch.load(p, weights_only=True) for p in (a, b, c))
-    assert all(torch.equal(sa[k], sb[k]) for k in sa) and not torch.equal(sa["decoder.1.weight"], sc["decoder.1.weight"])
+    assert all(torch.equal(sa[k], sb[k]) for k in sa)
+    assert not torch.equal(sa["decoder.1.weight"], sc["decoder.1.weight"])
 
 
 @pytest.fixture

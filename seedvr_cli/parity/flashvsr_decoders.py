@@ -62,7 +62,8 @@ def load_fixture_wan_vae(fixture_dir: Path) -> WanVAEDecoder:
     meta = _metadata(fixture_dir / VAE_IO)
     found = re.search(r"z_dim=(\d+),\s*dim=(\d+)", meta.get("config", ""))
     if found is None:
-        raise ValueError(f"{fixture_dir / VAE_IO}: metadata 'config' does not name z_dim and dim: {meta.get('config')!r}")
+        raise ValueError(f"{fixture_dir / VAE_IO}: metadata 'config' does not name z_dim and dim: "
+                         f"{meta.get('config')!r}")
     model = WanVAEDecoder(WanVAEConfig(z_dim=int(found.group(1)), dim=int(found.group(2))))
     state = {k.removeprefix("model."): v.float() for k, v in load_file(fixture_dir / VAE_WEIGHTS).items()}
     model.load_state_dict(state, strict=True)
@@ -115,7 +116,8 @@ def _run_vae(fixture_dir: Path) -> list[CaseResult]:
     if "tiled" in io:
         size, stride = fixture_tiles(fixture_dir)
         note = f"tile {size} stride {stride} latents"
-        results.append(compare("wan-vae", "tiled decode", tiled_decode(model, z, size, stride), io["tiled"], TOLERANCE, note))
+        tiled = tiled_decode(model, z, size, stride)
+        results.append(compare("wan-vae", "tiled decode", tiled, io["tiled"], TOLERANCE, note))
     return results
 
 

@@ -68,7 +68,8 @@ def _key_problems(expected: dict[str, tuple[int, ...]], state: dict[str, torch.T
     return missing, unexpected, wrong
 
 
-def _mismatch_error(path: Path, what: str, missing: list[str], unexpected: list[str], wrong: list[str]) -> CheckpointError:
+def _mismatch_error(path: Path, what: str, missing: list[str], unexpected: list[str],
+                    wrong: list[str]) -> CheckpointError:  # fmt: skip
     parts = [_names(label, names) for label, names in
              (("missing keys", missing), ("unexpected keys", unexpected), ("keys of the wrong shape", wrong)) if names]
     return CheckpointError(f"{path}: does not fit FlashVSR's {what}: {'; '.join(parts)}; "
@@ -169,7 +170,8 @@ def _encoder_layout(config: WanVAEConfig) -> nn.Module:
     width = dims[-1]
     encoder.middle = nn.Sequential(ResidualBlock(width, width), AttentionBlock(width), ResidualBlock(width, width))
     # Mean and log-variance of every latent channel.
-    encoder.head = nn.Sequential(RMSNorm(width, images=False), nn.SiLU(), CausalConv3d(width, 2 * config.z_dim, 3, padding=1))
+    encoder.head = nn.Sequential(RMSNorm(width, images=False), nn.SiLU(),
+                                 CausalConv3d(width, 2 * config.z_dim, 3, padding=1))  # fmt: skip
     return encoder
 
 
