@@ -351,3 +351,17 @@ def test_not_a_decoder_file_is_named(tmp_path):
         load_tc_decoder(tmp_path / "other.ckpt")
     with pytest.raises(CheckpointError, match="not a Wan2.1 VAE file"):
         load_wan_vae_decoder(tmp_path / "other.ckpt")
+
+
+def test_both_decoders_run_in_bfloat16_as_the_pipelines_do():
+    # Only that the bf16 paths (float32 upsampling, de-normalisation in the latent dtype) run and
+    # stay near float32; bf16 rounding itself has no fixture.
+    vae, tc = _tiny_vae(), _tiny_tc()
+    z = torch.randn(1, 16, 3, 2, 3, generator=torch.Generator().manual_seed(6))
+    latents, cond = _tc_inputs(2)
+    with torch.no_grad():
+        pairs = [(vae.decode(z), vae.to(torch.bfloat16).decode(z.bfloat16())),
+                 (tc.decode(latents, cond), tc.to(torch.bfloat16).decode(latents.bfloat16(), cond))]  # fmt: skip
+    for full, half in pairs:
+        assert half.dtype == torch.bfloat16 and torch.isfinite(half).all()
+        assert (half.float() - full).abs().max() < 0.05 * full.abs().max()
