@@ -1,30 +1,32 @@
-"""FlashVSR parity: a directory in the format of ``shared/fixtures/flashvsr`` holds fixtures of
-several modules, each checked by its own module here (DiT + LQ projector, decoders); this kind
-runs every one whose files are present."""
+"""The FlashVSR fixture folder (format of ``shared/fixtures/flashvsr``): each part's checks run when
+its module is installed and its files are in the folder."""
 
 from __future__ import annotations
 
 import importlib
+import importlib.util
 from pathlib import Path
 
-from seedvr_cli.parity import CaseResult
+from . import CaseResult
 
 PARTS = ("flashvsr_dit", "flashvsr_decoders")
 
 
-def _part_modules():
-    for part in PARTS:
-        name = f"seedvr_cli.parity.{part}"
-        try:
-            yield importlib.import_module(name)
-        except ModuleNotFoundError as err:
-            if err.name != name:  # a real import error inside the module is not "not written yet"
-                raise
+def _parts(fixture_dir: Path) -> list:
+    found = []
+    for name in PARTS:
+        # A part not written yet is skipped; a part that fails to import is an error, not a skip.
+        if importlib.util.find_spec(f"seedvr_cli.parity.{name}") is None:
+            continue
+        module = importlib.import_module(f"seedvr_cli.parity.{name}")
+        if module.detect(fixture_dir):
+            found.append(module)
+    return found
 
 
 def detect(fixture_dir: Path) -> bool:
-    return any(module.detect(fixture_dir) for module in _part_modules())
+    return bool(_parts(Path(fixture_dir)))
 
 
 def run(fixture_dir: Path) -> list[CaseResult]:
-    return [result for module in _part_modules() if module.detect(fixture_dir) for result in module.run(fixture_dir)]
+    return [result for module in _parts(Path(fixture_dir)) for result in module.run(fixture_dir)]
