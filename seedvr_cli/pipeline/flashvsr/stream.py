@@ -87,29 +87,36 @@ def segment_noise(frames: int, height: int, width: int, seed: int) -> torch.Tens
 def upscale_segment(frames: torch.Tensor, streamer: SegmentStreamer, settings: SegmentSettings,
                     dtype: torch.dtype) -> torch.Tensor:
     """``frames`` ``[t, h, w, C]`` (uint8, uint16 or float in [0, 1]; C >= 3, extra channels
-    ignored) on the worker's device -> ``[t, H, W, 3]`` float32 in [0, 1] on the same device."""
+    ignored) on the worker's device -> ``[t, H, W, 3]`` float32 in [0, 1] on the same device (a
+    view of the segment's one output buffer, not contiguous)."""
     count = frames.shape[0]
     index = torch.tensor(padded_indices(count), device=frames.device)
     lq = upscale_and_crop(unit_range(frames[..., :3]).index_select(0, index), settings.scale, dtype)
-    streamed, height, width = lq.shape[2], lq.shape[3], lq.shape[4]
-    outputs = streamed - TAIL_FRAMES
-    if settings.tiled_dit:
-        size, overlap = output_tile(settings.tile_size, settings.tile_overlap, settings.scale)
-        tiles = plan_tiles(height, width, size, overlap)
+    outputs = lq.shape[2] - TAIL_FRAMES
+    if not settings.tiled_dit:
+        video = _stream_tile(lq, streamer, settings, outputs)
     else:
-        overlap, tiles = 0, [(0, 0, height, width)]
-    total = torch.zeros((1, 3, outputs, height, width), dtype=torch.float32, device=frames.device)
-    weight = torch.zeros((height, width), dtype=torch.float32, device=frames.device)
-    for top, left, th, tw in tiles:
+        video = _stream_tiles(lq, streamer, settings, outputs)
+    video = video.add_(1.0).mul_(0.5)[0].permute(1, 2, 3, 0)  # [F-4, H, W, 3]: a view, not a copy
+    if count == 1:
+        return video.median(dim=0, keepdim=True).values.contiguous()
+    return video[:count]
+
+
+def _stream_tiles(lq: torch.Tensor, streamer: SegmentStreamer, settings: SegmentSettings,
+                  outputs: int) -> torch.Tensor:
+    """The tiled DiT: each tile streamed on its own, the tiles feathered together (``tiles``)."""
+    height, width = lq.shape[3], lq.shape[4]
+    size, overlap = output_tile(settings.tile_size, settings.tile_overlap, settings.scale)
+    total = torch.zeros((1, 3, outputs, height, width), dtype=torch.float32, device=lq.device)
+    weight = torch.zeros((height, width), dtype=torch.float32, device=lq.device)
+    for top, left, th, tw in plan_tiles(height, width, size, overlap):
         tile = _stream_tile(lq[..., top : top + th, left : left + tw], streamer, settings, outputs)
-        mask = feather_mask((top, left, th, tw), (height, width), overlap).to(frames.device)
+        mask = feather_mask((top, left, th, tw), (height, width), overlap).to(lq.device)
         total[..., top : top + th, left : left + tw] += tile * mask
         weight[top : top + th, left : left + tw] += mask
         del tile
-    video = (total / weight).add_(1.0).mul_(0.5)[0].permute(1, 2, 3, 0)  # [F-4, H, W, 3]
-    if count == 1:
-        return video.median(dim=0, keepdim=True).values.contiguous()
-    return video[:count].contiguous()
+    return total.div_(weight)
 
 
 def _stream_tile(lq: torch.Tensor, streamer: SegmentStreamer, settings: SegmentSettings,
