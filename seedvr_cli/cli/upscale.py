@@ -88,7 +88,7 @@ def upscale(
         help="Cap on the long side of the output (0 = no cap).", rich_help_panel=_SIZE)] = _PROCESS_DEFAULTS.max_resolution,
     scale: Annotated[Optional[float], typer.Option(
         help="Output short side as a multiple of the input's (e.g. 2 or 4); instead of --resolution "
-             f"\\[default: none: --resolution applies]. FlashVSR: 2, 3 or 4 \\[default: {fv.DEFAULT_SCALE}]; the "
+             f"\\[default: none: --resolution applies]. FlashVSR: 2, 3 or 4 ({fv.DEFAULT_SCALE} when not given); the "
              "output is then cropped to multiples of 128 pixels.",
         rich_help_panel=_SIZE, show_default=False)] = None,
     batch_size: Annotated[int, typer.Option(
@@ -189,7 +189,8 @@ def upscale(
     vae_tiling: Annotated[str, typer.Option(
         help="on: encode and decode frames in overlapping spatial tiles (less VRAM at large sizes; tiles are "
              "blended with raised-cosine ramps), off: whole frames, auto: tiles only where --vram auto needs "
-             "them.", rich_help_panel=_MEMORY)] = _MEMORY_DEFAULTS.vae_tiling,
+             "them. FlashVSR full mode: auto and on decode in the reference's 480 x 832 px tiles, off whole frames.",
+        rich_help_panel=_MEMORY)] = _MEMORY_DEFAULTS.vae_tiling,
     vae_tile_size: Annotated[int, typer.Option(
         help="VAE tile size in pixels (multiple of 8).", rich_help_panel=_MEMORY)] = _MEMORY_DEFAULTS.vae_tile_size,
     vae_tile_overlap: Annotated[int, typer.Option(
@@ -201,11 +202,11 @@ def upscale(
     dit_tile_size: Annotated[int, typer.Option(
         help="Longest side of a DiT tile in output pixels, rounded down to whole attention windows (a tile is "
              "k x k windows shaped like the frame; 16:9 windows are 240 x 432 px). FlashVSR: side in input "
-             f"pixels, as in the ComfyUI node \\[default: {fv.DEFAULT_TILE_SIZE}].",
+             f"pixels, as in the ComfyUI node ({fv.DEFAULT_TILE_SIZE} when not given).",
         rich_help_panel=_MEMORY)] = _MEMORY_DEFAULTS.dit_tile_size,
     dit_tile_overlap: Annotated[int, typer.Option(
         help="Output pixels shared by neighbouring DiT tiles, rounded up to whole attention windows. FlashVSR: "
-             f"input pixels \\[default: {fv.DEFAULT_TILE_OVERLAP}].",
+             f"input pixels ({fv.DEFAULT_TILE_OVERLAP} when not given).",
         rich_help_panel=_MEMORY)] = _MEMORY_DEFAULTS.dit_tile_overlap,
     # FlashVSR
     sparse_ratio: Annotated[float, typer.Option(

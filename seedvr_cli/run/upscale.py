@@ -150,8 +150,10 @@ def _falls_back_to_cpu(spec: JobSpec, devices: list[DeviceSpec]) -> bool:
     return spec.run.devices.strip().lower() == "auto" and bool(devices) and devices[0].kind == "cpu"
 
 
-def _warn_if_slow_on_cpu(reporter: Reporter, job: Job, plan: InputPlan, facts: ModelFacts | None) -> None:
-    warning = cpu_fallback_warning(job.input, plan, facts.variant if facts is not None else None)
+def _warn_if_slow_on_cpu(reporter: Reporter, job: Job, plan: InputPlan, facts: ModelFacts | None,
+                         spec: JobSpec) -> None:
+    variant = "flashvsr" if spec.flashvsr_model is not None else facts.variant if facts is not None else None
+    warning = cpu_fallback_warning(job.input, plan, variant)
     if warning is not None:
         reporter.message(f"warning: {warning}")
 
@@ -232,7 +234,7 @@ def _run_one(index: int, total: int, job: Job, spec: JobSpec, pool: WorkerPool, 
             if gap is not None:
                 reporter.message(f"warning: {gap}")
             if cpu_fallback:
-                _warn_if_slow_on_cpu(reporter, job, plan, facts)
+                _warn_if_slow_on_cpu(reporter, job, plan, facts, spec)
             deep_output = plan.deep or deep_output_asked(spec.output_settings)
             if spec.flashvsr_model is None:
                 context = InputContext(temporal, window_settings(spec, size, deep_output), alpha=plan.alpha)
@@ -370,5 +372,5 @@ def _dry_run(index: int, total: int, job: Job, spec: JobSpec, reporter: Reporter
         reporter.message(describe_vram(estimate_flashvsr_vram(spec.flashvsr_model, spec.flashvsr, size.true, longest,
                                                               compute_bytes(spec.model.dtype))))
     if cpu_fallback:
-        _warn_if_slow_on_cpu(reporter, job, plan, facts)
+        _warn_if_slow_on_cpu(reporter, job, plan, facts, spec)
     return finish(reporter, JobOutcome(job, "planned", plan.frames))
