@@ -57,7 +57,8 @@ def test_tiles_lower_the_estimate(clip, tmp_path, capsys):
 
 
 @pytest.mark.parametrize(("args", "words"), [
-    (["--model", "flashvsr-v1.1-tiny", "--batch-size", "9"], ["--batch-size is a SeedVR2 setting", "flashvsr-v1.1-tiny"]),
+    (["--model", "flashvsr-v1.1-tiny", "--batch-size", "9"],
+     ["--batch-size is a SeedVR2 setting", "flashvsr-v1.1-tiny"]),
     (["--model", "flashvsr-v1.1-full", "--resolution", "720"], ["--resolution is a SeedVR2 setting"]),
     (["--model", "flashvsr-v1.0-tiny", "--blocks-to-swap", "4"], ["--blocks-to-swap is a SeedVR2 setting"]),
     (["--model", "flashvsr-v1.0-tiny", "--preview", "3"], ["--preview is a SeedVR2 setting"]),

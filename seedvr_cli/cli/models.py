@@ -10,7 +10,7 @@ import typer
 from seedvr_cli.cli.app import app, console, console_err
 
 models_app = typer.Typer(
-    help="Published SeedVR2 checkpoints: list them, download them, verify local copies.",
+    help="Published SeedVR2 and FlashVSR checkpoints: list them, download them, verify local copies.",
     no_args_is_help=True,
 )
 app.add_typer(models_app, name="models")

@@ -10,12 +10,18 @@ from pathlib import Path
 from seedvr_cli.config import ModelSettings
 from seedvr_cli.errors import CheckpointError
 from seedvr_cli.pipeline.flashvsr.choices import FlashVSRModel
-from seedvr_cli.weights.download import MissingModelFile, find_local, missing_message, model_dir_or_env, resolve_model_file
+from seedvr_cli.weights.download import (
+    MissingModelFile,
+    find_local,
+    missing_message,
+    model_dir_or_env,
+    resolve_model_file,
+)
 from seedvr_cli.weights.registry import flashvsr_files
 
 PROMPT_FILE = "posi_prompt.pth"
-_PROMPT_SOURCE = ("it ships in the FlashVSR GitHub repositories (OpenImagingLab/FlashVSR examples/WanVSR/prompt_tensor/, "
-                  "the ComfyUI node's folder)")
+_PROMPT_SOURCE = ("it ships in the FlashVSR GitHub repositories (OpenImagingLab/FlashVSR "
+                  "examples/WanVSR/prompt_tensor/, the ComfyUI node's folder)")
 
 
 @dataclass(frozen=True)

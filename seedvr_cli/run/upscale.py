@@ -89,7 +89,8 @@ def run_upscale(spec: JobSpec, reporter: Reporter) -> RunSummary:
     if flashvsr is None:
         spec = _fit_memory(spec, jobs, facts, reporter)
     if spec.run.dry_run:
-        reporter.message(f"would use {describe_models(spec.model) if flashvsr is None else describe_flashvsr(spec.model, flashvsr)}")
+        models = describe_models(spec.model) if flashvsr is None else describe_flashvsr(spec.model, flashvsr)
+        reporter.message(f"would use {models}")
         devices, line = _devices_for_dry_run(spec)
         reporter.message(line)
         cpu_fallback = _falls_back_to_cpu(spec, devices)

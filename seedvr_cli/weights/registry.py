@@ -119,7 +119,8 @@ _FLASHVSR_FILES = (
      "DiT (Wan2.1 1.3B topology, 1.42 B parameters), every mode"),
     ("LQ_proj_in.ckpt", "flashvsr-lq-proj", "lq-proj", "ckpt",
      "LQ projector (288 M parameters), every mode; loaded with weights_only"),
-    ("TCDecoder.ckpt", "flashvsr-tcdecoder", "tcdecoder", "ckpt", "tiny conditional decoder (45 M), modes tiny and tiny-long"),
+    ("TCDecoder.ckpt", "flashvsr-tcdecoder", "tcdecoder", "ckpt",
+     "tiny conditional decoder (45 M), modes tiny and tiny-long"),
     ("Wan2.1_VAE.pth", "flashvsr-vae", "vae", "pth", "Wan2.1 VAE (decoder 73 M used), mode full"),
 )
 MODEL_FILES += tuple(

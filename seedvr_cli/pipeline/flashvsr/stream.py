@@ -111,7 +111,7 @@ def _stream_tiles(lq: torch.Tensor, streamer: SegmentStreamer, settings: Segment
     total = torch.zeros((1, 3, outputs, height, width), dtype=torch.float32, device=lq.device)
     weight = torch.zeros((height, width), dtype=torch.float32, device=lq.device)
     for top, left, th, tw in plan_tiles(height, width, size, overlap):
-        tile = _stream_tile(lq[..., top : top + th, left : left + tw], streamer, settings, outputs)
+        tile = _stream_tile(lq[..., top : top + th, left : left + tw].contiguous(), streamer, settings, outputs)
         mask = feather_mask((top, left, th, tw), (height, width), overlap).to(lq.device)
         total[..., top : top + th, left : left + tw] += tile * mask
         weight[top : top + th, left : left + tw] += mask
