@@ -141,7 +141,7 @@ def stand_in_runs(tmp_path_factory):
             output = folder / f"out_{devices.replace(',', '_')}.mkv"
             with pytest.raises(SystemExit) as exit_info:
                 main(["upscale", str(clip), "-o", str(output), "--model", "flashvsr-v1.1-tiny", "--devices", devices,
-                      "--segment-frames", "21", "--segment-overlap", "4", "--codec", "ffv1"])
+                      "--segment-frames", "21", "--segment-overlap", "4", "--codec", "ffv1", "--compare"])
             results[devices] = (exit_info.value.code, output)
     finally:
         patch.undo()
@@ -163,6 +163,20 @@ def test_a_whole_run_on_one_and_two_workers_gives_the_same_pixels(stand_in_runs)
     frames_two, _ = _decode(two)
     assert frames_one.shape == (45, 128, 128, 3) and audio == 1  # every frame, at 4x cropped to 128, audio kept
     np.testing.assert_array_equal(frames_one, frames_two)
-    assert sorted(p.name for p in one.parent.iterdir()) == ["clip.mp4", "dit.safetensors", "lq.ckpt",
-                                                            "out_cpu.mkv", "out_cpu_cpu.mkv", "posi_prompt.pth",
-                                                            "tc.ckpt"]
+    # --compare: the input as FlashVSR sees it (x4, cropped) left of the output.
+    compared, _ = _decode(one.with_name("out_cpu_compare.mkv"))
+    assert compared.shape == (45, 128, 256, 3)
+    np.testing.assert_array_equal(compared[:, :, 128:], frames_one)
+    from seedvr_cli.media.reader import open_reader
+    from seedvr_cli.run.flashvsr_plan import lq_like_output
+    from seedvr_cli.run.side_by_side import input_like_output
+
+    with open_reader(str(clip)) as reader:
+        inputs = np.asarray(reader.read(0, 45))
+    as_model_sees = lq_like_output(4)(inputs, frames_one).astype(int)
+    plain = input_like_output(inputs, frames_one).astype(int)
+    left = compared[:, :, :128].astype(int)
+    assert np.abs(left - as_model_sees).mean() < 0.5 * np.abs(left - plain).mean()
+    assert sorted(p.name for p in one.parent.iterdir()) == [
+        "clip.mp4", "dit.safetensors", "lq.ckpt", "out_cpu.mkv", "out_cpu_compare.mkv", "out_cpu_cpu.mkv",
+        "out_cpu_cpu_compare.mkv", "posi_prompt.pth", "tc.ckpt"]

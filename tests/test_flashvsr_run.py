@@ -104,3 +104,19 @@ def test_segment_settings_follow_the_spec():
     settings = segment_settings(spec)
     assert (settings.scale, settings.color_fix, settings.tiled_dit, settings.seed) == (2, False, True, 7)
     assert replace(settings, seed=0) != settings
+
+
+def test_compare_shows_the_input_as_flashvsr_sees_it(clip_plan):
+    from seedvr_cli.pipeline.flashvsr.preprocess import unit_range, upscale_and_crop
+    from seedvr_cli.run.flashvsr_plan import lq_like_output
+    from seedvr_cli.run.side_by_side import side_by_side
+
+    *_, frames = clip_plan
+    outputs = np.zeros((3, 128, 128, 3), dtype=np.uint8)
+    picture = side_by_side(frames[:3], outputs, lq_like_output(4))
+    lq = upscale_and_crop(unit_range(torch.from_numpy(frames[:3])), 4, torch.float32)
+    expected = quantize(((lq + 1) / 2)[0].permute(1, 2, 3, 0), torch.uint8).numpy()
+    assert picture.shape == (3, 128, 256, 3)
+    np.testing.assert_array_equal(picture[:, :, :128], expected)
+    # The plain resize (no crop) would squeeze 160x144 into 128x128: another picture.
+    assert not np.array_equal(side_by_side(frames[:3], outputs)[:, :, :128], expected)

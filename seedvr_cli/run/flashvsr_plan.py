@@ -4,8 +4,10 @@ segment each) and a VRAM estimate. Like ``run.plan``, nothing here depends on th
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 
 from seedvr_cli.config import FlashVSRSettings, JobSpec
@@ -13,11 +15,12 @@ from seedvr_cli.errors import UserError
 from seedvr_cli.media.discovery import Job
 from seedvr_cli.parallel.tasks import ChunkTask, plan_chunks
 from seedvr_cli.pipeline.flashvsr.choices import FlashVSRModel
-from seedvr_cli.pipeline.flashvsr.preprocess import output_size, streamed_frames
+from seedvr_cli.pipeline.flashvsr.preprocess import output_size, streamed_frames, unit_range, upscale_and_crop
 from seedvr_cli.pipeline.flashvsr.segments import SegmentPlan, plan_segments
 from seedvr_cli.pipeline.flashvsr.stream import SegmentSettings
 from seedvr_cli.pipeline.flashvsr.tiles import output_tile, plan_tiles
 from seedvr_cli.pipeline.plan import FrameSize
+from seedvr_cli.pipeline.quantize import quantize
 from seedvr_cli.run.plan import InputPlan, input_range
 
 GIB = 2**30
@@ -119,3 +122,16 @@ def describe_vram(vram: FlashVSRVRAM) -> str:
 
 def output_dtype(deep: bool) -> torch.dtype:
     return torch.uint16 if deep else torch.uint8
+
+
+def lq_like_output(scale: int):
+    """``--compare``'s left half for FlashVSR: each input frame as the model gets it (bicubic x
+    ``scale``, centre-cropped), so both halves line up pixel for pixel."""
+    return functools.partial(_lq_like_output, scale=scale)
+
+
+def _lq_like_output(inputs, outputs: np.ndarray, *, scale: int) -> np.ndarray:
+    frames = unit_range(torch.as_tensor(np.asarray(inputs))[..., :3])
+    lq = upscale_and_crop(frames, scale, torch.float32)[0].permute(1, 2, 3, 0)  # [T, H, W, 3] in [-1, 1]
+    dtype = torch.uint16 if outputs.dtype == np.uint16 else torch.uint8
+    return quantize((lq + 1) / 2, dtype).numpy()

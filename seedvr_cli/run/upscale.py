@@ -36,6 +36,7 @@ from seedvr_cli.run.flashvsr_plan import (
     compute_bytes,
     describe_vram,
     estimate_flashvsr_vram,
+    lq_like_output,
     output_dtype,
     plan_flashvsr_input,
     segment_settings,
@@ -268,9 +269,11 @@ def _run_one(index: int, total: int, job: Job, spec: JobSpec, pool: WorkerPool, 
                 writer = open_output(job.output, spec.output_settings, reader, first_frame=plan.first_frame,
                                      frames=plan.frames, size=size.true, deep=deep_output, alpha=plan.alpha)
                 if spec.run.compare:
+                    like_output = {} if spec.flashvsr_model is None else {
+                        "like_output": lq_like_output(spec.flashvsr.scale)}
                     writer = with_comparison(writer, compare_output(job.output), spec.output_settings, reader, source,
                                              first_frame=plan.first_frame, frames=plan.frames, size=size.true,
-                                             deep=deep_output, alpha=plan.alpha)
+                                             deep=deep_output, alpha=plan.alpha, **like_output)
             # Without resume a chunk is read back once and deleted: flushing it to the disk buys nothing.
             options = RunOptions(resume=spec.run.resume, restart=spec.run.restart, max_retries=spec.run.max_retries,
                                  max_in_flight=spec.run.max_in_flight, chunks=chunks,
