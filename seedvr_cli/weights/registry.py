@@ -15,7 +15,7 @@ class ModelFile:
     name: str  # the file name users know (ComfyUI's models/SEEDVR2/<name>)
     repo: str  # Hugging Face repository
     path: str  # path inside the repository
-    kind: str  # "dit", "vae", "text_embedding", or FLASHVSR_KINDS
+    kind: str  # "dit", "vae", "text_embedding"; FlashVSR: "flashvsr-dit", "-lq-proj", "-tcdecoder", "-vae"
     variant: str  # "3b", "7b", "7b-sharp", "vae", "text", "flashvsr-v1.0", "flashvsr-v1.1"
     format: str  # "fp32", "fp16", "fp8_e4m3fn", "fp8_e4m3fn_mixed", "gguf-Q4_K_M", "bf16", ...
     sha256: str | None = None
@@ -108,17 +108,16 @@ MODEL_FILES: tuple[ModelFile, ...] = (
               aliases=("pos-emb", "text-embedding")),
 )  # fmt: skip
 
-# FlashVSR (../shared/reference/flashvsr/WEIGHTS.md): the same four file names in both versions
-# repositories, so each is named by the folder the ComfyUI node keeps it in (models/FlashVSR,
-# models/FlashVSR-v1.1) and found under that name or the bare file name in --model-dir.
+# FlashVSR (../shared/reference/flashvsr/WEIGHTS.md): the repositories of both versions hold the
+# same four file names, so each entry is named by its repository's folder (FlashVSR/...,
+# FlashVSR-v1.1/...); --model-dir may hold either that path or the bare file name.
 # posi_prompt.pth (the prompt embedding) is not on Hugging Face: it ships in the GitHub repositories.
-FLASHVSR_KINDS = ("flashvsr-dit", "flashvsr-lq-proj", "flashvsr-tcdecoder", "flashvsr-vae")
 _FLASHVSR_REPOS = {"1.0": "JunhaoZhuang/FlashVSR", "1.1": "JunhaoZhuang/FlashVSR-v1.1"}
 _FLASHVSR_FILES = (
     ("diffusion_pytorch_model_streaming_dmd.safetensors", "flashvsr-dit", "dit", "bf16",
      "DiT (Wan2.1 1.3B topology, 1.42 B parameters), every mode"),
     ("LQ_proj_in.ckpt", "flashvsr-lq-proj", "lq-proj", "ckpt",
-     "LQ projector (288 M parameters), every mode; loaded with weights_only"),
+     "LQ projector (288 M parameters), every mode"),
     ("TCDecoder.ckpt", "flashvsr-tcdecoder", "tcdecoder", "ckpt",
      "tiny conditional decoder (45 M), modes tiny and tiny-long"),
     ("Wan2.1_VAE.pth", "flashvsr-vae", "vae", "pth", "Wan2.1 VAE (decoder 73 M used), mode full"),

@@ -1,8 +1,9 @@
 """FlashVSR's model names and the defaults of its settings, importable without torch.
 
-Defaults follow the reference tools users come from (../shared/reference/flashvsr/CLI.md): the
-standalone FlashVSR CLI and the official scripts where they agree (scale 4, the factor the LQ
-projector was trained for; the ComfyUI node defaults to 2), the ComfyUI node for the tiles.
+Defaults follow the reference tools users come from (../shared/reference/flashvsr/CLI.md), the
+standalone FlashVSR CLI where the tools differ: scale 4 (as the official scripts; the ComfyUI node
+defaults to 2) and DiT tiles off (the node turns them on); the attention knobs, colour fix, tile
+size and overlap and VAE tiles are the same in all of them.
 """
 
 from __future__ import annotations
