@@ -33,3 +33,10 @@ class RMSNorm(nn.Module):
 
     def extra_repr(self) -> str:
         return f"{self.dim}, eps={self.eps}, affine={self.weight is not None}"
+
+
+def modulated_rms_norm(x: Tensor, scale: Tensor, shift: Tensor, eps: float = 1e-5) -> Tensor:
+    """``rms_norm(x) * scale + shift``, rounded as the reference rounds it (the normalised value to
+    ``x``'s dtype, then the product, then the sum), with the modulation done in place on the fresh
+    normalised tensor: one allocation instead of three, and one expression a compiled block fuses."""
+    return rms_norm(x, eps=eps).mul_(scale).add_(shift)

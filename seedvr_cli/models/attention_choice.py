@@ -1,0 +1,27 @@
+"""Which attention backend a device runs for ``--attention auto|sdpa|flash|flex``.
+
+"auto" takes the fastest backend the device has: "flash" (every window in one varlen call) where
+its kernels run, else "sdpa". A backend asked for by name that the device lacks falls back to
+"sdpa", with one line saying why, so a command line written for one machine still runs on another.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from .packed_attention import flex_available, varlen_available
+
+ATTENTION_CHOICES = ("auto", "sdpa", "flash", "flex")
+# Why a backend cannot run on a device (None: it can); backends not named here run anywhere.
+_MISSING = {"flash": varlen_available, "flex": flex_available}
+
+
+def choose_attention(requested: str, device: torch.device) -> tuple[str, str | None]:
+    """(backend name, note or None) for ``requested`` on ``device``."""
+    if requested == "auto":
+        return ("flash", None) if varlen_available(device) is None else ("sdpa", None)
+    missing = _MISSING.get(requested)
+    why = missing(device) if missing is not None else None
+    if why is not None:
+        return "sdpa", f"--attention {requested} is not available ({why}); using sdpa"
+    return requested, None
