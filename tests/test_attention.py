@@ -138,7 +138,7 @@ def test_flex_backend_equals_reference_backend():
     # Eager FlexAttention on the CPU: the block mask must confine every query to its window.
     rope = RopeSpec("pixel", 16)
     vid, txt = _rotated_text_case(rope, seed=3)
-    plan = with_packed_layout(build_window_plan(GRIDS, TXT_LENS, "shifted", rope=rope), head_dim=32)
+    plan = with_packed_layout(build_window_plan(GRIDS, TXT_LENS, "shifted", rope=rope), head_dim=32, backend="flex")
     ref_vid, ref_txt = reference_window_attention(vid, txt, plan, True)
     with torch.no_grad():  # FlexAttention on the CPU has no backward
         out_vid, out_txt = flex_window_attention(vid, txt, plan, True)

@@ -32,7 +32,14 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from .packed_attention import PackedWindows, attend_flex, attend_varlen, build_packed_windows, packed_window_attention
+from .packed_attention import (
+    PackedWindows,
+    attend_flex,
+    attend_varlen,
+    build_packed_windows,
+    packed_window_attention,
+    prepare_flex,
+)
 from .rope import RopeSpec, apply_rope
 
 Window = tuple[int, int, int, int, int, int]  # [t0, t1, h0, h1, w0, w1), token coordinates
@@ -127,9 +134,14 @@ class WindowPlan:
     packed: PackedWindows | None = None
 
 
-def with_packed_layout(plan: WindowPlan, head_dim: int) -> WindowPlan:
-    """``plan`` with its packed layout for heads of ``head_dim`` (what "flash" and "flex" read)."""
-    return replace(plan, packed=build_packed_windows(plan, head_dim))
+def with_packed_layout(plan: WindowPlan, head_dim: int, backend: str = "flash") -> WindowPlan:
+    """``plan`` with its packed layout for heads of ``head_dim`` and whatever ``backend`` (one of
+    ``PACKED_BACKENDS``) builds from it once, outside the blocks (FlexAttention's block mask)."""
+    packed = build_packed_windows(plan, head_dim)
+    prepare = PACKED_BACKENDS.get(backend)
+    if prepare is not None:
+        prepare(packed)
+    return replace(plan, packed=packed)
 
 
 def build_window_plan(
@@ -292,15 +304,18 @@ ATTENTION_BACKENDS: dict[str, AttentionBackend] = {
     "flash": flash_window_attention,
     "flex": flex_window_attention,
 }
-# Backends that read ``WindowPlan.packed``: the model builds that layout with the plan.
-PACKED_BACKENDS = {"flash", "flex"}
+# Backends that read ``WindowPlan.packed`` (the model builds that layout with the plan), each with
+# what it prepares from the layout once per plan, if anything.
+PACKED_BACKENDS: dict[str, Callable[[PackedWindows], None] | None] = {"flash": None, "flex": prepare_flex}
 
 
-def register_attention_backend(name: str, backend: AttentionBackend, packed: bool = False) -> None:
-    """Make a backend selectable by name; ``packed``: it reads the plan's packed layout."""
+def register_attention_backend(name: str, backend: AttentionBackend, packed: bool = False,
+                               prepare: Callable[[PackedWindows], None] | None = None) -> None:
+    """Make a backend selectable by name; ``packed``: it reads the plan's packed layout, on which
+    ``prepare`` runs once per plan."""
     ATTENTION_BACKENDS[name] = backend
     if packed:
-        PACKED_BACKENDS.add(name)
+        PACKED_BACKENDS[name] = prepare
 
 
 def attention_backend(name: str) -> AttentionBackend:

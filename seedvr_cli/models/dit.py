@@ -387,22 +387,23 @@ class NaDiT(nn.Module):
             txt_lens=tuple(txt_lens),
             vid_repeats=torch.tensor(vid_lens, device=emb.device) if several else None,
             txt_repeats=torch.tensor(tuple(txt_lens), device=emb.device) if several else None,
-            plans={m: self.window_plan(grids, txt_lens, m, device, packed=name in PACKED_BACKENDS) for m in methods},
+            plans={m: self.window_plan(grids, txt_lens, m, device, backend=name) for m in methods},
             txt_rope=text_rope_tables(rope, txt_lens, device=device),
             attention=attention_backend(name),
         )
 
-    def window_plan(self, grids, txt_lens, method: str, device: torch.device, packed: bool = False) -> WindowPlan:
-        """The partition plan for these shapes, cached (index tensors on ``device``); ``packed``:
-        with the layout of every window back to back, for the one-call backends."""
-        key = (tuple(map(tuple, grids)), tuple(txt_lens), method, str(device), packed)
+    def window_plan(self, grids, txt_lens, method: str, device: torch.device, backend: str = "sdpa") -> WindowPlan:
+        """The partition plan for these shapes, cached (index tensors on ``device``); for a backend
+        that attends to all windows in one call, with the packed layout it reads."""
+        packed = backend in PACKED_BACKENDS
+        key = (tuple(map(tuple, grids)), tuple(txt_lens), method, str(device), backend if packed else None)
         plan = self._plan_cache.get(key)
         if plan is None:
             if len(self._plan_cache) >= _PLAN_CACHE_SIZE:
                 self._plan_cache.clear()
             plan = build_window_plan(grids, txt_lens, method, self.config.window, self.config.rope, device)
             if packed:
-                plan = with_packed_layout(plan, self.config.head_dim)
+                plan = with_packed_layout(plan, self.config.head_dim, backend)
             self._plan_cache[key] = plan
         return plan
 

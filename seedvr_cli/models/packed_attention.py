@@ -43,7 +43,7 @@ class PackedWindows:
     txt_position: Tensor  # (windows x text,) packed positions of text rows ...
     txt_row: Tensor  # ... and the text row each one is a copy of
     sequence_id: Tensor  # (T,) int32 window number of each packed position (FlexAttention's mask)
-    attend_state: dict  # per-kernel objects built once per layout (FlexAttention's block mask)
+    attend_state: dict  # what a kernel builds once per layout (``prepare_flex``: the block mask)
 
     @property
     def max_length(self) -> int:
@@ -139,13 +139,17 @@ def attend_varlen(q: Tensor, k: Tensor, v: Tensor, packed: PackedWindows) -> Ten
     return varlen_attn(q, k, v, packed.cu_seqlens, packed.cu_seqlens, length, length)
 
 
+def prepare_flex(packed: PackedWindows) -> None:
+    """Build the block mask of ``attend_flex`` once per layout (outside any compiled block)."""
+    packed.attend_state["flex_block_mask"] = flex_block_mask(packed)
+
+
 def attend_flex(q: Tensor, k: Tensor, v: Tensor, packed: PackedWindows) -> Tensor:
-    """One FlexAttention call; the block mask (built on first use, kept with the layout) skips
-    every block of keys outside the query's window."""
+    """One FlexAttention call; the block mask (``prepare_flex``) skips every block of keys outside
+    the query's window."""
     mask = packed.attend_state.get("flex_block_mask")
     if mask is None:
-        mask = flex_block_mask(packed)
-        packed.attend_state["flex_block_mask"] = mask
+        raise RuntimeError("this packed layout has no FlexAttention block mask (prepare_flex builds it)")
     # (T, H, D) -> (1, H, T, D).
     out = _flex_attention(q.device.type)(*(x.transpose(0, 1)[None] for x in (q, k, v)), block_mask=mask)
     return out[0].transpose(0, 1)
