@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import torch
 
+from seedvr_cli.pipeline.choices import ATTENTION_CHOICES
+
 from .packed_attention import flex_available, varlen_available
 
-ATTENTION_CHOICES = ("auto", "sdpa", "flash", "flex")
+__all__ = ["ATTENTION_CHOICES", "choose_attention"]
 # Why a backend cannot run on a device (None: it can); backends not named here run anywhere.
 _MISSING = {"flash": varlen_available, "flex": flex_available}
 

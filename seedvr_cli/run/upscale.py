@@ -93,7 +93,8 @@ def run_upscale(spec: JobSpec, reporter: Reporter) -> RunSummary:
         reporter.message(f"removed {folder}, a temporary folder of a run that was killed")
     with run_temp_dir("stats") as stats_dir:
         factory = StatsRecordingFactory(SeedVRProcessorFactory(files, dtype=spec.model.dtype, memory=spec.memory,
-                                                               facts=facts),
+                                                               facts=facts, attention_backend=spec.model.attention,
+                                                               compile=spec.model.compile),
                                         stats_dir)
         with WorkerPool(devices, factory) as pool:
             for index, job in enumerate(jobs):
