@@ -7,7 +7,8 @@ import torch
 
 from seedvr_cli.models import attention_choice
 from seedvr_cli.models.attention import ATTENTION_BACKENDS
-from seedvr_cli.models.attention_choice import ATTENTION_CHOICES, choose_attention
+from seedvr_cli.models.attention_choice import choose_attention
+from seedvr_cli.pipeline.choices import ATTENTION_CHOICES
 
 CPU = torch.device("cpu")
 

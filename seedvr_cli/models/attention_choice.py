@@ -1,4 +1,5 @@
-"""Which attention backend a device runs for ``--attention auto|sdpa|flash|flex``.
+"""Which attention backend a device runs for ``--attention auto|sdpa|flash|flex`` (the choices:
+``pipeline.choices.ATTENTION_CHOICES``).
 
 "auto" takes the fastest backend the device has: "flash" (every window in one varlen call) where
 its kernels run, else "sdpa". A backend asked for by name that the device lacks falls back to
@@ -9,11 +10,7 @@ from __future__ import annotations
 
 import torch
 
-from seedvr_cli.pipeline.choices import ATTENTION_CHOICES
-
 from .packed_attention import flex_available, varlen_available
-
-__all__ = ["ATTENTION_CHOICES", "choose_attention"]
 # Why a backend cannot run on a device (None: it can); backends not named here run anywhere.
 _MISSING = {"flash": varlen_available, "flex": flex_available}
 
