@@ -21,7 +21,7 @@ from seedvr_cli.models.attention import (
     window_sizes,
     with_packed_layout,
 )
-from seedvr_cli.models.norms import RMSNorm, modulated_rms_norm, rms_norm
+from seedvr_cli.models.norms import RMSNorm, modulated_rms_norm, rms_norm, rms_norm_reference
 from seedvr_cli.models.packed_attention import attend_per_window, packed_window_attention
 from seedvr_cli.models.rope import RopeSpec, apply_rope, apply_rope_full, full_width_tables
 
@@ -190,6 +190,18 @@ def test_backend_registry():
     assert attention_backend("flash") is flash_window_attention
     with pytest.raises(ValueError, match="unknown attention backend 'nope'.*sdpa"):
         attention_backend("nope")
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("affine", [True, False])
+def test_fused_rms_norm_equals_the_op_by_op_reference(dtype, affine):
+    gen = torch.Generator().manual_seed(6)
+    x = (torch.randn(300, 96, generator=gen) * 40).to(dtype)
+    weight = torch.randn(96, generator=gen).to(dtype) if affine else None
+    assert torch.equal(rms_norm(x, weight), rms_norm_reference(x, weight))
+    # A weight in another dtype than the activations takes the reference (output in x's dtype).
+    if affine:
+        assert rms_norm(x, weight.double()).dtype == dtype
 
 
 def test_rms_norm_statistics_in_float32():

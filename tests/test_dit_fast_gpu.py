@@ -123,3 +123,15 @@ def test_fp8_matmul_matches_the_upcast_path(monkeypatch):
     layer.use_scaled_mm = True
     fast = layer(x).float()
     assert float((fast - plain).abs().max() / plain.abs().max()) < 0.05
+
+
+def test_fused_rms_norm_matches_the_reference_on_the_gpu():
+    from seedvr_cli.models.norms import rms_norm_reference
+
+    gen = torch.Generator().manual_seed(0)
+    x = (torch.randn(50000, 3072, generator=gen) * 20).to(CUDA, torch.bfloat16)
+    weight = torch.randn(3072, generator=gen).to(CUDA, torch.bfloat16)
+    for w in (None, weight):
+        fused, reference = rms_norm(x, w).float(), rms_norm_reference(x, w).float()
+        # Only the order of the float32 sum may differ: at most one bf16 rounding step apart.
+        torch.testing.assert_close(fused, reference, rtol=2**-7, atol=0)
