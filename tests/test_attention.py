@@ -8,7 +8,7 @@ import pytest
 import torch
 from conftest import shared_path
 
-from seedvr_cli.models import attention
+from seedvr_cli.models import attention, packed_attention
 from seedvr_cli.models.attention import (
     attention_backend,
     build_window_plan,
@@ -108,6 +108,16 @@ def test_packed_layout_equals_reference_backend(rope, method):
     torch.testing.assert_close(packed_vid, ref_vid, rtol=0, atol=2e-6)
     torch.testing.assert_close(packed_txt, ref_txt, rtol=0, atol=2e-6)
     assert packed_window_attention(vid, txt, plan, False, attend_per_window)[1] is None
+
+
+def test_packed_rotation_in_chunks_changes_nothing(monkeypatch):
+    rope = RopeSpec("mmrope3d", 24)
+    vid, txt = _rotated_text_case(rope, seed=6)
+    plan = with_packed_layout(build_window_plan(GRIDS, TXT_LENS, "regular", rope=rope), head_dim=32)
+    whole = packed_window_attention(vid, txt, plan, True, attend_per_window)
+    monkeypatch.setattr(packed_attention, "ROPE_CHUNK_ROWS", 100)
+    chunked = packed_window_attention(vid, txt, plan, True, attend_per_window)
+    assert all(torch.equal(a, b) for a, b in zip(whole, chunked))
 
 
 def test_packed_layout_puts_each_window_in_one_sequence():

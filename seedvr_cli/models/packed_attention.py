@@ -28,6 +28,9 @@ from torch import Tensor
 from .rope import apply_rope_full, full_width_tables
 
 QKV = tuple[Tensor, Tensor, Tensor]
+# Rows rotated per pass: the rotation's float32 temporaries stay near 100 MB at 7B width (16k rows x
+# 3072 x 4 bytes, a few alive at once) instead of growing with the frame (~2 GB for a 1080p window).
+ROPE_CHUNK_ROWS = 1 << 14
 
 
 @dataclass(frozen=True)
@@ -104,7 +107,7 @@ def packed_window_attention(vid: QKV, txt: QKV, plan, need_txt: bool, attend: At
     if packed is None:
         raise RuntimeError("this window plan has no packed layout (NaDiT builds it for backends that need one)")
     q, k, v = (torch.cat((xv, xt)).index_select(0, packed.gather_index) for xv, xt in zip(vid, txt))
-    q, k = apply_rope_full(q, packed.cos, packed.sin), apply_rope_full(k, packed.cos, packed.sin)
+    q, k = _rotated(q, packed), _rotated(k, packed)
     out = attend(q, k, v, packed)
     out_vid = out.index_select(0, packed.vid_position)
     if not need_txt:
@@ -112,6 +115,14 @@ def packed_window_attention(vid: QKV, txt: QKV, plan, need_txt: bool, attend: At
     txt_sum = out.new_zeros(txt[2].shape, dtype=torch.float32)
     txt_sum.index_add_(0, packed.txt_row, out.index_select(0, packed.txt_position).float())
     return out_vid, (txt_sum / plan.txt_window_count[:, None, None]).to(txt[2].dtype)
+
+
+def _rotated(x: Tensor, packed: PackedWindows) -> Tensor:
+    out = torch.empty_like(x)
+    for start in range(0, x.shape[0], ROPE_CHUNK_ROWS):
+        rows = slice(start, start + ROPE_CHUNK_ROWS)
+        out[rows] = apply_rope_full(x[rows], packed.cos[rows], packed.sin[rows])
+    return out
 
 
 def attend_per_window(q: Tensor, k: Tensor, v: Tensor, packed: PackedWindows) -> Tensor:
@@ -150,8 +161,11 @@ def attend_flex(q: Tensor, k: Tensor, v: Tensor, packed: PackedWindows) -> Tenso
     mask = packed.attend_state.get("flex_block_mask")
     if mask is None:
         raise RuntimeError("this packed layout has no FlexAttention block mask (prepare_flex builds it)")
+    # Inside a compiled block the plain function is traced into the block's graph; called eagerly,
+    # it needs a compiled wrapper of its own to be fast.
+    flex = _flex_function() if torch.compiler.is_compiling() else _flex_attention(q.device.type)
     # (T, H, D) -> (1, H, T, D).
-    out = _flex_attention(q.device.type)(*(x.transpose(0, 1)[None] for x in (q, k, v)), block_mask=mask)
+    out = flex(*(x.transpose(0, 1)[None] for x in (q, k, v)), block_mask=mask)
     return out[0].transpose(0, 1)
 
 
@@ -169,12 +183,16 @@ def flex_block_mask(packed: PackedWindows):
                              _compile=ids.device.type == "cuda")
 
 
-@functools.cache
-def _flex_attention(device_type: str):
+def _flex_function():
     from torch.nn.attention.flex_attention import flex_attention
 
+    return flex_attention
+
+
+@functools.cache
+def _flex_attention(device_type: str):
     # FlexAttention is fast only compiled; eager runs its dense reference (used on the CPU in tests).
-    return torch.compile(flex_attention, dynamic=False) if device_type == "cuda" else flex_attention
+    return torch.compile(_flex_function(), dynamic=False) if device_type == "cuda" else _flex_function()
 
 
 def varlen_available(device: torch.device) -> str | None:
