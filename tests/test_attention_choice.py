@@ -30,11 +30,20 @@ def test_missing_backend_falls_back_to_sdpa_with_one_line(name):
 
 
 def test_auto_takes_flash_where_it_runs(monkeypatch):
-    monkeypatch.setattr(attention_choice, "varlen_available", lambda device: None)
+    monkeypatch.setattr(attention_choice, "varlen_available", lambda device, dtype: None)
     assert choose_attention("auto", torch.device("cuda")) == ("flash", None)
 
 
+def test_flash_needs_half_precision(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: (9, 0))
+    cuda = torch.device("cuda")
+    assert choose_attention("auto", cuda, torch.bfloat16) == ("flash", None)
+    assert choose_attention("auto", cuda, torch.float32) == ("sdpa", None)
+    chosen, note = choose_attention("flash", cuda, torch.float32)
+    assert chosen == "sdpa" and "take fp16 or bf16, not float32" in note
+
+
 def test_available_backend_is_kept(monkeypatch):
-    monkeypatch.setitem(attention_choice._MISSING, "flex", lambda device: None)
+    monkeypatch.setitem(attention_choice._MISSING, "flex", lambda device, dtype: None)
     assert choose_attention("flex", torch.device("cuda")) == ("flex", None)
     assert choose_attention("sdpa", CPU) == ("sdpa", None)

@@ -12,15 +12,16 @@ import torch
 
 from .packed_attention import flex_available, varlen_available
 # Why a backend cannot run on a device (None: it can); backends not named here run anywhere.
-_MISSING = {"flash": varlen_available, "flex": flex_available}
+_MISSING = {"flash": varlen_available, "flex": lambda device, dtype: flex_available(device)}
 
 
-def choose_attention(requested: str, device: torch.device) -> tuple[str, str | None]:
-    """(backend name, note or None) for ``requested`` on ``device``."""
+def choose_attention(requested: str, device: torch.device,
+                     dtype: torch.dtype = torch.bfloat16) -> tuple[str, str | None]:
+    """(backend name, note or None) for ``requested`` on ``device`` with activations of ``dtype``."""
     if requested == "auto":
-        return ("flash", None) if varlen_available(device) is None else ("sdpa", None)
+        return ("flash", None) if varlen_available(device, dtype) is None else ("sdpa", None)
     missing = _MISSING.get(requested)
-    why = missing(device) if missing is not None else None
+    why = missing(device, dtype) if missing is not None else None
     if why is not None:
         return "sdpa", f"--attention {requested} is not available ({why}); using sdpa"
     return requested, None

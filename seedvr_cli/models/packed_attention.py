@@ -3,8 +3,8 @@
 The "sdpa" backend (``attention.py``) runs one call per group of same-shaped windows and gathers,
 rotates and concatenates q/k/v per group. Here a ``PackedWindows`` layout, built once per forward
 beside the window plan, lists every window's sequence (its video tokens, then its sample's text)
-one after the other; q/k/v are gathered into that order once, rotated in one pass with full-width
-rope tables, and handed to one variable-length attention call:
+one after the other; q/k/v are gathered into that order once, rotated with full-width rope tables
+(no slicing or concatenation), and handed to one variable-length attention call:
 
 - "flash": ``torch.nn.attention.varlen.varlen_attn`` (flash / cuDNN varlen kernels; CUDA, fp16/bf16),
 - "flex": FlexAttention with a block mask that keeps each query inside its own window.
@@ -195,10 +195,12 @@ def _flex_attention(device_type: str):
     return torch.compile(_flex_function(), dynamic=False) if device_type == "cuda" else _flex_function()
 
 
-def varlen_available(device: torch.device) -> str | None:
-    """None if the "flash" kernels run on ``device``, else why not."""
+def varlen_available(device: torch.device, dtype: torch.dtype = torch.bfloat16) -> str | None:
+    """None if the "flash" kernels run on ``device`` for activations of ``dtype``, else why not."""
     if device.type != "cuda":
         return f"the varlen flash kernels need a CUDA GPU, not {device.type}"
+    if dtype not in (torch.float16, torch.bfloat16):
+        return f"the varlen flash kernels take fp16 or bf16, not {str(dtype).removeprefix('torch.')}"
     try:
         from torch.nn.attention.varlen import varlen_attn  # noqa: F401
     except ImportError:

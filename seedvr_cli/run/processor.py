@@ -69,7 +69,7 @@ class SeedVRProcessorFactory:
             if self.memory.max_vram_gib is not None:
                 cap_vram(torch_device, self.memory.max_vram_gib)
         dtype = resolve_compute_dtype(self.dtype, torch_device)
-        attention, attention_note = choose_attention(self.attention_backend, torch_device)
+        attention, attention_note = choose_attention(self.attention_backend, torch_device, dtype)
         dit = self._load_dit(torch_device, dtype, attention)
         if self.compile:
             compile_blocks(dit)
