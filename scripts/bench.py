@@ -132,15 +132,32 @@ def plain_dit(dit):
             module.use_scaled_mm = True
 
 
+@contextmanager
+def counting_flops(dit, device: torch.device):
+    """What the FLOP-counting warm-up runs with: everything eager (inductor's generated code calls
+    its matmuls past the dispatcher the counter watches), and "flex" replaced by a backend of the
+    same arithmetic (eager FlexAttention would build every window pair's scores: T x T at 1080p)."""
+    backend = getattr(dit, "attention_backend", None)
+    if backend == "flex":
+        from seedvr_cli.models.attention_choice import choose_attention
+
+        dit.attention_backend = choose_attention("auto", device, dit.compute_dtype or torch.bfloat16)[0]
+    try:
+        with torch.compiler.set_stance("force_eager"):
+            yield
+    finally:
+        if backend is not None:
+            dit.attention_backend = backend
+
+
 def run_windows(run_window, frames: torch.Tensor, plan, device: torch.device, repeats: int,
-                compiling: bool = False) -> dict:
-    """Warm-up (first window, FLOPs counted, run eagerly; with ``compiling`` once more, compiled,
-    and the compile time reported), then every window ``repeats`` times: per-phase median ms/frame,
-    FLOPs/frame, peak VRAM, fps, and the last repeat's output frames (on the host)."""
+                compiling: bool = False, flop_context=contextlib.nullcontext) -> dict:
+    """Warm-up (first window, FLOPs counted within ``flop_context()``; with ``compiling`` once more,
+    compiled, and the compile time reported), then every window ``repeats`` times: per-phase median
+    ms/frame, FLOPs/frame, peak VRAM, fps, and the last repeat's output frames (on the host)."""
     first = plan.windows[0]
     flop_meter = PhaseMeter(device, count_flops=True)
-    # Eager: inductor's generated code calls its matmuls past the dispatcher the counter watches.
-    with torch.compiler.set_stance("force_eager"):
+    with flop_context():
         run_window(frames[plan.window_input_frames(first)].to(device), first, flop_meter)
     flops_per_frame = {phase: flops / first.length for phase, flops in flop_meter.flops.items()}
     compile_s = None
@@ -308,7 +325,8 @@ def main() -> int:
         plain = plain_dit(dit) if name == "plain" else contextlib.nullcontext()
         with kernels_setting(setting), plain:
             measured[name] = run_windows(run_window, frames, plan, device, args.repeats,
-                                         compiling=args.compile and name == "current")
+                                         compiling=args.compile and name == "current",
+                                         flop_context=lambda: counting_flops(dit, device))
     current = measured["current"]
     from seedvr_kernels import kernels_setting as current_setting
 
