@@ -80,8 +80,8 @@ def upscale(
              "falls back to sdpa with a note.", rich_help_panel=_MODEL)] = _MODEL_DEFAULTS.attention,
     compile_dit: Annotated[bool, typer.Option(
         "--compile/--no-compile", help="torch.compile the DiT blocks: faster windows after a one-off compile "
-             "(reported in the log; kept in the user cache for later runs), worth it for long videos.",
-        rich_help_panel=_MODEL)] = _MODEL_DEFAULTS.compile,
+             "(reported in the log; kept in the user cache for later runs), worth it for long videos "
+             "\\[default: no-compile].", rich_help_panel=_MODEL, show_default=False)] = _MODEL_DEFAULTS.compile,
     # Size and time
     resolution: Annotated[Optional[int], typer.Option(
         "--resolution", "-r", help=f"Short side of the output in pixels \\[default: {DEFAULT_RESOLUTION}].",
