@@ -11,7 +11,7 @@ for ``nn.Linear`` that the loader swaps in on the meta-device model before
 fp8 matmuls are off unless ``SEEDVR_FP8_MATMUL=on``: the weights are the same fp8 values either way,
 but quantizing the activations to e4m3 (3 mantissa bits) moves each product by ~2 % of its range
 (tests/test_fp8_matmul.py), which the pictures may show; measure with ``scripts/bench.py
---fp8-matmul on --compare-plain`` before making it a default.
+--fp8-matmul --compare-plain`` before making it a default.
 """
 
 from __future__ import annotations
