@@ -44,6 +44,7 @@ def _forward(model, **kwargs):
 def fresh_dynamo(monkeypatch, tmp_path):
     monkeypatch.setenv(INDUCTOR_CACHE_ENV, str(tmp_path / "inductor"))
     torch._dynamo.reset()
+    counters.clear()  # reset() leaves the graph counts of earlier tests
     yield
     torch._dynamo.reset()
 
