@@ -14,17 +14,23 @@ and the phase's peak allocated VRAM.
   counted), divided by the window's frames.
 - --vae-only: no DiT (the encoded latent is decoded as it is): times encode and decode without
   the DiT checkpoint.
-- --compare-plain: runs the same windows again with the Triton kernels off (SEEDVR_KERNELS=off),
-  prints that table too, and the max abs error and PSNR of the uint8 output frames between the two.
+- --compare-plain: runs the same windows again with the Triton kernels off (SEEDVR_KERNELS=off)
+  and the DiT on its plain path (sdpa attention, no compiled blocks, fp8 weights upcast), prints
+  that table too, and the max abs error and PSNR of the uint8 output frames between the two.
+- DiT fast paths: --attention (as the CLI's flag), --compile (torch.compile of the DiT blocks; the
+  compile runs on an extra untimed window and its time is reported; FLOPs are counted eagerly),
+  --fp8-matmul (fp8 checkpoints multiply with torch._scaled_mm: SEEDVR_FP8_MATMUL=on).
 
 Usage: python scripts/bench.py --model 3b.safetensors --vae vae.safetensors [--input clip.mp4]
        [--frames 66] [--height 360 --width 640] [--resolution 1080] [--batch-size 33] [--device cuda:0]
        [--repeats 3] [--vae-only] [--compare-plain] [--json]
+       [--attention auto|sdpa|flash|flex] [--compile] [--fp8-matmul]
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import math
 import os
@@ -103,13 +109,67 @@ def kernels_setting(value: str | None):
             os.environ[KERNELS_ENV] = before
 
 
-def run_windows(run_window, frames: torch.Tensor, plan, device: torch.device, repeats: int) -> dict:
-    """Warm-up (first window, FLOPs counted), then every window ``repeats`` times: per-phase median
+@contextmanager
+def plain_dit(dit):
+    """The DiT on its plain path while the block runs: sdpa attention, compiled blocks run eagerly,
+    fp8 weights upcast (``None``: no DiT, nothing to change)."""
+    from seedvr_cli.weights.quantized import Fp8Linear
+
+    if dit is None:
+        yield
+        return
+    backend = dit.attention_backend
+    fp8 = [m for m in dit.modules() if isinstance(m, Fp8Linear) and m.use_scaled_mm]
+    dit.attention_backend = "sdpa"
+    for module in fp8:
+        module.use_scaled_mm = False
+    try:
+        with torch.compiler.set_stance("force_eager"):
+            yield
+    finally:
+        dit.attention_backend = backend
+        for module in fp8:
+            module.use_scaled_mm = True
+
+
+@contextmanager
+def counting_flops(dit, device: torch.device):
+    """What the FLOP-counting warm-up runs with: everything eager (inductor's generated code calls
+    its matmuls past the dispatcher the counter watches), and "flex" replaced by a backend of the
+    same arithmetic (eager FlexAttention would build every window pair's scores: T x T at 1080p)."""
+    backend = getattr(dit, "attention_backend", None)
+    if backend == "flex":
+        from seedvr_cli.models.attention_choice import choose_attention
+
+        dit.attention_backend = choose_attention("auto", device, dit.compute_dtype or torch.bfloat16)[0]
+    try:
+        with torch.compiler.set_stance("force_eager"):
+            yield
+    finally:
+        if backend is not None:
+            dit.attention_backend = backend
+
+
+def run_windows(run_window, frames: torch.Tensor, plan, device: torch.device, repeats: int,
+                compiling: bool = False, flop_context=contextlib.nullcontext) -> dict:
+    """Warm-up (first window, FLOPs counted within ``flop_context()``; with ``compiling`` once more,
+    compiled, and the compile time reported), then every window ``repeats`` times: per-phase median
     ms/frame, FLOPs/frame, peak VRAM, fps, and the last repeat's output frames (on the host)."""
     first = plan.windows[0]
     flop_meter = PhaseMeter(device, count_flops=True)
-    run_window(frames[plan.window_input_frames(first)].to(device), first, flop_meter)
+    with flop_context():
+        run_window(frames[plan.window_input_frames(first)].to(device), first, flop_meter)
     flops_per_frame = {phase: flops / first.length for phase, flops in flop_meter.flops.items()}
+    compile_s = None
+    if compiling:
+        from seedvr_cli.run.compile import compile_seconds
+
+        began = time.perf_counter()
+        run_window(frames[plan.window_input_frames(first)].to(device), first, PhaseMeter(device))
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        compile_s = {"compile_s": round(compile_seconds(), 1), "first_compiled_window_s":
+                     round(time.perf_counter() - began, 1)}
     per_repeat, outputs, peaks, wall = [], [], {}, []
     for repeat in range(repeats):
         meter = PhaseMeter(device)
@@ -137,7 +197,8 @@ def run_windows(run_window, frames: torch.Tensor, plan, device: torch.device, re
             "peak_vram_gib": round(peaks.get(phase, 0) / 2**30, 2),
         }
     return {"phases": phases, "fps_steady": round(count / statistics.median(wall), 3),
-            "peak_vram_gib": round(max(peaks.values(), default=0) / 2**30, 2), "outputs": outputs}
+            "peak_vram_gib": round(max(peaks.values(), default=0) / 2**30, 2), "outputs": outputs,
+            "compile": compile_s}
 
 
 def picture_difference(fast: list[torch.Tensor], plain: list[torch.Tensor]) -> dict:
@@ -185,6 +246,10 @@ def main() -> int:
     parser.add_argument("--json", action="store_true", help="also print the result as one JSON line")
     parser.add_argument("--cudnn-benchmark", action="store_true",
                         help="let cuDNN autotune its algorithms (workers do not: see docs/benchmarks.md)")
+    parser.add_argument("--attention", default="auto", help="DiT attention backend: auto, sdpa, flash, flex")
+    parser.add_argument("--compile", action="store_true", help="torch.compile the DiT blocks (as --compile)")
+    parser.add_argument("--fp8-matmul", action="store_true",
+                        help="fp8 checkpoints multiply in fp8 with torch._scaled_mm (SEEDVR_FP8_MATMUL=on)")
     args = parser.parse_args()
     if not args.vae_only and not args.model:
         parser.error("--model is required unless --vae-only is given")
@@ -196,6 +261,10 @@ def main() -> int:
     from seedvr_cli.pipeline.temporal import plan_windows
     from seedvr_cli.pipeline.window import WindowSettings, decode_window, encode_window, upscale_window
 
+    if args.fp8_matmul:
+        from seedvr_cli.weights.quantized import FP8_MATMUL_ENV
+
+        os.environ[FP8_MATMUL_ENV] = "on"  # read by the loader
     device = torch.device(args.device)
     if device.type == "cuda" and device.index:
         # The processor is built as inside a worker, which sees only its own GPU as cuda:0.
@@ -219,9 +288,12 @@ def main() -> int:
 
         text = Path(args.text_embedding) if args.text_embedding else find_text_embedding(args.model, download=False)
         spec = DeviceSpec("cuda", device.index or 0) if device.type == "cuda" else DeviceSpec("cpu", 0)
-        processor = SeedVRProcessorFactory(ModelFiles(Path(args.model), Path(args.vae), text), dtype=args.dtype)(spec)
+        processor = SeedVRProcessorFactory(ModelFiles(Path(args.model), Path(args.vae), text), dtype=args.dtype,
+                                           attention_backend=args.attention, compile=args.compile)(spec)
         vae, dit, text_embedding, dtype = processor.vae, processor.dit, processor.text_embedding, processor.dtype
         model_name, model_format = Path(args.model).name, processor.dit.checkpoint_info.format
+        for note in processor.notes:
+            print(f"note: {note}")
     load_s = time.perf_counter() - load_started
     if args.cudnn_benchmark:
         torch.backends.cudnn.benchmark = True
@@ -250,15 +322,20 @@ def main() -> int:
     runs = {"current": None} | ({"plain": "off"} if args.compare_plain else {})
     measured = {}
     for name, setting in runs.items():
-        with kernels_setting(setting):
-            measured[name] = run_windows(run_window, frames, plan, device, args.repeats)
+        plain = plain_dit(dit) if name == "plain" else contextlib.nullcontext()
+        with kernels_setting(setting), plain:
+            measured[name] = run_windows(run_window, frames, plan, device, args.repeats,
+                                         compiling=args.compile and name == "current",
+                                         flop_context=lambda: counting_flops(dit, device))
     current = measured["current"]
     from seedvr_kernels import kernels_setting as current_setting
 
     result = {
         "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
         "model": model_name, "format": model_format, "dtype": str(dtype).replace("torch.", ""),
-        "kernels": current_setting(), "input": f"{width}x{height}", "output": f"{size.true[1]}x{size.true[0]}",
+        "kernels": current_setting(), "attention": getattr(dit, "attention_backend", None),
+        "compile": current["compile"], "fp8_matmul": args.fp8_matmul,
+        "input": f"{width}x{height}", "output": f"{size.true[1]}x{size.true[0]}",
         "frames": count, "batch_size": args.batch_size, "windows": len(plan.windows), "repeats": args.repeats,
         "color": args.color, "load_s": round(load_s, 2),
         "fps_steady": current["fps_steady"],
@@ -276,9 +353,13 @@ def main() -> int:
     print(f"{result['device'][:22]:<22} {result['model'][:34]:<34} {result['format'][:6]:<6} "
           f"{result['input'] + '->' + result['output']:<20} {count:>6} {args.batch_size:>5} "
           f"{result['fps_steady']:>10.3f} {result['peak_vram_gib']:>8.2f} {result['peak_rss_gib']:>7.2f}")
-    print_phases(f"kernels {result['kernels']}", current)
+    if current["compile"]:
+        print(f"compile: {current['compile']['compile_s']} s in torch.compile, first compiled window "
+              f"{current['compile']['first_compiled_window_s']} s")
+    print_phases(f"kernels {result['kernels']}, attention {result['attention']}, compile {args.compile}, "
+                 f"fp8 matmul {args.fp8_matmul}", current)
     if args.compare_plain:
-        print_phases("kernels off (plain PyTorch path)", measured["plain"])
+        print_phases("kernels off, DiT plain (sdpa, eager blocks, fp8 upcast)", measured["plain"])
         diff = result["fast_vs_plain"]
         print(f"fast vs plain, {diff['frames']} output frames: max abs error {diff['max_abs_error']}, "
               f"PSNR {diff['psnr_db']} dB")

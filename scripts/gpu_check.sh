@@ -31,6 +31,9 @@
 #          and with SEEDVR_KERNELS=off: per-phase ms/frame, TFLOP/s, peak VRAM, and the uint8 frames compared
 #          (scripts/bench.py --vae-only --compare-plain)
 # info     seedvr info (versions, devices, free VRAM)
+# dit      the DiT fast paths (issue 13): their GPU tests, then the real-size 3B (synthesized) on $DIT_FRAMES (33)
+#          frames of the 640x360 clip to 1080p with --attention sdpa / flash / flex / flash --compile, and the fp8 3B
+#          with --fp8-matmul, each against the plain path (scripts/bench.py --compare-plain: DiT ms/frame, PSNR)
 #
 # Missing pure-Python packages can be given as wheels in .whl/ (installed to /tmp/site).
 # Logs go to $OUT (default /tmp/seedvr-gpu); synthesized checkpoints and clips to $WORK.
@@ -218,6 +221,25 @@ for stage in "$@"; do
             | tee "$OUT/kernels_bench.log" ;;
     info)
         $SEEDVR info 2>&1 | tee "$OUT/info.log" ;;
+    dit)
+        synth 3b fp16 "$WORK/seedvr2_ema_3b_fp16.safetensors"
+        synth 3b fp8_e4m3fn "$WORK/seedvr2_ema_3b_fp8_e4m3fn.safetensors"
+        synth vae fp16 "$WORK/ema_vae_fp16.safetensors"
+        [ -f "$WORK/clip66.mp4" ] || $PY scripts/make_clip.py "$WORK/clip66.mp4" --frames 66 --width 640 --height 360
+        $PY -m pytest -m gpu -q -p no:cacheprovider tests/test_dit_fast_gpu.py 2>&1 | tee "$OUT/dit_tests.log"
+        export TORCHINDUCTOR_CACHE_DIR="$WORK/inductor"
+        dit_bench() {  # dit_bench NAME MODEL FLAGS...
+            local name=$1 model=$2; shift 2
+            $PY scripts/bench.py --model "$model" --vae "$WORK/ema_vae_fp16.safetensors" --input "$WORK/clip66.mp4" \
+                --frames "${DIT_FRAMES:-33}" --resolution 1080 --batch-size 33 --repeats "${DIT_REPEATS:-2}" \
+                --compare-plain --json "$@" 2>&1 | tee "$OUT/dit_bench_$name.log"
+        }
+        fp16="$WORK/seedvr2_ema_3b_fp16.safetensors"
+        dit_bench sdpa "$fp16" --attention sdpa
+        dit_bench flash "$fp16" --attention flash
+        dit_bench flex "$fp16" --attention flex
+        dit_bench flash_compile "$fp16" --attention flash --compile
+        dit_bench fp8_flash "$WORK/seedvr2_ema_3b_fp8_e4m3fn.safetensors" --attention flash --fp8-matmul ;;
     *)
         echo "unknown stage $stage (tests smoke loading loading3b e2e memory multi long fixtures savings table3b table7b offload kernels info)"; exit 2 ;;
     esac

@@ -17,7 +17,7 @@ from dataclasses import asdict, dataclass, field
 
 from seedvr_cli.errors import UsageError
 from seedvr_cli.media.settings import OutputSettings
-from seedvr_cli.pipeline.choices import COLOR_METHODS, DEFAULT_COLOR_METHOD, DTYPE_CHOICES
+from seedvr_cli.pipeline.choices import ATTENTION_CHOICES, COLOR_METHODS, DEFAULT_COLOR_METHOD, DTYPE_CHOICES
 from seedvr_cli.pipeline.flashvsr import choices as fv
 
 DEFAULT_MODEL = "seedvr2_ema_3b_fp16.safetensors"
@@ -34,10 +34,15 @@ class ModelSettings:
     model_dir: str | None = None
     dtype: str = "auto"
     download: bool = True
+    # How the DiT runs, not what it computes (so neither is part of the resume key).
+    attention: str = "auto"
+    compile: bool = False
 
     def __post_init__(self) -> None:
         if self.dtype != "auto" and self.dtype not in DTYPE_CHOICES:
             raise UsageError(f"--dtype {self.dtype}: use auto, {', '.join(DTYPE_CHOICES)}")
+        if self.attention not in ATTENTION_CHOICES:
+            raise UsageError(f"--attention {self.attention}: use {', '.join(ATTENTION_CHOICES)}")
 
 
 def nearest_valid_batch_sizes(value: int) -> tuple[int, ...]:

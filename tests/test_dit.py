@@ -172,6 +172,17 @@ def test_reference_attention_backend_matches_sdpa(models, variant):
 
 
 @pytest.mark.parametrize("variant", VARIANTS)
+def test_one_call_per_layer_backend_matches_sdpa(models, variant):
+    # "flash" on the CPU: the packed layout NaDiT builds, attended window by window (its kernels
+    # need a GPU: tests/test_dit_fast_gpu.py); case_c has several samples.
+    case = load_case(variant, "case_c")
+    sdpa = call(models[variant], case)
+    packed = call(models[variant], case, attention_backend="flash")
+    torch.testing.assert_close(packed, sdpa, rtol=0, atol=dit_tolerance(sdpa))
+    torch.testing.assert_close(packed, case["out"], rtol=0, atol=dit_tolerance(case["out"]))
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
 def test_multi_sample_call_equals_one_call_per_sample(models, variant):
     # Intended NA semantics: each sample sees only its own text and windows (docs/reference-behaviour.md R29).
     case = load_case(variant, "case_c")

@@ -383,6 +383,7 @@ def test_dry_run_prints_the_plan_without_loading_models(tmp_path, capsys):
         (["junk.mp4"], 1, ["junk.mp4"]),
         (["clip.mp4", "--model", "{vae}"], 1, ["is a SeedVR2 VAE checkpoint, not a DIT", "--vae"]),
         (["clip.mp4", "-o", "junk.mp4/out.mp4"], 1, ["junk.mp4: cannot create the output folder"]),
+        (["clip.mp4", "--attention", "fast"], 2, ["--attention fast: use auto, sdpa, flash, flex"]),
     ],
 )
 def test_bad_input_is_one_line_with_the_right_exit_code(tmp_path, capsys, monkeypatch, checkpoints, args, code, words):
@@ -492,6 +493,14 @@ def test_blockswap_gives_the_same_pixels_and_is_checked_against_the_model(tmp_pa
     assert code == 2 and "--blocks-to-swap -1" in err
     code, _, err = _run(capsys, *common, "-o", str(tmp_path / "x.mkv"), "--max-vram", "0")
     assert code == 2 and "--max-vram 0" in err
+
+
+def test_attention_choice_reaches_the_worker_and_a_missing_one_falls_back(tmp_path, capsys, checkpoints):
+    clip = make_video(tmp_path / "clip.mp4", frames=5, width=24, height=16)
+    code, out, err = _run(capsys, str(clip), "-o", str(tmp_path / "out.mkv"), "--resolution", "32", "--batch-size", "5",
+                          "--codec", "ffv1", *_models(checkpoints), "--attention", "flash")
+    assert code == 0
+    assert "--attention flash is not available (the varlen flash kernels need a CUDA GPU" in " ".join((out + err).split())
 
 
 def test_vae_tiling_codes_in_tiles_and_is_part_of_the_resume_key(tmp_path, capsys, checkpoints):

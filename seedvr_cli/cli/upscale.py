@@ -11,7 +11,7 @@ from seedvr_cli.cli.engine_flags import check_engine_flags, flashvsr_settings
 from seedvr_cli.cli.stopsignals import interrupted_exit_code
 from seedvr_cli.config import JobSpec, MemorySettings, ModelSettings, ProcessSettings, RunSettings, parse_frame_range
 from seedvr_cli.media.settings import OutputSettings
-from seedvr_cli.pipeline.choices import COLOR_METHODS, DEFAULT_RESOLUTION, DTYPE_CHOICES
+from seedvr_cli.pipeline.choices import ATTENTION_CHOICES, COLOR_METHODS, DEFAULT_RESOLUTION, DTYPE_CHOICES
 from seedvr_cli.pipeline.flashvsr import choices as fv
 
 # Every default comes from the settings dataclasses: one place for them.
@@ -80,6 +80,14 @@ def upscale(
     dtype: Annotated[str, typer.Option(
         help="Compute precision: auto (bf16 where supported, fp16 on older GPUs, fp32 on CPU), "
              f"{', '.join(DTYPE_CHOICES)}.", rich_help_panel=_MODEL)] = _MODEL_DEFAULTS.dtype,
+    attention: Annotated[str, typer.Option(
+        help=f"DiT attention: {', '.join(ATTENTION_CHOICES)}. auto takes the fastest this GPU has (flash: all "
+             "windows of a layer in one varlen call; else sdpa); flex is FlexAttention; one the device lacks "
+             "falls back to sdpa with a note.", rich_help_panel=_MODEL)] = _MODEL_DEFAULTS.attention,
+    compile_dit: Annotated[bool, typer.Option(
+        "--compile/--no-compile", help="torch.compile the DiT blocks: faster windows after a one-off compile "
+             "(reported in the log; kept in the user cache for later runs), worth it for long videos "
+             "\\[default: no-compile].", rich_help_panel=_MODEL, show_default=False)] = _MODEL_DEFAULTS.compile,
     # Size and time
     resolution: Annotated[Optional[int], typer.Option(
         "--resolution", "-r", help=f"Short side of the output in pixels \\[default: {DEFAULT_RESOLUTION}].",
@@ -297,7 +305,8 @@ def upscale(
     spec = JobSpec(
         inputs=tuple(inputs), output=output, sequence=sequence, fps=fps,
         model=ModelSettings(model=flags["model"], vae=flags["vae"], text_embedding=text_embedding, model_dir=model_dir,
-                            dtype=flags["dtype"], download=not no_download),
+                            dtype=flags["dtype"], download=not no_download, attention=flags["attention"],
+                            compile=flags["compile_dit"]),
         process=ProcessSettings(
             **{key: flags[key] for key in _PROCESS_FLAGS}, frames=parse_frame_range(frames),
         ),

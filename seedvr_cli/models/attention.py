@@ -11,8 +11,9 @@ Pure maths, no parameters. Three layers:
 3. Attention backends: ``backend(vid_qkv, txt_qkv, plan, need_txt) -> (vid_out, txt_out)``, looked
    up by name in ``ATTENTION_BACKENDS``. "sdpa" (default) batches the windows of each group into
    one ``scaled_dot_product_attention`` call (no padding, so exact); "reference" runs one plain
-   softmax attention per window and is the oracle the tests compare with. A fast backend (flash
-   varlen, flex) registers itself with ``register_attention_backend`` and is picked by name.
+   softmax attention per window and is the oracle the tests compare with. "flash" (varlen flash /
+   cuDNN) and "flex" (FlexAttention) attend to every window of a layer in one call over the plan's
+   packed layout (``packed_attention.py``); ``attention_choice.py`` picks one for a device.
 
 Inputs to a backend: q/k/v of shape (L, heads, head_dim) for the packed video tokens and the packed
 text tokens, q/k already RMS-normalised; text q/k already rotated where the rope rotates text (the
@@ -25,12 +26,20 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from .packed_attention import (
+    PackedWindows,
+    attend_flex,
+    attend_varlen,
+    build_packed_windows,
+    packed_window_attention,
+    prepare_flex,
+)
 from .rope import RopeSpec, apply_rope
 
 Window = tuple[int, int, int, int, int, int]  # [t0, t1, h0, h1, w0, w1), token coordinates
@@ -120,6 +129,19 @@ class WindowPlan:
     groups: tuple[WindowGroup, ...]
     txt_window_count: Tensor  # (Lt,) float32: windows of each text token's sample
     rope: RopeSpec | None
+    # Every window back to back, for the backends that attend to all windows in one call
+    # (``packed_attention.py``); added by ``with_packed_layout``.
+    packed: PackedWindows | None = None
+
+
+def with_packed_layout(plan: WindowPlan, head_dim: int, backend: str = "flash") -> WindowPlan:
+    """``plan`` with its packed layout for heads of ``head_dim`` and whatever ``backend`` (one of
+    ``PACKED_BACKENDS``) builds from it once, outside the blocks (FlexAttention's block mask)."""
+    packed = build_packed_windows(plan, head_dim)
+    prepare = PACKED_BACKENDS.get(backend)
+    if prepare is not None:
+        prepare(packed)
+    return replace(plan, packed=packed)
 
 
 def build_window_plan(
@@ -266,15 +288,34 @@ def reference_window_attention(
     return out_vid, out_txt.to(v_txt.dtype) if need_txt else None
 
 
+def flash_window_attention(vid: QKV, txt: QKV, plan: WindowPlan, need_txt: bool) -> tuple[Tensor, Tensor | None]:
+    """Every window of the layer in one varlen flash/cuDNN call (``packed_attention.py``)."""
+    return packed_window_attention(vid, txt, plan, need_txt, attend_varlen)
+
+
+def flex_window_attention(vid: QKV, txt: QKV, plan: WindowPlan, need_txt: bool) -> tuple[Tensor, Tensor | None]:
+    """Every window of the layer in one FlexAttention call with a per-window block mask."""
+    return packed_window_attention(vid, txt, plan, need_txt, attend_flex)
+
+
 ATTENTION_BACKENDS: dict[str, AttentionBackend] = {
     "sdpa": sdpa_window_attention,
     "reference": reference_window_attention,
+    "flash": flash_window_attention,
+    "flex": flex_window_attention,
 }
+# Backends that read ``WindowPlan.packed`` (the model builds that layout with the plan), each with
+# what it prepares from the layout once per plan, if anything.
+PACKED_BACKENDS: dict[str, Callable[[PackedWindows], None] | None] = {"flash": None, "flex": prepare_flex}
 
 
-def register_attention_backend(name: str, backend: AttentionBackend) -> None:
-    """Make a backend selectable by name (e.g. a flash-attention varlen path on the GPU)."""
+def register_attention_backend(name: str, backend: AttentionBackend, packed: bool = False,
+                               prepare: Callable[[PackedWindows], None] | None = None) -> None:
+    """Make a backend selectable by name; ``packed``: it reads the plan's packed layout, on which
+    ``prepare`` runs once per plan."""
     ATTENTION_BACKENDS[name] = backend
+    if packed:
+        PACKED_BACKENDS[name] = prepare
 
 
 def attention_backend(name: str) -> AttentionBackend:

@@ -37,9 +37,17 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .attention import AttentionBackend, WindowPlan, attention_backend, build_window_plan, text_rope_tables
+from .attention import (
+    PACKED_BACKENDS,
+    AttentionBackend,
+    WindowPlan,
+    attention_backend,
+    build_window_plan,
+    text_rope_tables,
+    with_packed_layout,
+)
 from .dit_config import DiTConfig
-from .norms import RMSNorm, rms_norm
+from .norms import RMSNorm, modulated_rms_norm, rms_norm
 from .rope import RotaryEmbedding3d, apply_rope
 
 ATTN, MLP = 0, 1  # layer index into the timestep embedding's [d][2][3] layout
@@ -54,14 +62,17 @@ class BlockContext:
     emb: Tensor  # (b, d, 2, 3): timestep embedding read as [channel][layer][shift, scale, gate]
     vid_lens: tuple[int, ...]  # video tokens per sample (after patching)
     txt_lens: tuple[int, ...]
+    # The same lengths on emb's device (None for one sample), made once so that no block copies them.
+    vid_repeats: Tensor | None
+    txt_repeats: Tensor | None
     plans: dict[str, WindowPlan]  # by window method
     txt_rope: tuple[Tensor, Tensor] | None  # cos/sin of the packed text tokens (3B only)
     attention: AttentionBackend
 
     def modulation(self, ada: AdaSingle, layer: int, stream: str) -> tuple[Tensor, Tensor, Tensor]:
         """(shift, scale, gate) of ``layer`` for every row of ``stream`` ("vid" or "txt")."""
-        lens = self.vid_lens if stream == "vid" else self.txt_lens
-        return tuple(_per_row(p, lens) for p in ada.modulation(self.emb, layer))
+        lens, repeats = (self.vid_lens, self.vid_repeats) if stream == "vid" else (self.txt_lens, self.txt_repeats)
+        return tuple(_per_row(p, lens, repeats) for p in ada.modulation(self.emb, layer))
 
 
 BlockRunner = Callable[[nn.ModuleList, Tensor, Tensor, BlockContext], tuple[Tensor, Tensor]]
@@ -74,11 +85,14 @@ def run_blocks(blocks: nn.ModuleList, vid: Tensor, txt: Tensor, ctx: BlockContex
     return vid, txt
 
 
-def _per_row(per_sample: Tensor, lens: Sequence[int]) -> Tensor:
+def _per_row(per_sample: Tensor, lens: Sequence[int], repeats: Tensor | None = None) -> Tensor:
     # One sample (the usual call) broadcasts; several samples get their rows' values.
     if per_sample.shape[0] == 1:
         return per_sample
-    return per_sample.repeat_interleave(torch.tensor(lens, device=per_sample.device), dim=0)
+    if repeats is None:
+        repeats = torch.tensor(lens, device=per_sample.device)
+    # output_size: without it repeat_interleave reads the repeats back to the host (a sync).
+    return per_sample.repeat_interleave(repeats, dim=0, output_size=sum(lens))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -274,24 +288,25 @@ class NaDiTBlock(nn.Module):
 
     def forward(self, vid: Tensor, txt: Tensor, ctx: BlockContext) -> tuple[Tensor, Tensor]:
         v_shift, v_scale, v_gate = ctx.modulation(self.ada.for_vid, ATTN, "vid")
-        attn_vid = rms_norm(vid, eps=self.eps) * v_scale + v_shift
-        attn_txt = rms_norm(txt, eps=self.eps)
-        if not self.video_only:
+        attn_vid = modulated_rms_norm(vid, v_scale, v_shift, eps=self.eps)
+        if self.video_only:
+            attn_txt = rms_norm(txt, eps=self.eps)
+        else:
             t_shift, t_scale, t_gate = ctx.modulation(self.ada.for_txt, ATTN, "txt")
-            attn_txt = attn_txt * t_scale + t_shift
+            attn_txt = modulated_rms_norm(txt, t_scale, t_shift, eps=self.eps)
         out_vid, out_txt = self.attn(attn_vid, attn_txt, ctx.plans[self.window_method], ctx, not self.is_last)
-        vid = vid + out_vid * v_gate
+        vid = vid + out_vid.mul_(v_gate)
         vid = vid + self._mlp(vid, self.mlp.for_vid, self.ada.for_vid, ctx, "vid")
         if self.is_last:
             return vid, txt
-        txt = txt + (out_txt if self.video_only else out_txt * t_gate)
+        txt = txt + (out_txt if self.video_only else out_txt.mul_(t_gate))
         if not self.video_only:
             txt = txt + self._mlp(txt, self.mlp.for_txt, self.ada.for_txt, ctx, "txt")
         return vid, txt
 
     def _mlp(self, x: Tensor, mlp: nn.Module, ada: AdaSingle, ctx: BlockContext, stream: str) -> Tensor:
         shift, scale, gate = ctx.modulation(ada, MLP, stream)
-        return mlp(rms_norm(x, eps=self.eps) * scale + shift) * gate
+        return mlp(modulated_rms_norm(x, scale, shift, eps=self.eps)).mul_(gate)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -345,8 +360,8 @@ class NaDiT(nn.Module):
         if self.config.out_norm:
             vid = self.vid_out_norm(vid)
             # The reference reuses the attn-layer shift/scale slice of the embedding here.
-            shift = _per_row(ctx.emb[:, :, ATTN, SHIFT] + self.vid_out_ada.out_shift, ctx.vid_lens)
-            scale = _per_row(ctx.emb[:, :, ATTN, SCALE] + self.vid_out_ada.out_scale, ctx.vid_lens)
+            shift = _per_row(ctx.emb[:, :, ATTN, SHIFT] + self.vid_out_ada.out_shift, ctx.vid_lens, ctx.vid_repeats)
+            scale = _per_row(ctx.emb[:, :, ATTN, SCALE] + self.vid_out_ada.out_scale, ctx.vid_lens, ctx.vid_repeats)
             vid = vid * scale + shift
         return self.vid_out(vid, latent_grids)
 
@@ -363,23 +378,32 @@ class NaDiT(nn.Module):
     ) -> BlockContext:
         methods = sorted(set(self.config.window_methods))
         rope = self.config.rope
+        name = backend or self.attention_backend
+        vid_lens = tuple(math.prod(g) for g in grids)
+        several = len(vid_lens) > 1
         return BlockContext(
             emb=emb.view(emb.shape[0], self.config.width, 2, 3),
-            vid_lens=tuple(math.prod(g) for g in grids),
+            vid_lens=vid_lens,
             txt_lens=tuple(txt_lens),
-            plans={m: self.window_plan(grids, txt_lens, m, device) for m in methods},
+            vid_repeats=torch.tensor(vid_lens, device=emb.device) if several else None,
+            txt_repeats=torch.tensor(tuple(txt_lens), device=emb.device) if several else None,
+            plans={m: self.window_plan(grids, txt_lens, m, device, backend=name) for m in methods},
             txt_rope=text_rope_tables(rope, txt_lens, device=device),
-            attention=attention_backend(backend or self.attention_backend),
+            attention=attention_backend(name),
         )
 
-    def window_plan(self, grids, txt_lens, method: str, device: torch.device) -> WindowPlan:
-        """The partition plan for these shapes, cached (index tensors on ``device``)."""
-        key = (tuple(map(tuple, grids)), tuple(txt_lens), method, str(device))
+    def window_plan(self, grids, txt_lens, method: str, device: torch.device, backend: str = "sdpa") -> WindowPlan:
+        """The partition plan for these shapes, cached (index tensors on ``device``); for a backend
+        that attends to all windows in one call, with the packed layout it reads."""
+        packed = backend in PACKED_BACKENDS
+        key = (tuple(map(tuple, grids)), tuple(txt_lens), method, str(device), backend if packed else None)
         plan = self._plan_cache.get(key)
         if plan is None:
             if len(self._plan_cache) >= _PLAN_CACHE_SIZE:
                 self._plan_cache.clear()
             plan = build_window_plan(grids, txt_lens, method, self.config.window, self.config.rope, device)
+            if packed:
+                plan = with_packed_layout(plan, self.config.head_dim, backend)
             self._plan_cache[key] = plan
         return plan
 

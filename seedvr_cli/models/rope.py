@@ -157,3 +157,28 @@ class RotaryEmbedding3d(nn.Module):
         super().__init__()
         self.spec = spec
         self.rope = RotaryFrequencies(spec)
+
+
+def full_width_tables(cos: Tensor, sin: Tensor, head_dim: int) -> tuple[Tensor, Tensor]:
+    """``apply_rope``'s tables widened to the whole head for ``apply_rope_full``: cos 1 and sin 0
+    on the dims that pass through, and sin carrying the quarter turn's sign (-s, +s per pair)."""
+    rotated = cos.shape[-1]
+    if rotated > head_dim:
+        raise ValueError(f"rope tables of width {rotated} do not fit heads of dim {head_dim}")
+    lead = cos.shape[:-1]
+    full_cos = cos.new_ones(*lead, head_dim)
+    full_sin = sin.new_zeros(*lead, head_dim)
+    full_cos[..., :rotated] = cos
+    full_sin[..., :rotated] = sin
+    full_sin[..., 0:rotated:2] *= -1
+    return full_cos, full_sin
+
+
+def apply_rope_full(x: Tensor, cos: Tensor, sin: Tensor) -> Tensor:
+    """``apply_rope`` with tables from ``full_width_tables``: the same float32 products, bit for
+    bit, in one expression over the whole head (no slicing and no concatenation), which lets a
+    compiled block fuse the rotation into a single pass."""
+    x32 = x.float()
+    # Each pair swapped, (x0, x1) -> (x1, x0); the table's signs turn it into (-x1, x0).
+    swapped = x32.unflatten(-1, (-1, 2)).flip(-1).flatten(-2)
+    return (x32 * cos + swapped * sin).to(x.dtype)

@@ -20,6 +20,7 @@ from seedvr_cli.memory.blockswap import BlockSwap, apply_blockswap
 from seedvr_cli.memory.offload import HostResidentWeights, OffloadedDiT, OffloadedVAE
 from seedvr_cli.memory.dit_tiling import TiledDiT
 from seedvr_cli.memory.tiling import TiledVAE
+from seedvr_cli.models.attention_choice import choose_attention
 from seedvr_cli.parallel.devices import DeviceSpec
 from seedvr_cli.parallel.spill import ChunkFrames
 from seedvr_cli.parallel.tasks import ChunkTask
@@ -28,6 +29,7 @@ from seedvr_cli.pipeline.precision import resolve_compute_dtype
 from seedvr_cli.pipeline.temporal import TemporalPlan
 from seedvr_cli.pipeline.window import PhaseTimes, WindowSettings, upscale_window
 from seedvr_cli.run.chunk_blend import ChunkBlend
+from seedvr_cli.run.compile import compile_blocks, compile_seconds, inductor_cache_dir
 from seedvr_cli.run.fit import step_down
 from seedvr_cli.run.models import ModelFiles
 from seedvr_cli.run.vram import ModelFacts
@@ -51,7 +53,8 @@ class SeedVRProcessorFactory:
 
     files: ModelFiles
     dtype: str = "auto"
-    attention_backend: str = "sdpa"
+    attention_backend: str = "sdpa"  # a choice of --attention ("auto" picks per device)
+    compile: bool = False  # --compile: the DiT blocks through torch.compile
     memory: MemorySettings = MemorySettings()
     # With --vram auto: what a chunk that runs out of memory needs to step down to the next saver.
     facts: ModelFacts | None = None
@@ -66,7 +69,10 @@ class SeedVRProcessorFactory:
             if self.memory.max_vram_gib is not None:
                 cap_vram(torch_device, self.memory.max_vram_gib)
         dtype = resolve_compute_dtype(self.dtype, torch_device)
-        dit = self._load_dit(torch_device, dtype)
+        attention, attention_note = choose_attention(self.attention_backend, torch_device, dtype)
+        dit = self._load_dit(torch_device, dtype, attention)
+        if self.compile:
+            compile_blocks(dit)
         vae = load_vae(self.files.vae, device=torch_device, dtype=dtype)
         text = load_text_embedding(self.files.text_embedding, expected_dim=dit.config.txt_in_dim,
                                    device=torch_device, dtype=dtype)
@@ -76,18 +82,18 @@ class SeedVRProcessorFactory:
                                text_embedding=text, dtype=dtype, device=torch_device, memory=self.memory,
                                facts=self.facts if self.memory.vram == "auto" else None,
                                vae_module=vae, vae_weights=vae_weights, dit_module=dit, dit_weights=dit_weights,
-                               files=self.files)
+                               files=self.files, notes=[f"{torch_device}: {attention_note}"] if attention_note else [],
+                               compiling=self.compile)
 
-    def _load_dit(self, device: torch.device, dtype: torch.dtype) -> torch.nn.Module:
+    def _load_dit(self, device: torch.device, dtype: torch.dtype, attention: str) -> torch.nn.Module:
         """The DiT on ``device``; with BlockSwap its swapped tensors are loaded straight into host
         memory (they never pass through the GPU) and streamed in while it runs."""
         if not self.memory.swaps:
-            return load_dit(self.files.dit, device=device, compute_dtype=dtype,
-                            attention_backend=self.attention_backend)
+            return load_dit(self.files.dit, device=device, compute_dtype=dtype, attention_backend=attention)
         swap = BlockSwap(self.memory.blocks_to_swap, self.memory.swap_io_components)
         blocks = inspect_checkpoint(self.files.dit).num_blocks
         offload = torch.device(swap.offload_device)
-        dit = load_dit(self.files.dit, device=device, compute_dtype=dtype, attention_backend=self.attention_backend,
+        dit = load_dit(self.files.dit, device=device, compute_dtype=dtype, attention_backend=attention,
                        placement=lambda name: offload if swap.group_of(name, blocks) is not None else device)
         # The swapper installs itself as the model's block runner (and hooks around it): the
         # model keeps it alive and is called exactly as before.
@@ -153,11 +159,17 @@ class SeedVRProcessor:
     dit_weights: HostResidentWeights | None = None
     notes: list[str] = field(default_factory=list)
     files: ModelFiles | None = None  # named when a model's output is not finite
+    compiling: bool = False  # --compile, until the first chunk has reported its compile time
 
     def process(self, task: ChunkTask, frames, context: InputContext) -> ChunkFrames:
         while True:
             try:
-                return self._process(task, frames, context)
+                done = self._process(task, frames, context)
+                if self.compiling:
+                    self.compiling = False
+                    self.notes.append(f"{self.device}: compiled the DiT blocks in {compile_seconds():.1f} s "
+                                      f"(cached in {inductor_cache_dir()})")
+                return done
             except torch.OutOfMemoryError as err:
                 # "CUDA out of memory. Tried to allocate 2.00 GiB": the rest is PyTorch's advice.
                 message = ". ".join(str(err).split(". ")[:2])

@@ -101,7 +101,8 @@ def run_upscale(spec: JobSpec, reporter: Reporter) -> RunSummary:
     if flashvsr is None:
         files = resolve_models(spec.model, spec.memory)
         reporter.message(f"model {files.dit}, vae {files.vae}, text embedding {files.text_embedding}")
-        factory = SeedVRProcessorFactory(files, dtype=spec.model.dtype, memory=spec.memory, facts=facts)
+        factory = SeedVRProcessorFactory(files, dtype=spec.model.dtype, memory=spec.memory, facts=facts,
+                                         attention_backend=spec.model.attention, compile=spec.model.compile)
     else:
         files = resolve_flashvsr_files(spec.model, flashvsr)
         reporter.message(f"{flashvsr.name}: dit {files.dit}, LQ projector {files.lq_proj}, decoder {files.decoder}, "

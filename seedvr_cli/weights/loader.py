@@ -28,7 +28,7 @@ from seedvr_cli.models.dit_config import dit_config
 from seedvr_cli.models.vae import VideoVAE, normalize_vae_keys
 from seedvr_cli.models.vae_config import vae_config
 from seedvr_cli.weights.detect import ROPE_BUFFER, CheckpointInfo, classify, inspect_checkpoint, require_kind
-from seedvr_cli.weights.quantized import Fp8Linear, GGUFLinear, replace_module
+from seedvr_cli.weights.quantized import Fp8Linear, GGUFLinear, choose_fp8_matmul, replace_module
 from seedvr_cli.weights.readers import CheckpointReader, GGUFTensor, open_checkpoint
 
 FP8_DTYPES = (torch.float8_e4m3fn, torch.float8_e5m2)
@@ -52,6 +52,10 @@ def load_dit(path: str | Path, *, device: torch.device | str = "cpu", compute_dt
             model = NaDiT(dit_config(info.variant), attention_backend=attention_backend)
         load_into(model, reader, device=device, dtype=compute_dtype, keep_fp8=keep_fp8, keep_gguf=keep_gguf,
                   placement=placement)
+    if choose_fp8_matmul(torch.device(device)):
+        for module in model.modules():
+            if isinstance(module, Fp8Linear):
+                module.use_scaled_mm = True
     model.compute_dtype = compute_dtype
     model.checkpoint_info = info
     return model.eval()
