@@ -585,6 +585,7 @@ class VideoVAE(nn.Module):
     def __init__(self, config: VAEConfig) -> None:
         super().__init__()
         self.config = config
+        self._weights_layout: torch.memory_format | None = None
         self.encoder = Encoder3D(config)
         self.decoder = Decoder3D(config)
 
@@ -599,7 +600,19 @@ class VideoVAE(nn.Module):
         layout = self.memory_format
         if layout is None:
             layout = torch.channels_last_3d if x.device.type == "cuda" else torch.contiguous_format
+        self._lay_out_weights(layout)
         return CausalCache(layout)
+
+    def _lay_out_weights(self, layout: torch.memory_format) -> None:
+        """Store every conv weight in the activations' layout, once per layout change: a weight in
+        the other layout is transposed by cuDNN on every call (per slice and per depth-first piece),
+        and on the CPU it even turns a channels-last input's output back to the standard layout."""
+        if layout == self._weights_layout:
+            return
+        for module in self.modules():
+            if isinstance(module, nn.Conv3d):
+                module.weight.data = module.weight.data.contiguous(memory_format=layout)
+        self._weights_layout = layout
 
     def encode_moments(self, x: Tensor, *, sliced: bool = True) -> Tensor:
         """Raw encoder output ``[B, 2 * latent, T', H/8, W/8]`` (mean | logvar), for ``x`` in

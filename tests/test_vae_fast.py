@@ -1,0 +1,135 @@
+"""The VAE's fast path against its plain one: channels-last end to end, the mid-block attention.
+
+On the CPU, PyTorch's conv3d returns the standard layout whatever its operands, so the layout
+tests stand in cuDNN's rule (a channels-last operand gives a channels-last output) for it; with
+``-m gpu`` the same checks run on CUDA without the stand-in.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch.overrides import TorchFunctionMode
+from torch.utils._python_dispatch import TorchDispatchMode
+
+import pytest
+from seedvr_cli.models.vae import VideoVAE
+from seedvr_cli.models.vae_config import VAEConfig
+
+CHANNELS_LAST = torch.channels_last_3d
+# Inner widths 8 and 24, apart from the widths that enter or leave the VAE (3 pixels, 16 latent,
+# 32 moments): a layout change at those widths is the way in or out, anywhere else a transpose.
+CONFIG = VAEConfig(block_out_channels=(8, 8, 24, 24), norm_num_groups=4, attention_head_dim=24)
+BOUNDARY_WIDTHS = {3, 16, 32}
+
+
+def random_vae(device: str = "cpu", dtype: torch.dtype = torch.float32) -> VideoVAE:
+    torch.manual_seed(0)
+    return VideoVAE(CONFIG).to(device, dtype).eval().requires_grad_(False)
+
+
+def layout_of(t: torch.Tensor) -> str:
+    """"last" or "standard" where only one layout fits the strides, else "either"."""
+    last, standard = t.is_contiguous(memory_format=CHANNELS_LAST), t.is_contiguous()
+    return "last" if last and not standard else "standard" if standard and not last else "either"
+
+
+
+
+class LayoutLog(TorchDispatchMode):
+    """Every conv's operand layouts, and every copy that moves a 5-D tensor between layouts."""
+
+    COPIES = {"aten.clone.default", "aten.copy_.default", "aten._to_copy.default"}
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.convs: list[tuple[str, str]] = []
+        self.transposes: list[tuple[int, str, str]] = []  # (channels, from, to)
+        self.paused = False
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        out = func(*args, **(kwargs or {}))
+        name = str(func)
+        if self.paused:
+            return out
+        if name == "aten.convolution.default":
+            self.convs.append((layout_of(args[0]), layout_of(args[1])))
+        elif name in self.COPIES and out.ndim == 5:
+            source = args[1] if name == "aten.copy_.default" else args[0]
+            moved = {layout_of(source), layout_of(out)}
+            if moved == {"last", "standard"}:
+                self.transposes.append((out.shape[1], layout_of(source), layout_of(out)))
+        return out
+
+
+class CudnnLayoutRule(TorchFunctionMode):
+    """conv3d as cuDNN lays out its output: channels-last when either operand is. The stand-in's
+    own relayout is not the model's doing, so ``log`` does not see it."""
+
+    def __init__(self, log: LayoutLog) -> None:
+        super().__init__()
+        self.log = log
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        out = func(*args, **(kwargs or {}))
+        if func in (F.conv3d, torch.conv3d) and "last" in (layout_of(args[0]), layout_of(args[1])):
+            self.log.paused = True
+            out = out.contiguous(memory_format=CHANNELS_LAST)
+            self.log.paused = False
+        return out
+
+
+def run_logged(vae: VideoVAE, pixels: torch.Tensor, latent: torch.Tensor, on_cpu: bool) -> LayoutLog:
+    """The layouts of a second encode and decode: the first lays out the weights, once."""
+    log = LayoutLog()
+    with torch.no_grad():
+        vae.encode_moments(pixels), vae.decode(latent)
+        if on_cpu:
+            with CudnnLayoutRule(log), log:
+                vae.encode_moments(pixels), vae.decode(latent)
+        else:
+            with log:
+                vae.encode_moments(pixels), vae.decode(latent)
+    return log
+
+
+def assert_channels_last_inside(log: LayoutLog) -> None:
+    assert log.convs and all(pair == ("last", "last") or "either" in pair for pair in log.convs), log.convs
+    # 1x1x1 weights fit both layouts; every other weight is stored channels-last.
+    assert sum(pair == ("last", "last") for pair in log.convs) > len(log.convs) // 2
+    inner = [t for t in log.transposes if t[0] not in BOUNDARY_WIDTHS]
+    assert not inner, f"layout copies inside the VAE: {inner}"
+
+
+def test_channels_last_runs_every_conv_in_that_layout_without_transposes(one_torch_thread):
+    vae = random_vae()
+    vae.memory_format = CHANNELS_LAST
+    pixels = torch.rand(1, 3, 9, 16, 24, generator=torch.Generator().manual_seed(1)) * 2 - 1
+    latent = torch.randn(1, 16, 3, 2, 3, generator=torch.Generator().manual_seed(2))
+    assert_channels_last_inside(run_logged(vae, pixels, latent, on_cpu=True))
+
+
+def test_conv_weights_follow_the_activation_layout_and_back(one_torch_thread):
+    vae = random_vae()
+    x = torch.rand(1, 3, 5, 16, 24) * 2 - 1
+    conv_weights = [m.weight for m in vae.modules() if isinstance(m, torch.nn.Conv3d) and m.weight.shape[-1] > 1]
+    with torch.no_grad():
+        plain = vae.encode_moments(x)
+        assert all(layout_of(w) == "standard" for w in conv_weights)
+        vae.memory_format = CHANNELS_LAST
+        fast = vae.encode_moments(x)
+        assert all(layout_of(w) == "last" for w in conv_weights)
+        vae.memory_format = torch.contiguous_format
+        again = vae.encode_moments(x)
+        assert all(layout_of(w) == "standard" for w in conv_weights)
+    torch.testing.assert_close(fast, plain, atol=1e-5, rtol=0)
+    torch.testing.assert_close(again, plain, atol=0, rtol=0)
+
+
+@pytest.mark.gpu
+def test_gpu_channels_last_end_to_end_in_bf16():
+    """On CUDA the default layout is channels-last: every conv sees it, nothing transposes."""
+    vae = random_vae("cuda", torch.bfloat16)
+    pixels = torch.rand(1, 3, 9, 64, 96, device="cuda", dtype=torch.bfloat16) * 2 - 1
+    latent = torch.randn(1, 16, 3, 8, 12, device="cuda", dtype=torch.bfloat16)
+    assert_channels_last_inside(run_logged(vae, pixels, latent, on_cpu=False))
