@@ -155,9 +155,8 @@ class ModulePeaks:
                 peaks.enter(f"{names.get(inner, '?')}.{suffix}")
                 out = original(inner, *args, **kwargs)
                 cache = kwargs.get("cache", args[1] if len(args) > 1 else None)
-                if cache is not None and hasattr(cache, "frames"):
-                    peaks.cache_bytes = max(peaks.cache_bytes, sum(t.numel() * t.element_size()
-                                                                   for t in cache.frames.values()))
+                if cache is not None and hasattr(cache, "carried_bytes"):
+                    peaks.cache_bytes = max(peaks.cache_bytes, cache.carried_bytes())
                 peaks.leave(out)
                 return out
 

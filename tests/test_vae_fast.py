@@ -133,3 +133,60 @@ def test_gpu_channels_last_end_to_end_in_bf16():
     pixels = torch.rand(1, 3, 9, 64, 96, device="cuda", dtype=torch.bfloat16) * 2 - 1
     latent = torch.randn(1, 16, 3, 8, 12, device="cuda", dtype=torch.bfloat16)
     assert_channels_last_inside(run_logged(vae, pixels, latent, on_cpu=False))
+
+
+class CopiedBytes(TorchDispatchMode):
+    """Bytes written by copies (clone, copy_) of 5-D tensors: the carried frames' traffic."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.total = 0
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        out = func(*args, **(kwargs or {}))
+        if str(func) in ("aten.clone.default", "aten.copy_.default") and out.ndim == 5:
+            self.total += out.numel() * out.element_size()
+        return out
+
+
+def sliced_pass(vae: VideoVAE, rings: bool) -> tuple[torch.Tensor, torch.Tensor, int]:
+    """Encode and decode one frame per piece (every layer continues its sequence one frame at a
+    time, as the 1080p layers do), with or without conv rings; the bytes the pass copied."""
+    vae.conv_rings, vae.slice_bytes = rings, 1
+    pixels = torch.rand(1, 3, 9, 16, 24, generator=torch.Generator().manual_seed(3)) * 2 - 1
+    latent = torch.randn(1, 16, 4, 2, 3, generator=torch.Generator().manual_seed(4))
+    with torch.no_grad(), CopiedBytes() as copied:
+        moments, decoded = vae.encode_moments(pixels), vae.decode(latent)
+    return moments, decoded, copied.total
+
+
+@pytest.mark.parametrize("layout", [torch.contiguous_format, CHANNELS_LAST])
+def test_conv_rings_give_the_copying_path_result_and_copy_far_less(layout, one_torch_thread):
+    vae = random_vae()
+    vae.memory_format = layout
+    ring_moments, ring_decoded, ring_copied = sliced_pass(vae, rings=True)
+    moments, decoded, copied = sliced_pass(vae, rings=False)
+    # Only the order of the temporal taps' sum differs.
+    torch.testing.assert_close(ring_moments, moments, atol=3e-6, rtol=0)
+    torch.testing.assert_close(ring_decoded, decoded, atol=1e-5, rtol=0)
+    print(f"\ncopied: rings {ring_copied} bytes, copying path {copied} bytes")
+    assert ring_copied < copied / 2
+
+
+def test_a_ring_hands_its_frames_back_when_a_conv_leaves_one_frame_calls(one_torch_thread):
+    """One frame per call (ring), then three at once (the carried frames must come out of the
+    ring in time order), then one again: the same as the whole sequence in one call."""
+    from seedvr_cli.models.vae import CausalCache, CausalConv3d
+
+    torch.manual_seed(5)
+    conv = CausalConv3d(4, 6, (3, 3, 3), spatial_padding=1).requires_grad_(False)
+    x = torch.randn(1, 4, 9, 5, 6)
+    whole = conv(x)
+    cache = CausalCache()
+    pieces = [conv(x[:, :, i : i + 1], cache) for i in range(4)]
+    assert conv in cache.rings and conv not in cache.frames
+    pieces.append(conv(x[:, :, 4:7], cache))
+    assert conv not in cache.rings and conv in cache.frames
+    pieces += [conv(x[:, :, i : i + 1], cache) for i in (7, 8)]
+    assert cache.carried_bytes() == cache.rings[conv].buffer.numel() * 4
+    torch.testing.assert_close(torch.cat(pieces, dim=2), whole, atol=1e-6, rtol=0)
