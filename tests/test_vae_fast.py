@@ -190,3 +190,58 @@ def test_a_ring_hands_its_frames_back_when_a_conv_leaves_one_frame_calls(one_tor
     pieces += [conv(x[:, :, i : i + 1], cache) for i in (7, 8)]
     assert cache.carried_bytes() == cache.rings[conv].buffer.numel() * 4
     torch.testing.assert_close(torch.cat(pieces, dim=2), whole, atol=1e-6, rtol=0)
+
+
+@pytest.mark.parametrize("block_bytes", [2**20, 5 * 40 * 4])  # one block; blocks of 5 rows, the last shorter
+def test_wide_head_attention_matches_sdpa(block_bytes, one_torch_thread):
+    from seedvr_cli.models.wide_attention import wide_head_attention
+
+    generator = torch.Generator().manual_seed(6)
+    q, k, v = (torch.randn(3, 1, 37 if i == 0 else 40, 64, generator=generator) for i in range(3))
+    k, v = k[:, :, :37], v[:, :, :37]
+    expected = F.scaled_dot_product_attention(q, k, v)
+    torch.testing.assert_close(wide_head_attention(q, k, v, block_bytes=block_bytes), expected,
+                               atol=2e-6, rtol=1e-5)
+
+
+def test_vae_attention_takes_the_wide_path_on_cuda_only_when_the_fast_path_is_on(monkeypatch):
+    import seedvr_cli.models.vae as vae_module
+
+    calls = []
+    monkeypatch.setattr(vae_module, "wide_head_attention", lambda q, k, v: calls.append(q.shape) or q)
+    wide = torch.zeros(1, 1, 4, 512)
+
+    class OnCuda(torch.Tensor):  # is_cuda without a GPU; nothing else is asked of it here
+        @property
+        def is_cuda(self):
+            return True
+
+    on_cuda = wide.as_subclass(OnCuda)
+    monkeypatch.delenv("SEEDVR_KERNELS", raising=False)
+    vae_module.FrameAttention._attend(on_cuda, on_cuda, on_cuda)
+    assert len(calls) == 1
+    monkeypatch.setenv("SEEDVR_KERNELS", "off")
+    vae_module.FrameAttention._attend(on_cuda, on_cuda, on_cuda)
+    vae_module.FrameAttention._attend(wide, wide, wide)
+    assert len(calls) == 1
+
+
+@pytest.mark.gpu
+def test_gpu_wide_head_attention_matches_sdpa_at_the_mid_block_size():
+    """One 1080p latent frame (136 x 240 positions), one head of 512, bf16; times both."""
+    from seedvr_cli.models.wide_attention import wide_head_attention
+
+    q, k, v = (torch.randn(1, 1, 136 * 240, 512, device="cuda", dtype=torch.bfloat16) for _ in range(3))
+    times = {}
+    for name, attend in (("sdpa", F.scaled_dot_product_attention), ("wide", wide_head_attention)):
+        attend(q, k, v)
+        begin, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        begin.record()
+        out = attend(q, k, v)
+        end.record()
+        torch.cuda.synchronize()
+        times[name] = (begin.elapsed_time(end), out)
+    print(f"\nmid-block attention, one 1080p frame: SDPA {times['sdpa'][0]:.2f} ms, wide {times['wide'][0]:.2f} ms")
+    wide, sdpa = times["wide"][1].float(), times["sdpa"][1].float()
+    # Both round the probabilities to bf16 before the second product, at different points.
+    assert (wide - sdpa).abs().max() <= 0.02 * sdpa.abs().max()

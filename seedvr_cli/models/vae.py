@@ -22,10 +22,11 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 from einops import rearrange
-from seedvr_kernels import fast_group_norm
+from seedvr_kernels import fast_group_norm, kernels_setting
 from torch import Tensor, nn
 
 from .vae_config import VAEConfig
+from .wide_attention import FUSED_HEAD_LIMIT, wide_head_attention
 
 # Bounds the reference posterior puts on the log-variance.
 LOGVAR_RANGE = (-30.0, 20.0)
@@ -332,9 +333,18 @@ class FrameAttention(nn.Module):
             rearrange(proj(tokens), "n l (heads d) -> n heads l d", heads=self.heads)
             for proj in (self.to_q, self.to_k, self.to_v)
         )
-        attended = rearrange(F.scaled_dot_product_attention(q, k, v), "n heads l d -> n l (heads d)")
+        attended = rearrange(self._attend(q, k, v), "n heads l d -> n l (heads d)")
         out = self.to_out[0](attended)
         return x + rearrange(out, "(b t) (h w) c -> b c t h w", b=batch, t=frames, h=height, w=width)
+
+
+    @staticmethod
+    def _attend(q: Tensor, k: Tensor, v: Tensor) -> Tensor:
+        """SDPA, except for heads too wide for its fused kernels on CUDA (the published VAE's one
+        head of 512), which go to cuBLAS a block of rows at a time unless SEEDVR_KERNELS=off."""
+        if q.is_cuda and q.shape[-1] > FUSED_HEAD_LIMIT and kernels_setting() != "off":
+            return wide_head_attention(q, k, v)
+        return F.scaled_dot_product_attention(q, k, v)
 
 
 class MidBlock3D(nn.Module):
