@@ -16,10 +16,13 @@ and the phase's peak allocated VRAM.
   the DiT checkpoint.
 - --compare-plain: runs the same windows again with the Triton kernels off (SEEDVR_KERNELS=off),
   prints that table too, and the max abs error and PSNR of the uint8 output frames between the two.
+- --reference-float32 (with --vae-only): also runs the VAE in float32 with the kernels off and
+  compares each run's frames with it, which says which of fast and plain is nearer the exact
+  pictures when the two differ.
 
 Usage: python scripts/bench.py --model 3b.safetensors --vae vae.safetensors [--input clip.mp4]
        [--frames 66] [--height 360 --width 640] [--resolution 1080] [--batch-size 33] [--device cuda:0]
-       [--repeats 3] [--vae-only] [--compare-plain] [--json]
+       [--repeats 3] [--vae-only] [--compare-plain] [--reference-float32] [--json]
 """
 
 from __future__ import annotations
@@ -182,12 +185,16 @@ def main() -> int:
     parser.add_argument("--vae-only", action="store_true", help="no DiT: decode the encoded latent as it is")
     parser.add_argument("--compare-plain", action="store_true",
                         help="also run with SEEDVR_KERNELS=off and compare the output frames")
+    parser.add_argument("--reference-float32", action="store_true",
+                        help="with --vae-only: also run the VAE in float32 (kernels off) and compare each run with it")
     parser.add_argument("--json", action="store_true", help="also print the result as one JSON line")
     parser.add_argument("--cudnn-benchmark", action="store_true",
                         help="let cuDNN autotune its algorithms (workers do not: see docs/benchmarks.md)")
     args = parser.parse_args()
     if not args.vae_only and not args.model:
         parser.error("--model is required unless --vae-only is given")
+    if args.reference_float32 and not args.vae_only:
+        parser.error("--reference-float32 needs --vae-only (the DiT is not loaded twice)")
     if args.repeats < 1:
         parser.error("--repeats must be at least 1")
 
@@ -240,18 +247,29 @@ def main() -> int:
     plan = plan_windows(count, batch_size=args.batch_size)
     settings = WindowSettings(frame_size=size, dtype=dtype, color=args.color)
 
-    def run_window(window_frames: torch.Tensor, window, meter: PhaseMeter) -> torch.Tensor:
-        if dit is None:
-            encoded = encode_window(window_frames, vae=vae, settings=settings, window=window, times=meter)
-            return decode_window(encoded, encoded.latent, vae=vae, settings=settings, times=meter)
-        return upscale_window(window_frames, vae=vae, dit=dit, text_embedding=text_embedding, settings=settings,
-                              window=window, times=meter)
+    def window_runner(vae, settings):
+        def run_window(window_frames: torch.Tensor, window, meter: PhaseMeter) -> torch.Tensor:
+            if dit is None:
+                encoded = encode_window(window_frames, vae=vae, settings=settings, window=window, times=meter)
+                return decode_window(encoded, encoded.latent, vae=vae, settings=settings, times=meter)
+            return upscale_window(window_frames, vae=vae, dit=dit, text_embedding=text_embedding,
+                                  settings=settings, window=window, times=meter)
 
-    runs = {"current": None} | ({"plain": "off"} if args.compare_plain else {})
+        return run_window
+
+    # name -> (SEEDVR_KERNELS, window function, repeats)
+    runs = {"current": (None, window_runner(vae, settings), args.repeats)}
+    if args.compare_plain:
+        runs["plain"] = ("off", window_runner(vae, settings), args.repeats)
+    if args.reference_float32:
+        from dataclasses import replace
+
+        vae32 = load_vae(args.vae, device=device, dtype=torch.float32)
+        runs["float32"] = ("off", window_runner(vae32, replace(settings, dtype=torch.float32)), 1)
     measured = {}
-    for name, setting in runs.items():
+    for name, (setting, run_window, repeats) in runs.items():
         with kernels_setting(setting):
-            measured[name] = run_windows(run_window, frames, plan, device, args.repeats)
+            measured[name] = run_windows(run_window, frames, plan, device, repeats)
     current = measured["current"]
     from seedvr_kernels import kernels_setting as current_setting
 
@@ -271,6 +289,9 @@ def main() -> int:
         plain = measured["plain"]
         result["plain"] = {k: v for k, v in plain.items() if k != "outputs"}
         result["fast_vs_plain"] = picture_difference(current["outputs"], plain["outputs"])
+    if args.reference_float32:
+        for name in [n for n in measured if n != "float32"]:
+            result[f"{name}_vs_float32"] = picture_difference(measured[name]["outputs"], measured["float32"]["outputs"])
     print(f"{'device':<22} {'model':<34} {'fmt':<6} {'in->out':<20} {'frames':>6} {'batch':>5} "
           f"{'fps steady':>10} {'VRAM GiB':>8} {'RAM GiB':>7}")
     print(f"{result['device'][:22]:<22} {result['model'][:34]:<34} {result['format'][:6]:<6} "
@@ -281,6 +302,10 @@ def main() -> int:
         print_phases("kernels off (plain PyTorch path)", measured["plain"])
         diff = result["fast_vs_plain"]
         print(f"fast vs plain, {diff['frames']} output frames: max abs error {diff['max_abs_error']}, "
+              f"PSNR {diff['psnr_db']} dB")
+    for name in [n for n in measured if n != "float32"] if args.reference_float32 else []:
+        diff = result[f"{name}_vs_float32"]
+        print(f"{'fast' if name == 'current' else name} vs float32: max abs error {diff['max_abs_error']}, "
               f"PSNR {diff['psnr_db']} dB")
     if args.json:
         print(json.dumps(result))
