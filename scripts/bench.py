@@ -16,13 +16,15 @@ and the phase's peak allocated VRAM.
   the DiT checkpoint.
 - --compare-plain: runs the same windows again with the Triton kernels off (SEEDVR_KERNELS=off),
   prints that table too, and the max abs error and PSNR of the uint8 output frames between the two.
+- --no-conv-rings: the VAE's convs copy their carried frames between slices as before the ring
+  buffers (VideoVAE.conv_rings), for a before/after of that change in one process.
 - --reference-float32 (with --vae-only): also runs the VAE in float32 with the kernels off and
   compares each run's frames with it, which says which of fast and plain is nearer the exact
   pictures when the two differ.
 
 Usage: python scripts/bench.py --model 3b.safetensors --vae vae.safetensors [--input clip.mp4]
        [--frames 66] [--height 360 --width 640] [--resolution 1080] [--batch-size 33] [--device cuda:0]
-       [--repeats 3] [--vae-only] [--compare-plain] [--reference-float32] [--json]
+       [--repeats 3] [--vae-only] [--compare-plain] [--reference-float32] [--no-conv-rings] [--json]
 """
 
 from __future__ import annotations
@@ -187,6 +189,8 @@ def main() -> int:
                         help="also run with SEEDVR_KERNELS=off and compare the output frames")
     parser.add_argument("--reference-float32", action="store_true",
                         help="with --vae-only: also run the VAE in float32 (kernels off) and compare each run with it")
+    parser.add_argument("--no-conv-rings", action="store_true",
+                        help="VAE convs copy their carried frames between slices instead of reusing ring buffers")
     parser.add_argument("--json", action="store_true", help="also print the result as one JSON line")
     parser.add_argument("--cudnn-benchmark", action="store_true",
                         help="let cuDNN autotune its algorithms (workers do not: see docs/benchmarks.md)")
@@ -230,6 +234,7 @@ def main() -> int:
         vae, dit, text_embedding, dtype = processor.vae, processor.dit, processor.text_embedding, processor.dtype
         model_name, model_format = Path(args.model).name, processor.dit.checkpoint_info.format
     load_s = time.perf_counter() - load_started
+    vae.conv_rings = not args.no_conv_rings
     if args.cudnn_benchmark:
         torch.backends.cudnn.benchmark = True
 
@@ -276,7 +281,7 @@ def main() -> int:
     result = {
         "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
         "model": model_name, "format": model_format, "dtype": str(dtype).replace("torch.", ""),
-        "kernels": current_setting(), "input": f"{width}x{height}", "output": f"{size.true[1]}x{size.true[0]}",
+        "kernels": current_setting(), "conv_rings": vae.conv_rings, "input": f"{width}x{height}", "output": f"{size.true[1]}x{size.true[0]}",
         "frames": count, "batch_size": args.batch_size, "windows": len(plan.windows), "repeats": args.repeats,
         "color": args.color, "load_s": round(load_s, 2),
         "fps_steady": current["fps_steady"],

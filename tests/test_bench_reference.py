@@ -33,6 +33,26 @@ def test_reference_float32_compares_each_run_with_a_float32_run(checkpoints, mon
         # bf16 against float32: a real difference, measured on all five frames.
         assert diff["frames"] == 5 and diff["max_abs_error"] > 0 and 20 < diff["psnr_db"] < 100
     assert "fast vs float32" in out and "plain vs float32" in out
+    assert result["conv_rings"] is True
+
+
+def test_no_conv_rings_reaches_the_vae(checkpoints, monkeypatch, capsys, one_torch_thread):
+    from seedvr_cli.models.vae import CausalCache
+
+    caches = []
+    original = CausalCache.__init__
+
+    def recording(self, *args, **kwargs):
+        original(self, *args, **kwargs)
+        caches.append(self)
+
+    monkeypatch.setattr(CausalCache, "__init__", recording)
+    _, vae = checkpoints
+    code, out = run_bench(monkeypatch, capsys, "--vae", str(vae), "--vae-only", "--device", "cpu", "--frames", "5",
+                          "--batch-size", "5", "--height", "16", "--width", "24", "--resolution", "32",
+                          "--repeats", "1", "--no-conv-rings", "--json")
+    assert code == 0 and json.loads(out.strip().splitlines()[-1])["conv_rings"] is False
+    assert caches and all(cache.rings is None for cache in caches)
 
 
 def test_reference_float32_needs_vae_only(checkpoints, monkeypatch, capsys):
