@@ -245,3 +245,22 @@ def test_gpu_wide_head_attention_matches_sdpa_at_the_mid_block_size():
     wide, sdpa = times["wide"][1].float(), times["sdpa"][1].float()
     # Both round the probabilities to bf16 before the second product, at different points.
     assert (wide - sdpa).abs().max() <= 0.02 * sdpa.abs().max()
+
+
+@pytest.mark.gpu
+def test_gpu_conv_rings_match_the_copying_path_and_hold_no_more_than_a_frame_per_conv():
+    """The real-size VAE in bf16 on CUDA, one frame per piece: rings against the copying path
+    (same pictures up to the taps' summation order) and what each pass holds between slices."""
+    from seedvr_cli.models.vae_config import vae_config
+
+    torch.manual_seed(0)
+    vae = VideoVAE(vae_config("vae")).to("cuda", torch.bfloat16).eval().requires_grad_(False)
+    vae.slice_bytes = 1
+    latent = torch.randn(1, 16, 3, 16, 24, device="cuda", dtype=torch.bfloat16)
+    with torch.no_grad():
+        vae.conv_rings = False
+        plain = vae.decode(latent).float()
+        vae.conv_rings = True
+        rings = vae.decode(latent).float()
+    # Rounding-level: bf16 conv outputs may round differently when the taps are summed in another order.
+    assert (rings - plain).abs().max() <= 0.02 * plain.abs().max()
