@@ -248,9 +248,9 @@ def test_gpu_wide_head_attention_matches_sdpa_at_the_mid_block_size():
 
 
 @pytest.mark.gpu
-def test_gpu_conv_rings_match_the_copying_path_and_hold_no_more_than_a_frame_per_conv():
+def test_gpu_conv_rings_match_the_copying_path():
     """The real-size VAE in bf16 on CUDA, one frame per piece: rings against the copying path
-    (same pictures up to the taps' summation order) and what each pass holds between slices."""
+    (the same pictures up to the order in which the temporal taps are summed)."""
     from seedvr_cli.models.vae_config import vae_config
 
     torch.manual_seed(0)
