@@ -337,7 +337,6 @@ class FrameAttention(nn.Module):
         out = self.to_out[0](attended)
         return x + rearrange(out, "(b t) (h w) c -> b c t h w", b=batch, t=frames, h=height, w=width)
 
-
     @staticmethod
     def _attend(q: Tensor, k: Tensor, v: Tensor) -> Tensor:
         """SDPA, except for heads too wide for its fused kernels on CUDA (the published VAE's one
@@ -693,8 +692,7 @@ class VideoVAE(nn.Module):
 
     def _lay_out_weights(self, layout: torch.memory_format) -> None:
         """Store every conv weight in the activations' layout, once per layout change: a weight in
-        the other layout is transposed by cuDNN on every call (per slice and per depth-first piece),
-        and on the CPU it even turns a channels-last input's output back to the standard layout."""
+        the other layout is transposed by cuDNN on every call (per slice and per depth-first piece)."""
         if layout == self._weights_layout:
             return
         for module in self.modules():
