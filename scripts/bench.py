@@ -16,6 +16,9 @@ and the phase's peak allocated VRAM.
   the DiT checkpoint.
 - --compare-plain: runs the same windows again with the Triton kernels off (SEEDVR_KERNELS=off),
   prints that table too, and the max abs error and PSNR of the uint8 output frames between the two.
+- --kernel-rounding once: the GroupNorm kernel rounds only at the end, not also before the SiLU
+  as the PyTorch path does (the default, "plain"); with --compare-plain it shows how much of the
+  fast-vs-plain difference that rounding makes.
 - --no-conv-rings: the VAE's convs copy their carried frames between slices as before the ring
   buffers (VideoVAE.conv_rings), for a before/after of that change in one process.
 - --reference-float32 (with --vae-only): also runs the VAE in float32 with the kernels off and
@@ -24,7 +27,8 @@ and the phase's peak allocated VRAM.
 
 Usage: python scripts/bench.py --model 3b.safetensors --vae vae.safetensors [--input clip.mp4]
        [--frames 66] [--height 360 --width 640] [--resolution 1080] [--batch-size 33] [--device cuda:0]
-       [--repeats 3] [--vae-only] [--compare-plain] [--reference-float32] [--no-conv-rings] [--json]
+       [--repeats 3] [--vae-only] [--compare-plain] [--reference-float32] [--no-conv-rings]
+       [--kernel-rounding plain|once] [--json]
 """
 
 from __future__ import annotations
@@ -189,6 +193,9 @@ def main() -> int:
                         help="also run with SEEDVR_KERNELS=off and compare the output frames")
     parser.add_argument("--reference-float32", action="store_true",
                         help="with --vae-only: also run the VAE in float32 (kernels off) and compare each run with it")
+    parser.add_argument("--kernel-rounding", choices=("plain", "once"), default="plain",
+                        help="once: the GroupNorm kernel rounds only at the end, not also before the SiLU as "
+                             "the PyTorch path does")
     parser.add_argument("--no-conv-rings", action="store_true",
                         help="VAE convs copy their carried frames between slices instead of reusing ring buffers")
     parser.add_argument("--json", action="store_true", help="also print the result as one JSON line")
@@ -235,6 +242,9 @@ def main() -> int:
         model_name, model_format = Path(args.model).name, processor.dit.checkpoint_info.format
     load_s = time.perf_counter() - load_started
     vae.conv_rings = not args.no_conv_rings
+    from seedvr_cli.models.vae import FrameGroupNorm
+
+    FrameGroupNorm.kernel_rounds_norm = args.kernel_rounding == "plain"
     if args.cudnn_benchmark:
         torch.backends.cudnn.benchmark = True
 
@@ -281,7 +291,8 @@ def main() -> int:
     result = {
         "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
         "model": model_name, "format": model_format, "dtype": str(dtype).replace("torch.", ""),
-        "kernels": current_setting(), "conv_rings": vae.conv_rings, "input": f"{width}x{height}", "output": f"{size.true[1]}x{size.true[0]}",
+        "kernels": current_setting(), "conv_rings": vae.conv_rings,
+        "kernel_rounding": args.kernel_rounding, "input": f"{width}x{height}", "output": f"{size.true[1]}x{size.true[0]}",
         "frames": count, "batch_size": args.batch_size, "windows": len(plan.windows), "repeats": args.repeats,
         "color": args.color, "load_s": round(load_s, 2),
         "fps_steady": current["fps_steady"],

@@ -55,6 +55,19 @@ def test_no_conv_rings_reaches_the_vae(checkpoints, monkeypatch, capsys, one_tor
     assert caches and all(cache.rings is None for cache in caches)
 
 
+def test_kernel_rounding_once_reaches_frame_group_norm(checkpoints, monkeypatch, capsys, one_torch_thread):
+    from seedvr_cli.models.vae import FrameGroupNorm
+
+    monkeypatch.setattr(FrameGroupNorm, "kernel_rounds_norm", FrameGroupNorm.kernel_rounds_norm)
+    assert FrameGroupNorm.kernel_rounds_norm is True
+    _, vae = checkpoints
+    code, out = run_bench(monkeypatch, capsys, "--vae", str(vae), "--vae-only", "--device", "cpu", "--frames", "5",
+                          "--batch-size", "5", "--height", "16", "--width", "24", "--resolution", "32",
+                          "--repeats", "1", "--kernel-rounding", "once", "--json")
+    assert code == 0 and json.loads(out.strip().splitlines()[-1])["kernel_rounding"] == "once"
+    assert FrameGroupNorm.kernel_rounds_norm is False
+
+
 def test_reference_float32_needs_vae_only(checkpoints, monkeypatch, capsys):
     _, vae = checkpoints
     with pytest.raises(SystemExit):

@@ -232,7 +232,14 @@ class FrameGroupNorm(nn.GroupNorm):
     On GPUs where ``seedvr_kernels`` has a kernel for it (see its ``dispatch``), norm (+ SiLU)
     runs as two Triton passes over the input instead; this PyTorch path stays the reference and
     the CPU path.
+
+    ``kernel_rounds_norm``: the kernel rounds the norm to the output dtype before the SiLU, as
+    this path does, so that both give the same values but where their statistics' last bits
+    differ (in float16 one element in ~2000 against one in four when the kernel rounds only at
+    the end; ``scripts/bench.py --kernel-rounding once`` measures the other choice).
     """
+
+    kernel_rounds_norm: bool = True
 
     def forward(self, x: Tensor) -> Tensor:
         if x.ndim == 4:
@@ -254,7 +261,8 @@ class FrameGroupNorm(nn.GroupNorm):
         """``out = silu(norm(x))`` without allocating a separate activation tensor."""
         kernel = fast_group_norm(x.device)
         if kernel is not None:
-            kernel(x, self.weight, self.bias, self.num_groups, self.eps, out=out, silu=True)
+            kernel(x, self.weight, self.bias, self.num_groups, self.eps, out=out, silu=True,
+                   round_norm=self.kernel_rounds_norm)
             return
         self.norm_into(x, out)
         F.silu(out, inplace=True)
