@@ -272,19 +272,23 @@ def main() -> int:
 
         return run_window
 
-    # name -> (SEEDVR_KERNELS, window function, repeats)
-    runs = {"current": (None, window_runner(vae, settings), args.repeats)}
-    if args.compare_plain:
-        runs["plain"] = ("off", window_runner(vae, settings), args.repeats)
-    if args.reference_float32:
+    def float32_runner():
         from dataclasses import replace
 
-        vae32 = load_vae(args.vae, device=device, dtype=torch.float32)
-        runs["float32"] = ("off", window_runner(vae32, replace(settings, dtype=torch.float32)), 1)
+        return window_runner(load_vae(args.vae, device=device, dtype=torch.float32),
+                             replace(settings, dtype=torch.float32))
+
+    # name -> (SEEDVR_KERNELS, window function factory, repeats); the float32 VAE is loaded last,
+    # so the other runs' peak memory does not include it.
+    runs = {"current": (None, lambda: window_runner(vae, settings), args.repeats)}
+    if args.compare_plain:
+        runs["plain"] = ("off", lambda: window_runner(vae, settings), args.repeats)
+    if args.reference_float32:
+        runs["float32"] = ("off", float32_runner, 1)
     measured = {}
-    for name, (setting, run_window, repeats) in runs.items():
+    for name, (setting, make_runner, repeats) in runs.items():
         with kernels_setting(setting):
-            measured[name] = run_windows(run_window, frames, plan, device, repeats)
+            measured[name] = run_windows(make_runner(), frames, plan, device, repeats)
     current = measured["current"]
     from seedvr_kernels import kernels_setting as current_setting
 
