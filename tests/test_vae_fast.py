@@ -1,4 +1,5 @@
-"""The VAE's fast path against its plain one: channels-last end to end, the mid-block attention.
+"""The VAE's fast path against its plain one: channels-last end to end, conv rings, the
+mid-block attention.
 
 On the CPU, PyTorch's conv3d returns the standard layout whatever its operands, so the layout
 tests stand in cuDNN's rule (a channels-last operand gives a channels-last output) for it; with
@@ -7,12 +8,12 @@ tests stand in cuDNN's rule (a channels-last operand gives a channels-last outpu
 
 from __future__ import annotations
 
+import pytest
 import torch
 import torch.nn.functional as F
 from torch.overrides import TorchFunctionMode
 from torch.utils._python_dispatch import TorchDispatchMode
 
-import pytest
 from seedvr_cli.models.vae import VideoVAE
 from seedvr_cli.models.vae_config import VAEConfig
 
@@ -32,8 +33,6 @@ def layout_of(t: torch.Tensor) -> str:
     """"last" or "standard" where only one layout fits the strides, else "either"."""
     last, standard = t.is_contiguous(memory_format=CHANNELS_LAST), t.is_contiguous()
     return "last" if last and not standard else "standard" if standard and not last else "either"
-
-
 
 
 class LayoutLog(TorchDispatchMode):
