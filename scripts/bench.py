@@ -20,11 +20,19 @@ and the phase's peak allocated VRAM.
 - DiT fast paths: --attention (as the CLI's flag), --compile (torch.compile of the DiT blocks; the
   compile runs on an extra untimed window and its time is reported; FLOPs are counted eagerly),
   --fp8-matmul (fp8 checkpoints multiply with torch._scaled_mm: SEEDVR_FP8_MATMUL=on).
+- --kernel-rounding once: the GroupNorm kernel rounds only at the end, not also before the SiLU
+  as the PyTorch path does (the default, "plain"); with --compare-plain it shows how much of the
+  fast-vs-plain difference that rounding makes.
+- --no-conv-rings: the VAE's convs copy their carried frames between slices as before the ring
+  buffers (VideoVAE.conv_rings), for a before/after of that change in one process.
+- --reference-float32 (with --vae-only): also runs the VAE in float32 with the kernels off and
+  compares each run's frames with it, which says which of fast and plain is nearer the exact
+  pictures when the two differ.
 
 Usage: python scripts/bench.py --model 3b.safetensors --vae vae.safetensors [--input clip.mp4]
        [--frames 66] [--height 360 --width 640] [--resolution 1080] [--batch-size 33] [--device cuda:0]
-       [--repeats 3] [--vae-only] [--compare-plain] [--json]
-       [--attention auto|sdpa|flash|flex] [--compile] [--fp8-matmul]
+       [--repeats 3] [--vae-only] [--compare-plain] [--reference-float32] [--no-conv-rings]
+       [--kernel-rounding plain|once] [--json] [--attention auto|sdpa|flash|flex] [--compile] [--fp8-matmul]
 """
 
 from __future__ import annotations
@@ -243,6 +251,13 @@ def main() -> int:
     parser.add_argument("--vae-only", action="store_true", help="no DiT: decode the encoded latent as it is")
     parser.add_argument("--compare-plain", action="store_true",
                         help="also run with SEEDVR_KERNELS=off and compare the output frames")
+    parser.add_argument("--reference-float32", action="store_true",
+                        help="with --vae-only: also run the VAE in float32 (kernels off) and compare each run with it")
+    parser.add_argument("--kernel-rounding", choices=("plain", "once"), default="plain",
+                        help="once: the GroupNorm kernel rounds only at the end, not also before the SiLU as "
+                             "the PyTorch path does")
+    parser.add_argument("--no-conv-rings", action="store_true",
+                        help="VAE convs copy their carried frames between slices instead of reusing ring buffers")
     parser.add_argument("--json", action="store_true", help="also print the result as one JSON line")
     parser.add_argument("--cudnn-benchmark", action="store_true",
                         help="let cuDNN autotune its algorithms (workers do not: see docs/benchmarks.md)")
@@ -253,6 +268,8 @@ def main() -> int:
     args = parser.parse_args()
     if not args.vae_only and not args.model:
         parser.error("--model is required unless --vae-only is given")
+    if args.reference_float32 and not args.vae_only:
+        parser.error("--reference-float32 needs --vae-only (the DiT is not loaded twice)")
     if args.repeats < 1:
         parser.error("--repeats must be at least 1")
 
@@ -295,6 +312,10 @@ def main() -> int:
         for note in processor.notes:
             print(f"note: {note}")
     load_s = time.perf_counter() - load_started
+    vae.conv_rings = not args.no_conv_rings
+    from seedvr_cli.models.vae import FrameGroupNorm
+
+    FrameGroupNorm.kernel_rounds_norm = args.kernel_rounding == "plain"
     if args.cudnn_benchmark:
         torch.backends.cudnn.benchmark = True
 
@@ -312,19 +333,34 @@ def main() -> int:
     plan = plan_windows(count, batch_size=args.batch_size)
     settings = WindowSettings(frame_size=size, dtype=dtype, color=args.color)
 
-    def run_window(window_frames: torch.Tensor, window, meter: PhaseMeter) -> torch.Tensor:
-        if dit is None:
-            encoded = encode_window(window_frames, vae=vae, settings=settings, window=window, times=meter)
-            return decode_window(encoded, encoded.latent, vae=vae, settings=settings, times=meter)
-        return upscale_window(window_frames, vae=vae, dit=dit, text_embedding=text_embedding, settings=settings,
-                              window=window, times=meter)
+    def window_runner(vae, settings):
+        def run_window(window_frames: torch.Tensor, window, meter: PhaseMeter) -> torch.Tensor:
+            if dit is None:
+                encoded = encode_window(window_frames, vae=vae, settings=settings, window=window, times=meter)
+                return decode_window(encoded, encoded.latent, vae=vae, settings=settings, times=meter)
+            return upscale_window(window_frames, vae=vae, dit=dit, text_embedding=text_embedding,
+                                  settings=settings, window=window, times=meter)
 
-    runs = {"current": None} | ({"plain": "off"} if args.compare_plain else {})
+        return run_window
+
+    def float32_runner():
+        from dataclasses import replace
+
+        return window_runner(load_vae(args.vae, device=device, dtype=torch.float32),
+                             replace(settings, dtype=torch.float32))
+
+    # name -> (SEEDVR_KERNELS, window function factory, repeats); the float32 VAE is loaded last,
+    # so the other runs' peak memory does not include it.
+    runs = {"current": (None, lambda: window_runner(vae, settings), args.repeats)}
+    if args.compare_plain:
+        runs["plain"] = ("off", lambda: window_runner(vae, settings), args.repeats)
+    if args.reference_float32:
+        runs["float32"] = ("off", float32_runner, 1)
     measured = {}
-    for name, setting in runs.items():
-        plain = plain_dit(dit) if name == "plain" else contextlib.nullcontext()
+    for name, (setting, make_runner, repeats) in runs.items():
+        plain = plain_dit(dit) if name != "current" else contextlib.nullcontext()
         with kernels_setting(setting), plain:
-            measured[name] = run_windows(run_window, frames, plan, device, args.repeats,
+            measured[name] = run_windows(make_runner(), frames, plan, device, repeats,
                                          compiling=args.compile and name == "current",
                                          flop_context=lambda: counting_flops(dit, device))
     current = measured["current"]
@@ -333,8 +369,9 @@ def main() -> int:
     result = {
         "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
         "model": model_name, "format": model_format, "dtype": str(dtype).replace("torch.", ""),
-        "kernels": current_setting(), "attention": getattr(dit, "attention_backend", None),
-        "compile": current["compile"], "fp8_matmul": args.fp8_matmul,
+        "kernels": current_setting(), "conv_rings": vae.conv_rings,
+        "attention": getattr(dit, "attention_backend", None),
+        "compile": current["compile"], "fp8_matmul": args.fp8_matmul, "kernel_rounding": args.kernel_rounding,
         "input": f"{width}x{height}", "output": f"{size.true[1]}x{size.true[0]}",
         "frames": count, "batch_size": args.batch_size, "windows": len(plan.windows), "repeats": args.repeats,
         "color": args.color, "load_s": round(load_s, 2),
@@ -348,6 +385,9 @@ def main() -> int:
         plain = measured["plain"]
         result["plain"] = {k: v for k, v in plain.items() if k != "outputs"}
         result["fast_vs_plain"] = picture_difference(current["outputs"], plain["outputs"])
+    if args.reference_float32:
+        for name in [n for n in measured if n != "float32"]:
+            result[f"{name}_vs_float32"] = picture_difference(measured[name]["outputs"], measured["float32"]["outputs"])
     print(f"{'device':<22} {'model':<34} {'fmt':<6} {'in->out':<20} {'frames':>6} {'batch':>5} "
           f"{'fps steady':>10} {'VRAM GiB':>8} {'RAM GiB':>7}")
     print(f"{result['device'][:22]:<22} {result['model'][:34]:<34} {result['format'][:6]:<6} "
@@ -362,6 +402,10 @@ def main() -> int:
         print_phases("kernels off, DiT plain (sdpa, eager blocks, fp8 upcast)", measured["plain"])
         diff = result["fast_vs_plain"]
         print(f"fast vs plain, {diff['frames']} output frames: max abs error {diff['max_abs_error']}, "
+              f"PSNR {diff['psnr_db']} dB")
+    for name in [n for n in measured if n != "float32"] if args.reference_float32 else []:
+        diff = result[f"{name}_vs_float32"]
+        print(f"{'fast' if name == 'current' else name} vs float32: max abs error {diff['max_abs_error']}, "
               f"PSNR {diff['psnr_db']} dB")
     if args.json:
         print(json.dumps(result))

@@ -155,7 +155,9 @@ class ModulePeaks:
                 peaks.enter(f"{names.get(inner, '?')}.{suffix}")
                 out = original(inner, *args, **kwargs)
                 cache = kwargs.get("cache", args[1] if len(args) > 1 else None)
-                if cache is not None and hasattr(cache, "frames"):
+                if cache is not None and hasattr(cache, "carried_bytes"):
+                    peaks.cache_bytes = max(peaks.cache_bytes, cache.carried_bytes())
+                elif cache is not None and hasattr(cache, "frames"):  # a MEMORY_BASELINE from before the rings
                     peaks.cache_bytes = max(peaks.cache_bytes, sum(t.numel() * t.element_size()
                                                                    for t in cache.frames.values()))
                 peaks.leave(out)

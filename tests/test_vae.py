@@ -146,7 +146,8 @@ def test_depth_first_pieces_equal_one_pass(layout, slice_bytes):
     vae = random_tiny_vae()
     vae.slice_bytes, vae.memory_format = slice_bytes, layout
     x = clip(13)
-    torch.testing.assert_close(vae.encode_moments(x), vae.encode_moments(x, sliced=False), atol=1e-6, rtol=0)
+    # 3e-6, not 1e-6: convs fed one frame at a time sum their temporal taps in a rotated order (ConvRing).
+    torch.testing.assert_close(vae.encode_moments(x), vae.encode_moments(x, sliced=False), atol=3e-6, rtol=0)
     z = torch.randn(1, 16, 4, 4, 5, generator=torch.Generator().manual_seed(2))
     decoded = vae.decode(z)
     assert decoded.shape == (1, 3, 13, 32, 40) and decoded.is_contiguous()

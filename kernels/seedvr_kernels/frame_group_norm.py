@@ -13,7 +13,9 @@ input is read twice, the minimum when a frame (hundreds of MB at 1080p) cannot s
    ``scale`` and ``shift`` per (frame, channel).
 3. ``_apply``: ``y = x * scale + shift``, optionally ``y * sigmoid(y)``, rounded once to the
    output's dtype, written through the output's own strides (e.g. the body of a conv's padded
-   input buffer).
+   input buffer). ``round_norm`` rounds ``y`` to the output dtype before the SiLU as well, as the
+   PyTorch path does (norm into the output, then SiLU in place): a way to tell how much of the
+   fast-vs-plain picture difference is that rounding.
 """
 
 from __future__ import annotations
@@ -37,13 +39,16 @@ _STATS_PROGRAMS = 1024
 
 
 def group_norm_silu_reference(x: Tensor, weight: Tensor, bias: Tensor, num_groups: int, eps: float,
-                              silu: bool = True) -> Tensor:
+                              silu: bool = True, round_norm: bool = False) -> Tensor:
     """What the kernels compute, in plain PyTorch: ``nn.GroupNorm`` per frame in float32 (float64
-    for float64 input), then SiLU, rounded once to ``x.dtype``."""
+    for float64 input), then SiLU, rounded once to ``x.dtype`` (with ``round_norm`` also before
+    the SiLU)."""
     batch, channels, frames, height, width = x.shape
     acc = torch.float64 if x.dtype == torch.float64 else torch.float32
     per_frame = x.to(acc).permute(0, 2, 1, 3, 4).reshape(batch * frames, channels, height, width)
     y = F.group_norm(per_frame, num_groups, weight.to(acc), bias.to(acc), eps)
+    if round_norm:
+        y = y.to(x.dtype).to(acc)
     if silu:
         y = F.silu(y)
     return y.reshape(batch, frames, channels, height, width).permute(0, 2, 1, 3, 4).to(x.dtype)
@@ -89,7 +94,7 @@ if triton is not None:
     @triton.jit
     def _apply(x_ptr, out_ptr, scale_ptr, shift_ptr, channels, frames, width, pixels,
                sx_b, sx_c, sx_t, sx_h, sx_w, so_b, so_c, so_t, so_h, so_w,
-               SILU: tl.constexpr, BLOCK_P: tl.constexpr, BLOCK_C: tl.constexpr):
+               SILU: tl.constexpr, ROUND_NORM: tl.constexpr, BLOCK_P: tl.constexpr, BLOCK_C: tl.constexpr):
         tile = tl.program_id(0)
         frame = tl.program_id(1)
         b = (frame // frames).to(tl.int64)
@@ -105,6 +110,8 @@ if triton is not None:
         c64 = c.to(tl.int64)
         x_off = b * sx_b + t * sx_t + (h * sx_h + w * sx_w)[:, None] + (c64 * sx_c)[None, :]
         y = tl.load(x_ptr + x_off, mask=ok, other=0.0).to(tl.float32) * scale[None, :] + shift[None, :]
+        if ROUND_NORM:
+            y = y.to(out_ptr.dtype.element_ty).to(tl.float32)
         if SILU:
             y = y * tl.sigmoid(y)
         o_off = b * so_b + t * so_t + (h * so_h + w * so_w)[:, None] + (c64 * so_c)[None, :]
@@ -129,9 +136,10 @@ def _scale_shift(run_mean: Tensor, run_m2: Tensor, run_pixels: Tensor, pixels: i
 
 
 def group_norm_silu_triton(x: Tensor, weight: Tensor, bias: Tensor, num_groups: int, eps: float,
-                           out: Tensor | None = None, silu: bool = True) -> Tensor:
+                           out: Tensor | None = None, silu: bool = True, round_norm: bool = False) -> Tensor:
     """``silu(group_norm(x))`` (or the norm alone) with statistics per frame, written to ``out``
-    (any strides, e.g. a view into a padded buffer; a new tensor like ``x`` if None)."""
+    (any strides, e.g. a view into a padded buffer; a new tensor like ``x`` if None);
+    ``round_norm``: the norm rounded to ``out``'s dtype before the SiLU too."""
     if triton is None:
         raise RuntimeError("group_norm_silu_triton: Triton is not installed")
     batch, channels, frames, height, width = x.shape
@@ -161,6 +169,6 @@ def group_norm_silu_triton(x: Tensor, weight: Tensor, bias: Tensor, num_groups: 
     apply_p = max(1, _APPLY_TILE // block_c)
     _apply[(triton.cdiv(pixels, apply_p), count)](
         x, out, scale, shift, channels, frames, width, pixels, *x.stride(), *out.stride(),
-        SILU=silu, BLOCK_P=apply_p, BLOCK_C=block_c, num_warps=8,
+        SILU=silu, ROUND_NORM=round_norm and silu, BLOCK_P=apply_p, BLOCK_C=block_c, num_warps=8,
     )
     return out

@@ -22,10 +22,11 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 from einops import rearrange
-from seedvr_kernels import fast_group_norm
+from seedvr_kernels import fast_group_norm, kernels_setting
 from torch import Tensor, nn
 
 from .vae_config import VAEConfig
+from .wide_attention import FUSED_HEAD_LIMIT, wide_head_attention
 
 # Bounds the reference posterior puts on the log-variance.
 LOGVAR_RANGE = (-30.0, 20.0)
@@ -60,16 +61,67 @@ class CausalCache:
     layers run on fewer frames at a time than the layers before them.
 
     ``memory_format`` is the layout of the conv buffers (``torch.channels_last_3d`` lets cuDNN
-    skip its NCDHW <-> NDHWC transposes).
+    skip its NCDHW <-> NDHWC transposes). ``rings``: convs fed one frame at a time keep their
+    whole input buffer as a ring (see ``ConvRing``) instead of copying the carried frames out of
+    it and back into the next buffer.
     """
 
-    def __init__(self, memory_format: torch.memory_format = torch.contiguous_format) -> None:
+    def __init__(self, memory_format: torch.memory_format = torch.contiguous_format, rings: bool = True) -> None:
         self.frames: dict[nn.Module, Tensor] = {}
+        self.rings: dict[nn.Module, ConvRing] | None = {} if rings else None
         self.started: set[nn.Module] = set()
         self.memory_format = memory_format
 
     def continues(self, module: nn.Module) -> bool:
         return module in self.started
+
+    def carried_bytes(self) -> int:
+        """Memory held between slices: carried frames and ring buffers."""
+        held = [*self.frames.values(), *(ring.buffer for ring in (self.rings or {}).values())]
+        return sum(t.numel() * t.element_size() for t in held)
+
+
+class ConvRing:
+    """The input buffer of a causal conv that is fed one new frame per call, reused in place.
+
+    The buffer holds exactly the ``kt`` frames one output frame needs; a new frame overwrites the
+    oldest. The frames then sit in the buffer rotated against their time order, so the conv runs
+    with its temporal taps rotated the same way: sum_k W[k] x[f - kt + 1 + k] is the same sum in
+    another order. At 1080p this saves, per frame and conv, copying the carried frames out of
+    the buffer and into the next one (four frame-sized reads and writes), for one frame more held
+    between slices and none of the five-frame transient of the copying path.
+    """
+
+    def __init__(self, buffer: Tensor) -> None:
+        self.buffer = buffer
+        self.newest = buffer.shape[2] - 1  # slot of the latest frame
+        self._weights: dict[int, Tensor] = {}
+
+    def fits(self, shape: tuple[int, ...]) -> bool:
+        batch, channels, frames, height, width = shape
+        return frames == 1 and self.buffer.shape[:2] == (batch, channels) and self.buffer.shape[3:] == (height, width)
+
+    def next_slot(self) -> int:
+        return (self.newest + 1) % self.buffer.shape[2]
+
+    def in_time_order(self, count: int) -> list[Tensor]:
+        """The latest ``count`` frames, oldest first (each ``[B, C, 1, H, W]``)."""
+        kernel_t = self.buffer.shape[2]
+        slots = [(self.newest - age) % kernel_t for age in reversed(range(count))]
+        return [self.buffer[:, :, slot : slot + 1] for slot in slots]
+
+    def weight(self, weight: Tensor) -> Tensor:
+        """``weight`` with its taps rotated to the buffer's current order (slot q holds tap
+        ``(q - r) mod kt`` for ``r = newest + 1``), kept per rotation for the rest of the clip."""
+        shift = (self.newest + 1) % self.buffer.shape[2]
+        if shift not in self._weights:
+            rotated = weight.roll(shift, dims=2) if shift else weight
+            self._weights[shift] = rotated.contiguous(memory_format=self.buffer_layout())
+        return self._weights[shift]
+
+    def buffer_layout(self) -> torch.memory_format:
+        last = self.buffer.is_contiguous(memory_format=torch.channels_last_3d) and not self.buffer.is_contiguous()
+        return torch.channels_last_3d if last else torch.contiguous_format
 
 
 class CausalConv3d(nn.Conv3d):
@@ -107,7 +159,12 @@ class CausalConv3d(nn.Conv3d):
         (and ``pad_bottom_right`` zero rows/columns), and the view of it where the input goes.
 
         When continuing, the carried frames are moved into the head here and dropped from the
-        cache, so they are not held twice while the caller fills the body."""
+        cache, so they are not held twice while the caller fills the body. A conv with a ring
+        for this shape hands out the ring's buffer instead, the body being its oldest slot."""
+        ring = self._ring(cache)
+        if ring is not None and ring.fits(shape) and not pad_bottom_right:
+            slot = ring.next_slot()
+            return ring.buffer, ring.buffer[:, :, slot : slot + 1]
         batch, channels, frames, height, width = shape
         head, extra = self.head_frames(cache), pad_bottom_right
         layout = cache.memory_format if cache is not None else torch.contiguous_format
@@ -119,22 +176,42 @@ class CausalConv3d(nn.Conv3d):
             padded[..., height:, :] = 0
             padded[..., :height, width:] = 0
         if head and cache is not None and cache.continues(self):
-            padded[:, :, :head] = cache.frames.pop(self)
+            if ring is not None:  # leaving one-frame calls: the ring's latest frames are the head
+                for index, frame in enumerate(ring.in_time_order(head)):
+                    padded[:, :, index : index + 1] = frame
+                del cache.rings[self]
+            else:
+                padded[:, :, :head] = cache.frames.pop(self)
         return padded, padded[:, :, head:, :height, :width]
 
     def forward_padded(self, padded: Tensor, cache: CausalCache | None = None) -> Tensor:
         """Fill the time head of a ``padded_input`` buffer at a sequence start, remember what the
         next slice needs, convolve."""
+        ring = self._ring(cache)
+        if ring is not None and padded is ring.buffer:
+            ring.newest = ring.next_slot()
+            return F.conv3d(padded, ring.weight(self.weight), self.bias, self.stride, self.padding)
         head = self.head_frames(cache)
         if head and not (cache is not None and cache.continues(self)):
             padded[:, :, :head] = padded[:, :, head : head + 1]
         if cache is not None:
             carried = self.kernel_size[0] - self.stride[0]
-            if carried > 0:
+            if cache.rings is not None and self._ring_shaped(padded):
+                cache.rings[self] = ConvRing(padded)  # kept whole: no copy of the carried frames
+            elif carried > 0:
                 # A copy, so the cache does not keep the whole padded input alive.
                 cache.frames[self] = padded[:, :, padded.shape[2] - carried :].clone()
             cache.started.add(self)
         return F.conv3d(padded, self.weight, self.bias, self.stride, self.padding)
+
+    def _ring(self, cache: CausalCache | None) -> ConvRing | None:
+        return cache.rings.get(self) if cache is not None and cache.rings is not None else None
+
+    def _ring_shaped(self, padded: Tensor) -> bool:
+        """A buffer of exactly one output frame's input, of a conv whose strides are all 1 (so
+        the buffer has no extra zero padding): what a ring can reuse."""
+        kernel_t = self.kernel_size[0]
+        return kernel_t > 1 and padded.shape[2] == kernel_t and tuple(self.stride) == (1, 1, 1)
 
     def forward(self, x: Tensor, cache: CausalCache | None = None) -> Tensor:
         if self.kernel_size[0] == 1:
@@ -155,7 +232,14 @@ class FrameGroupNorm(nn.GroupNorm):
     On GPUs where ``seedvr_kernels`` has a kernel for it (see its ``dispatch``), norm (+ SiLU)
     runs as two Triton passes over the input instead; this PyTorch path stays the reference and
     the CPU path.
+
+    ``kernel_rounds_norm``: the kernel rounds the norm to the output dtype before the SiLU, as
+    this path does, so that both give the same values but where their statistics' last bits
+    differ (in float16 one element in ~2000 against one in four when the kernel rounds only at
+    the end; ``scripts/bench.py --kernel-rounding once`` measures the other choice).
     """
+
+    kernel_rounds_norm: bool = True
 
     def forward(self, x: Tensor) -> Tensor:
         if x.ndim == 4:
@@ -177,7 +261,8 @@ class FrameGroupNorm(nn.GroupNorm):
         """``out = silu(norm(x))`` without allocating a separate activation tensor."""
         kernel = fast_group_norm(x.device)
         if kernel is not None:
-            kernel(x, self.weight, self.bias, self.num_groups, self.eps, out=out, silu=True)
+            kernel(x, self.weight, self.bias, self.num_groups, self.eps, out=out, silu=True,
+                   round_norm=self.kernel_rounds_norm)
             return
         self.norm_into(x, out)
         F.silu(out, inplace=True)
@@ -256,9 +341,17 @@ class FrameAttention(nn.Module):
             rearrange(proj(tokens), "n l (heads d) -> n heads l d", heads=self.heads)
             for proj in (self.to_q, self.to_k, self.to_v)
         )
-        attended = rearrange(F.scaled_dot_product_attention(q, k, v), "n heads l d -> n l (heads d)")
+        attended = rearrange(self._attend(q, k, v), "n heads l d -> n l (heads d)")
         out = self.to_out[0](attended)
         return x + rearrange(out, "(b t) (h w) c -> b c t h w", b=batch, t=frames, h=height, w=width)
+
+    @staticmethod
+    def _attend(q: Tensor, k: Tensor, v: Tensor) -> Tensor:
+        """SDPA, except for heads too wide for its fused kernels on CUDA (the published VAE's one
+        head of 512), which go to cuBLAS a block of rows at a time unless SEEDVR_KERNELS=off."""
+        if q.is_cuda and q.shape[-1] > FUSED_HEAD_LIMIT and kernels_setting() != "off":
+            return wide_head_attention(q, k, v)
+        return F.scaled_dot_product_attention(q, k, v)
 
 
 class MidBlock3D(nn.Module):
@@ -581,10 +674,13 @@ class VideoVAE(nn.Module):
     # setting tried: cuDNN's NDHWC kernels ran faster on 3-frame inputs than on 6 or 7.
     slice_bytes: float = 0.5 * 2**30
     memory_format: torch.memory_format | None = None
+    # Convs fed one frame at a time reuse their input buffer as a ring (CausalCache, ConvRing).
+    conv_rings: bool = True
 
     def __init__(self, config: VAEConfig) -> None:
         super().__init__()
         self.config = config
+        self._weights_layout: torch.memory_format | None = None
         self.encoder = Encoder3D(config)
         self.decoder = Decoder3D(config)
 
@@ -599,7 +695,18 @@ class VideoVAE(nn.Module):
         layout = self.memory_format
         if layout is None:
             layout = torch.channels_last_3d if x.device.type == "cuda" else torch.contiguous_format
-        return CausalCache(layout)
+        self._lay_out_weights(layout)
+        return CausalCache(layout, rings=self.conv_rings)
+
+    def _lay_out_weights(self, layout: torch.memory_format) -> None:
+        """Store every conv weight in the activations' layout, once per layout change: a weight in
+        the other layout is transposed by cuDNN on every call (per slice and per depth-first piece)."""
+        if layout == self._weights_layout:
+            return
+        for module in self.modules():
+            if isinstance(module, nn.Conv3d):
+                module.weight.data = module.weight.data.contiguous(memory_format=layout)
+        self._weights_layout = layout
 
     def encode_moments(self, x: Tensor, *, sliced: bool = True) -> Tensor:
         """Raw encoder output ``[B, 2 * latent, T', H/8, W/8]`` (mean | logvar), for ``x`` in
