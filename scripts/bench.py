@@ -23,15 +23,15 @@ and the phase's peak allocated VRAM.
 - --kernel-rounding once: the GroupNorm kernel rounds only at the end, not also before the SiLU
   as the PyTorch path does (the default, "plain"); with --compare-plain it shows how much of the
   fast-vs-plain difference that rounding makes.
-- --no-conv-rings: the VAE's convs copy their carried frames between slices as before the ring
-  buffers (VideoVAE.conv_rings), for a before/after of that change in one process.
+- --conv-rings: the VAE's frame-by-frame convs keep their input buffer as a ring (VideoVAE.conv_rings,
+  the CLI's --vae-conv-rings; off by default for its memory) instead of copying carried frames.
 - --reference-float32 (with --vae-only): also runs the VAE in float32 with the kernels off and
   compares each run's frames with it, which says which of fast and plain is nearer the exact
   pictures when the two differ.
 
 Usage: python scripts/bench.py --model 3b.safetensors --vae vae.safetensors [--input clip.mp4]
        [--frames 66] [--height 360 --width 640] [--resolution 1080] [--batch-size 33] [--device cuda:0]
-       [--repeats 3] [--vae-only] [--compare-plain] [--reference-float32] [--no-conv-rings]
+       [--repeats 3] [--vae-only] [--compare-plain] [--reference-float32] [--conv-rings]
        [--kernel-rounding plain|once] [--json] [--attention auto|sdpa|flash|flex] [--compile] [--fp8-matmul]
 """
 
@@ -256,8 +256,8 @@ def main() -> int:
     parser.add_argument("--kernel-rounding", choices=("plain", "once"), default="plain",
                         help="once: the GroupNorm kernel rounds only at the end, not also before the SiLU as "
                              "the PyTorch path does")
-    parser.add_argument("--no-conv-rings", action="store_true",
-                        help="VAE convs copy their carried frames between slices instead of reusing ring buffers")
+    parser.add_argument("--conv-rings", action="store_true",
+                        help="VAE convs reuse ring buffers instead of copying their carried frames (--vae-conv-rings)")
     parser.add_argument("--json", action="store_true", help="also print the result as one JSON line")
     parser.add_argument("--cudnn-benchmark", action="store_true",
                         help="let cuDNN autotune its algorithms (workers do not: see docs/benchmarks.md)")
@@ -312,7 +312,7 @@ def main() -> int:
         for note in processor.notes:
             print(f"note: {note}")
     load_s = time.perf_counter() - load_started
-    vae.conv_rings = not args.no_conv_rings
+    vae.conv_rings = args.conv_rings
     from seedvr_cli.models.vae import FrameGroupNorm
 
     FrameGroupNorm.kernel_rounds_norm = args.kernel_rounding == "plain"

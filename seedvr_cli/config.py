@@ -177,6 +177,10 @@ class MemorySettings:
     # emulated on a big one); None: the whole card.
     max_vram_gib: float | None = None
     vae_offload_device: str = "none"
+    # The VAE's frame-by-frame convs keep a ring of three frames instead of copying two carried
+    # frames in and out (models.vae.ConvRing): encode -13 %, decode -11 % time at 1080p on an H200,
+    # for +2.8 / +6.4 GiB of peak (docs/benchmarks.md); off, the lean cache.
+    vae_conv_rings: bool = False
     # auto: with a --max-vram budget, choose the savers the largest input needs (``run.fit``);
     # manual: use the savers exactly as given.
     vram: str = "auto"

@@ -33,10 +33,10 @@ def test_reference_float32_compares_each_run_with_a_float32_run(checkpoints, mon
         # bf16 against float32: a real difference, measured on all five frames.
         assert diff["frames"] == 5 and diff["max_abs_error"] > 0 and 20 < diff["psnr_db"] < 100
     assert "fast vs float32" in out and "plain vs float32" in out
-    assert result["conv_rings"] is True
+    assert result["conv_rings"] is False  # the CLI's default: the lean cache
 
 
-def test_no_conv_rings_reaches_the_vae(checkpoints, monkeypatch, capsys, one_torch_thread):
+def test_conv_rings_reach_the_vae(checkpoints, monkeypatch, capsys, one_torch_thread):
     from seedvr_cli.models.vae import CausalCache
 
     caches = []
@@ -50,9 +50,9 @@ def test_no_conv_rings_reaches_the_vae(checkpoints, monkeypatch, capsys, one_tor
     _, vae = checkpoints
     code, out = run_bench(monkeypatch, capsys, "--vae", str(vae), "--vae-only", "--device", "cpu", "--frames", "5",
                           "--batch-size", "5", "--height", "16", "--width", "24", "--resolution", "32",
-                          "--repeats", "1", "--no-conv-rings", "--json")
-    assert code == 0 and json.loads(out.strip().splitlines()[-1])["conv_rings"] is False
-    assert caches and all(cache.rings is None for cache in caches)
+                          "--repeats", "1", "--conv-rings", "--json")
+    assert code == 0 and json.loads(out.strip().splitlines()[-1])["conv_rings"] is True
+    assert caches and all(cache.rings is not None for cache in caches)
 
 
 def test_kernel_rounding_once_reaches_frame_group_norm(checkpoints, monkeypatch, capsys, one_torch_thread):

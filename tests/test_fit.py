@@ -133,3 +133,10 @@ def test_dit_offload_lowers_the_vae_phases_by_the_dits_weights():
     swapped = replace(plain, blocks_to_swap=36, swap_io_components=True)
     both = replace(swapped, dit_offload_device="cpu")
     assert estimate_vram(SEVEN_B, HD, 33, both).total_gib <= estimate_vram(SEVEN_B, HD, 33, swapped).total_gib
+
+
+def test_conv_rings_cost_their_measured_memory_in_the_vae_phases():
+    plain = MemorySettings(dit_offload_device="cpu")
+    rings = replace(plain, vae_conv_rings=True)
+    before, after = estimate_vram(THREE_B, HD, 33, plain), estimate_vram(THREE_B, HD, 33, rings)
+    assert after.phase == "VAE decode" and abs(after.total_gib - before.total_gib - 6.43) < 0.01

@@ -151,3 +151,8 @@ def test_manual_memory_settings_never_step_down(files, monkeypatch):
     with pytest.raises(ChunkOutOfMemory, match="no memory saver"):
         processor.process(task, frames, context)
     assert not processor.notes
+
+
+def test_conv_rings_are_the_vaes_only_when_asked(files):
+    assert _processor(files).vae_module.conv_rings is False
+    assert _processor(files, vae_conv_rings=True).vae_module.conv_rings is True

@@ -188,6 +188,11 @@ def upscale(
         help="cpu: keep the VAE in host memory while the DiT runs (it comes onto the GPU only to encode and "
              "decode; saves ~0.5 GiB where the DiT sets the peak); none: keep it on the GPU.",
         rich_help_panel=_MEMORY)] = _MEMORY_DEFAULTS.vae_offload_device,
+    vae_conv_rings: Annotated[bool, typer.Option(
+        "--vae-conv-rings/--no-vae-conv-rings",
+        help="Let the VAE keep one more frame per convolution so it never copies its carried frames: about 12 % "
+             "faster VAE, +6.4 GiB of peak at 1080p (same pictures) \\[default: off].",
+        rich_help_panel=_MEMORY, show_default=False)] = _MEMORY_DEFAULTS.vae_conv_rings,
     vram: Annotated[str, typer.Option(
         help="auto: fit the run into the GPU memory it may use (--max-vram, else the free memory of the "
              "devices): choose BlockSwap, VAE and DiT tiling, VAE offload and, as a last resort, shorter "
@@ -348,14 +353,15 @@ _PROCESS_FLAGS = ("resolution", "max_resolution", "scale", "batch_size", "tempor
 
 # Flags that map one to one onto MemorySettings fields.
 _MEMORY_FLAGS = ("blocks_to_swap", "swap_io_components", "dit_offload_device", "vae_offload_device", "vae_tiling",
-                 "vae_tile_size", "vae_tile_overlap", "dit_tiling", "dit_tile_size", "dit_tile_overlap")
+                 "vae_tile_size", "vae_tile_overlap", "dit_tiling", "dit_tile_size", "dit_tile_overlap",
+                 "vae_conv_rings")
 
 # Flags both engines read, FlashVSR in its own units.
 _SHARED_TILING_FLAGS = ("dit_tiling", "dit_tile_size", "dit_tile_overlap", "vae_tiling")
 
 # Memory flags that, given on the command line, the user means as they are (--vram auto keeps off them).
 _SAVER_FLAGS = ("blocks_to_swap", "swap_io_components", "vae_tiling", "vae_tile_size", "vae_tile_overlap",
-                "vae_offload_device", "dit_tiling", "dit_tile_size", "dit_tile_overlap")
+                "vae_offload_device", "dit_tiling", "dit_tile_size", "dit_tile_overlap", "vae_conv_rings")
 
 
 def _given(ctx: typer.Context, name: str) -> bool:

@@ -74,6 +74,7 @@ class SeedVRProcessorFactory:
         if self.compile:
             compile_blocks(dit)
         vae = load_vae(self.files.vae, device=torch_device, dtype=dtype)
+        vae.conv_rings = self.memory.vae_conv_rings
         text = load_text_embedding(self.files.text_embedding, expected_dim=dit.config.txt_in_dim,
                                    device=torch_device, dtype=dtype)
         vae_weights = HostResidentWeights(vae, torch_device) if self.memory.offloads_vae else None

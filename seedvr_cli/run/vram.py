@@ -41,6 +41,10 @@ GIB = 2**30
 _REFERENCE_PIXELS = 1088 * 1920
 _DECODE_GIB = 21.21
 _ENCODE_GIB = 11.06
+# What the conv rings (--vae-conv-rings) add at 1088x1920: a third cached frame per conv
+# (bench.py --vae-only with and without them, H200).
+_DECODE_RINGS_GIB = 6.43
+_ENCODE_RINGS_GIB = 2.79
 _DIT_GIB_PER_TOKEN = 5.33 / 73440
 # The DiT tiler's float32 sum of the window's velocities: 2 x 2 latents x 16 channels a token.
 _TILED_DIT_GIB_PER_TOKEN = 2 * 2 * 16 * 4 / GIB
@@ -143,9 +147,11 @@ def estimate_vram(facts: ModelFacts, model_size: tuple[int, int], window_frames:
     if memory.tiles_vae and (height > memory.vae_tile_size or width > memory.vae_tile_size):
         coded = min(height, memory.vae_tile_size) * min(width, memory.vae_tile_size)
         tiling_gib = clip_gib
+    rings = 1 if memory.vae_conv_rings else 0
     working = {
-        "VAE decode": _DECODE_GIB * coded / _REFERENCE_PIXELS + _FLOAT32_CLIPS_BESIDE_DECODE * clip_gib + tiling_gib,
-        "VAE encode": _ENCODE_GIB * coded / _REFERENCE_PIXELS + clip_gib + tiling_gib,
+        "VAE decode": (_DECODE_GIB + rings * _DECODE_RINGS_GIB) * coded / _REFERENCE_PIXELS
+        + _FLOAT32_CLIPS_BESIDE_DECODE * clip_gib + tiling_gib,
+        "VAE encode": (_ENCODE_GIB + rings * _ENCODE_RINGS_GIB) * coded / _REFERENCE_PIXELS + clip_gib + tiling_gib,
         "DiT": dit_working_gib(facts, model_size, window_frames, memory) + clip_gib,
     }
     # With VAE offload the VAE's weights are on the GPU only while it codes, with DiT offload the
