@@ -34,6 +34,7 @@ from seedvr_cli.parallel.progress import (
 )
 from seedvr_cli.parallel.spill import SpillReader
 from seedvr_cli.parallel.tasks import ChunkTask, owned_frames, total_frames, validate_tasks
+from seedvr_cli.parallel.timeline import Timeline
 from seedvr_cli.parallel.worker import FrameSource
 
 _POLL_S = 0.2
@@ -351,15 +352,18 @@ def run_job(
     scheduler = None
     try:
         if pending:
-            pool.start()
+            with Timeline("parent").span("start_workers"):
+                pool.start()
             scheduler = _Scheduler(pool, tasks, pending, journal, options, result, tracker, assembler, source, context)
             scheduler.run()
         if scheduler is not None and scheduler.fatal is not None:
             raise RunFailed(scheduler.fatal, result)
         if assembler is not None:
-            assembler.finish()
-            result.frames_written = assembler.frames_written
-            sink.close()
+            # What is left once the last chunk is done: its frames read back, encoded, the file closed.
+            with Timeline("parent").span("finish"):
+                assembler.finish()
+                result.frames_written = assembler.frames_written
+                sink.close()
             result.complete = True
     except BaseException as exc:
         if assembler is not None:

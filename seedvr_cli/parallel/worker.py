@@ -35,6 +35,7 @@ from seedvr_cli.errors import UserError
 from seedvr_cli.parallel.devices import DeviceSpec
 from seedvr_cli.parallel.spill import as_frames, spill_name, write_spill
 from seedvr_cli.parallel.tasks import ChunkTask
+from seedvr_cli.parallel.timeline import Timeline
 
 
 class FrameReader(Protocol):
@@ -125,8 +126,8 @@ class _Stages:
     At most one decoded and one finished chunk wait beside the one being processed.
     """
 
-    def __init__(self, conn, processor: ChunkProcessor) -> None:
-        self.conn, self.processor = conn, processor
+    def __init__(self, conn, processor: ChunkProcessor, timeline: Timeline) -> None:
+        self.conn, self.processor, self.timeline = conn, processor, timeline
         self.inbox: queue.Queue = queue.Queue()
         self.decoded: queue.Queue = queue.Queue(maxsize=1)
         self.encoded: queue.Queue = queue.Queue(maxsize=1)
@@ -169,9 +170,10 @@ class _Stages:
                 if self.parent_gone.is_set():
                     continue
                 try:
-                    if reader is None:
-                        reader = source.open()
-                    item.frames = reader.read(task.read_start, task.read_stop)
+                    with self.timeline.span("read", task.index):
+                        if reader is None:
+                            reader = source.open()
+                        item.frames = reader.read(task.read_start, task.read_stop)
                     if _frame_count(item.frames) != task.read_frames:
                         raise ValueError(f"the reader returned {_frame_count(item.frames)} frames "
                                          f"for {task.read_start}:{task.read_stop}")
@@ -185,19 +187,23 @@ class _Stages:
     def process(self) -> None:
         try:
             while True:
-                item = self.decoded.get()
+                with self.timeline.span("wait_input"):
+                    item = self.decoded.get()
                 if item is _STOP:
                     return
                 if item.error is None and not self.parent_gone.is_set():
                     # Lets the parent blame the right chunk if this process dies while processing.
                     self.send(("started", item.job_id, item.task.index))
                     try:
-                        item.out = as_frames(self.processor.process(item.task, item.frames, item.context), item.task)
+                        with self.timeline.span("process", item.task.index):
+                            out = self.processor.process(item.task, item.frames, item.context)
+                        item.out = as_frames(out, item.task)
                     except Exception as exc:
                         item.out, item.error = None, _failure_detail(exc)
                     self._send_notes(item.job_id)
                 item.frames = None
-                self.encoded.put(item)
+                with self.timeline.span("wait_output"):
+                    self.encoded.put(item)
         finally:
             self.encoded.put(_STOP)
 
@@ -217,7 +223,8 @@ class _Stages:
             task = item.task
             if item.error is None:
                 try:
-                    write_spill(item.spill_dir / spill_name(task.index), item.out, durable=item.durable)
+                    with self.timeline.span("spill_write", task.index):
+                        write_spill(item.spill_dir / spill_name(task.index), item.out, durable=item.durable)
                 except Exception as exc:
                     item.error = _failure_detail(exc)
             if item.error is None:
@@ -249,10 +256,12 @@ def worker_main(conn, device: DeviceSpec, factory_blob: bytes, env: dict[str, st
         if hasattr(signal, name):
             signal.signal(getattr(signal, name), signal.SIG_IGN)
 
+    timeline = Timeline(device.label)
     try:
         factory = pickle.loads(factory_blob)
         building = time.perf_counter()
-        processor = factory(device)
+        with timeline.span("load"):
+            processor = factory(device)
         build_seconds = time.perf_counter() - building
     except BaseException:
         try:
@@ -260,7 +269,7 @@ def worker_main(conn, device: DeviceSpec, factory_blob: bytes, env: dict[str, st
         except OSError:
             pass
         return
-    stages = _Stages(conn, processor)
+    stages = _Stages(conn, processor, timeline)
     stages.send(("ready", build_seconds))
     threads = [
         threading.Thread(target=stages.receive, name="receive", daemon=True),
