@@ -14,7 +14,8 @@ break its own pipe, never a queue the other workers share):
 The worker decodes its own frames (``source.open().read(start, stop)``) and hands the result back
 as a spill file, so no frames ever cross the pipe. Decoding the next chunk and writing the last
 one overlap with processing (``_Stages``), so the device does not wait for disk or decoder when
-the parent keeps a second chunk queued.
+the parent keeps a second chunk queued. The parent may send a job and a task before "ready": the
+first chunk's frames are then read while the processor is being built (the models loading).
 """
 
 from __future__ import annotations
@@ -123,11 +124,13 @@ class _Stages:
     decoder thread:  inbox -> decoded (1 slot) reads frames of the next chunk
     main thread:     decoded -> encoded        runs the processor (owns the device)
     writer thread:   encoded (1 slot) -> spill file + "done"/"failed" to the parent
-    At most one decoded and one finished chunk wait beside the one being processed.
+    At most one decoded and one finished chunk wait beside the one being processed. The receiver,
+    decoder and writer run from the start; ``process`` only once the processor is built.
     """
 
-    def __init__(self, conn, processor: ChunkProcessor, timeline: Timeline) -> None:
-        self.conn, self.processor, self.timeline = conn, processor, timeline
+    def __init__(self, conn, timeline: Timeline) -> None:
+        self.conn, self.timeline = conn, timeline
+        self.processor: ChunkProcessor | None = None
         self.inbox: queue.Queue = queue.Queue()
         self.decoded: queue.Queue = queue.Queue(maxsize=1)
         self.encoded: queue.Queue = queue.Queue(maxsize=1)
@@ -184,7 +187,8 @@ class _Stages:
             _close(reader)
             self.decoded.put(_STOP)
 
-    def process(self) -> None:
+    def process(self, processor: ChunkProcessor) -> None:
+        self.processor = processor
         try:
             while True:
                 with self.timeline.span("wait_input"):
@@ -257,20 +261,9 @@ def worker_main(conn, device: DeviceSpec, factory_blob: bytes, env: dict[str, st
             signal.signal(getattr(signal, name), signal.SIG_IGN)
 
     timeline = Timeline(device.label)
-    try:
-        factory = pickle.loads(factory_blob)
-        building = time.perf_counter()
-        with timeline.span("load"):
-            processor = factory(device)
-        build_seconds = time.perf_counter() - building
-    except BaseException:
-        try:
-            conn.send(("init_failed", traceback.format_exc()))
-        except OSError:
-            pass
-        return
-    stages = _Stages(conn, processor, timeline)
-    stages.send(("ready", build_seconds))
+    stages = _Stages(conn, timeline)
+    # Started before the models load, so that the first chunk's frames are read meanwhile. Daemons:
+    # a worker whose models fail to load returns with them still waiting on the pipe or a queue.
     threads = [
         threading.Thread(target=stages.receive, name="receive", daemon=True),
         threading.Thread(target=stages.decode, name="decode", daemon=True),
@@ -279,7 +272,17 @@ def worker_main(conn, device: DeviceSpec, factory_blob: bytes, env: dict[str, st
     for thread in threads:
         thread.start()
     try:
-        stages.process()  # on the main thread, which owns the device
+        factory = pickle.loads(factory_blob)
+        building = time.perf_counter()
+        with timeline.span("load"):
+            processor = factory(device)
+        build_seconds = time.perf_counter() - building
+    except BaseException:
+        stages.send(("init_failed", traceback.format_exc()))
+        return
+    stages.send(("ready", build_seconds))
+    try:
+        stages.process(processor)  # on the main thread, which owns the device
         threads[2].join()
     finally:
         _close(processor)
