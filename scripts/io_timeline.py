@@ -5,6 +5,8 @@
     python scripts/io_timeline.py --model 3b.safetensors --vae vae.safetensors --devices 0 \\
         --width 640 --height 360 --resolution 1080 --batch-size 33   # the same on a GPU
     python scripts/io_timeline.py --json out.json                   # also the figures as JSON
+    python scripts/io_timeline.py --standin --frames 132 --width 640 --height 360 --scale 3
+        # the engine with real media I/O around a stand-in model (see below)
 
 The run's processes append one line per stage and chunk to a file (``SEEDVR_TIMELINE``,
 ``parallel/timeline.py``): in each worker the model load, every chunk's frame read, processing,
@@ -14,7 +16,11 @@ to the output writer and every encode, and the ``finish`` after the last chunk. 
 long the device side stood still for want of frames, how long it was held up by the disk, and how
 long the output took once the last chunk was done. Without ``--model``, tiny random checkpoints
 are written to a temporary folder (CPU only: the numbers then show the shape of the waits, not a
-GPU's times).
+GPU's times). The tiny models are so slow on a CPU, and their frames so small, that file I/O hardly
+shows beside them; ``--standin`` keeps every file operation real (the clip decoded by the workers'
+reader, spill files, the output encoded by the media writer) but replaces the models by the
+sleeping model below: it loads for ``--load-s``, then per chunk sleeps ``--frame-s`` per frame,
+leaving the CPU free as a GPU would, and upscales by pixel repetition.
 """
 
 from __future__ import annotations
@@ -28,6 +34,8 @@ import tempfile
 import time
 from collections import defaultdict
 from pathlib import Path
+
+import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
@@ -107,6 +115,89 @@ def tiny_models(folder: Path) -> tuple[Path, Path]:
     return Path(dit), Path(vae)
 
 
+def run_cli(args, folder: Path, clip: Path) -> list[str]:
+    """``seedvr upscale`` in a subprocess; returns its command line."""
+    dit, vae = (args.model, args.vae) if args.model is not None else tiny_models(folder)
+    command = [sys.executable, "-m", "seedvr_cli", "upscale", str(clip), "-o", str(folder / "out.mp4"),
+               "--overwrite", "--no-resume", "--model", str(dit), "--vae", str(vae), "--devices", args.devices,
+               "--resolution", str(args.resolution), "--batch-size", str(args.batch_size), *args.extra]
+    done = subprocess.run(command, cwd=REPO, env=os.environ, capture_output=True, text=True)
+    if done.returncode != 0:
+        raise SystemExit(f"{' '.join(command)} failed:\n{done.stderr}")
+    return command[1:]
+
+
+class NumpySource:
+    """The workers' reader of a clip giving numpy frames, as the stand-in model takes them."""
+
+    def __init__(self, source) -> None:
+        self.source = source
+
+    def open(self):
+        return NumpyReader(self.source.open())
+
+
+class NumpyReader:
+    def __init__(self, reader) -> None:
+        self.reader = reader
+
+    def read(self, start: int, stop: int):
+        return self.reader.read(start, stop).numpy()
+
+    def close(self) -> None:
+        self.reader.close()
+
+
+class SleepingModelFactory:
+    """Builds ``SleepingModel`` in a worker after ``load_s`` seconds (a model load)."""
+
+    def __init__(self, scale: int, load_s: float, frame_s: float) -> None:
+        self.scale, self.load_s, self.frame_s = scale, load_s, frame_s
+
+    def __call__(self, device):
+        time.sleep(self.load_s)
+        return SleepingModel(self.scale, self.frame_s)
+
+
+class SleepingModel:
+    """A GPU as the CPU sees it: busy ``frame_s`` per frame without using the CPU; output by pixel
+    repetition (the engine's stand-in adds noise in int64, which costs a CPU more than the I/O)."""
+
+    def __init__(self, scale: int, frame_s: float) -> None:
+        self.scale, self.frame_s = scale, frame_s
+
+    def process(self, task, frames, context):
+        from seedvr_cli.parallel.fakes import weighted_chunk
+
+        time.sleep(self.frame_s * task.out_frames)
+        lo, hi = task.out_start - task.read_start, task.out_stop - task.read_start
+        out = np.repeat(np.repeat(frames[lo:hi], self.scale, axis=1), self.scale, axis=2)
+        return weighted_chunk(task, out)
+
+
+def run_standin(args, folder: Path, clip: Path) -> list[str]:
+    """The engine in this process, real reader, spills and writer around the stand-in model."""
+    from seedvr_cli.media.reader import open_reader
+    from seedvr_cli.media.settings import OutputSettings
+    from seedvr_cli.media.writer import open_writer
+    from seedvr_cli.parallel import RunOptions, WorkerPool, parse_devices, run_job
+    from seedvr_cli.parallel.fakes import fake_chunks
+    from seedvr_cli.run.sources import InputSource
+
+    tasks = fake_chunks(args.frames, size=args.batch_size, overlap=0)
+    factory = SleepingModelFactory(args.scale, args.load_s, args.frame_s)
+    settings = OutputSettings(preset=args.preset, overwrite=True)
+    with open_reader(str(clip)) as reader:
+        source = NumpySource(InputSource.of(str(clip), False, None, 0, reader))
+        writer = open_writer(folder / "out.mp4", settings, width=args.width * args.scale,
+                             height=args.height * args.scale, source=reader, fps=reader.fps)
+        with WorkerPool(parse_devices(args.devices), factory) as pool:
+            run_job(pool, source=source, tasks=tasks, workdir=folder / "work", key="standin", sink=writer,
+                    options=RunOptions(resume=False, durable=False))
+    return [f"standin: {len(tasks)} chunks of {args.batch_size} frames, load {args.load_s} s, "
+            f"{args.frame_s} s/frame, x{args.scale}, preset {args.preset}"]
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", type=Path, help="DiT checkpoint (default: a tiny random one)")
@@ -118,38 +209,36 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--resolution", type=int, default=360)
     parser.add_argument("--batch-size", type=int, default=9)
     parser.add_argument("--extra", nargs=argparse.REMAINDER, default=[], help="more `seedvr upscale` flags")
+    parser.add_argument("--standin", action="store_true", help="real file I/O around a stand-in model")
+    parser.add_argument("--scale", type=int, default=3, help="--standin: upscale factor (pixel repetition)")
+    parser.add_argument("--load-s", type=float, default=2.0, help="--standin: model load time")
+    parser.add_argument("--frame-s", type=float, default=0.15, help="--standin: device time per frame")
+    parser.add_argument("--preset", default="ultrafast", help="--standin: x264 preset of the output")
     parser.add_argument("--dir", type=Path, help="work here and keep the files (default: a temporary folder)")
     parser.add_argument("--json", type=Path, help="also write the figures here")
     args = parser.parse_args(argv)
+    if (args.model is None) != (args.vae is None):
+        parser.error("give both --model and --vae, or neither")
 
     with tempfile.TemporaryDirectory() as temporary:
         folder = args.dir or Path(temporary)
         folder.mkdir(parents=True, exist_ok=True)
-        if (args.model is None) != (args.vae is None):
-            parser.error("give both --model and --vae, or neither")
-        dit, vae = (args.model, args.vae) if args.model is not None else tiny_models(folder)
         clip = folder / f"clip_{args.frames}_{args.width}x{args.height}.mp4"
         if not clip.exists():
             subprocess.run([sys.executable, str(REPO / "scripts" / "make_clip.py"), str(clip), "--frames",
                             str(args.frames), "--width", str(args.width), "--height", str(args.height)], check=True)
         timeline = folder / "timeline.jsonl"
         timeline.unlink(missing_ok=True)
-        command = [sys.executable, "-m", "seedvr_cli", "upscale", str(clip), "-o", str(folder / "out.mp4"),
-                   "--overwrite", "--no-resume", "--model", str(dit), "--vae", str(vae), "--devices", args.devices,
-                   "--resolution", str(args.resolution), "--batch-size", str(args.batch_size), *args.extra]
+        os.environ[TIMELINE_ENV] = str(timeline)  # read by this process and inherited by the workers
         launched = time.time()
-        done = subprocess.run(command, cwd=REPO, env={**os.environ, TIMELINE_ENV: str(timeline)},
-                              capture_output=True, text=True)
+        command = (run_standin if args.standin else run_cli)(args, folder, clip)
         ended = time.time()
-        if done.returncode != 0:
-            print(done.stderr, file=sys.stderr)
-            return done.returncode
         spans = [json.loads(line) for line in timeline.read_text().splitlines() if line.strip()]
         summary = summarize(spans, launched, ended)
-    print(" ".join(command[1:]))
+    print(" ".join(command))
     print_summary(summary)
     if args.json is not None:
-        args.json.write_text(json.dumps({"command": command[1:], **summary}, indent=1))
+        args.json.write_text(json.dumps({"command": command, **summary}, indent=1))
     return 0
 
 
