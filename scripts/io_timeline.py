@@ -5,8 +5,9 @@
     python scripts/io_timeline.py --model 3b.safetensors --vae vae.safetensors --devices 0 \\
         --width 640 --height 360 --resolution 1080 --batch-size 33   # the same on a GPU
     python scripts/io_timeline.py --json out.json                   # also the figures as JSON
-    python scripts/io_timeline.py --standin --frames 132 --width 640 --height 360 --scale 3
+    python scripts/io_timeline.py --standin --frames 90 --width 640 --height 360 --scale 2 --batch-size 9
         # the engine with real media I/O around a stand-in model (see below)
+    python scripts/io_timeline.py --extra --chunk-windows 2          # --extra takes the rest of the line
 
 The run's processes append one line per stage and chunk to a file (``SEEDVR_TIMELINE``,
 ``parallel/timeline.py``): in each worker the model load, every chunk's frame read, processing,
@@ -184,6 +185,10 @@ def run_standin(args, folder: Path, clip: Path) -> list[str]:
     from seedvr_cli.parallel.fakes import fake_chunks
     from seedvr_cli.run.sources import InputSource
 
+    from seedvr_cli.parallel.launcher import start_worker_server
+    from seedvr_cli.run.preload import WORKER_MODULES
+
+    start_worker_server(WORKER_MODULES)  # as the CLI does: workers forked with torch imported
     tasks = fake_chunks(args.frames, size=args.batch_size, overlap=0)
     factory = SleepingModelFactory(args.scale, args.load_s, args.frame_s)
     settings = OutputSettings(preset=args.preset, overwrite=True)

@@ -7,12 +7,16 @@ from __future__ import annotations
 import json
 import threading
 import time
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
 
 from seedvr_cli.parallel import RunFailed, RunOptions, WorkerPool, parse_devices, run_job
 from seedvr_cli.parallel.encoder_thread import EncoderThread
+from seedvr_cli.parallel.engine import _Scheduler
+from seedvr_cli.parallel.pool import WorkerSlot
+from seedvr_cli.parallel.progress import RunResult
 from seedvr_cli.parallel.fakes import ArraySink, FakeProcessorFactory, SyntheticSource, fake_chunks, run_serially
 from seedvr_cli.parallel.timeline import TIMELINE_ENV
 
@@ -82,6 +86,55 @@ def test_chunks_handed_to_a_worker_that_fails_to_load_go_to_the_others(tmp_path)
         result = _run(pool, source, tasks, tmp_path / "w")
     # It was handed a chunk while loading; that chunk was never started, so no chunk is blamed.
     assert result.failures and {(f.device, f.kind, f.chunk) for f in result.failures} == {("cpu:1", "init", None)}
+
+
+# ---------------------------------------------------------------- what the scheduler hands out
+
+
+class _Pool:
+    """Just what the scheduler's dispatch touches of a pool: slots, and a record of what was sent."""
+
+    def __init__(self, slots) -> None:
+        self.live_slots, self.sent = slots, []
+
+    def new_job_id(self) -> int:
+        return 1
+
+    def send_task(self, slot, job_id, task, **_) -> None:
+        slot.assigned.append((job_id, task.index))
+        self.sent.append((slot.device.label, task.index))
+
+
+def _dispatch(slots, pending: list[int]) -> list[tuple[str, int]]:
+    pool = _Pool(slots)
+    tasks = fake_chunks(60, size=9, overlap=3)
+    scheduler = _Scheduler(pool, tasks, pending, SimpleNamespace(root=None), RunOptions(), RunResult(),
+                           None, None, None, None)
+    scheduler.dispatch()
+    return pool.sent
+
+
+def _slot(label: str, *, ready=True, assigned=(), running=None) -> WorkerSlot:
+    device = parse_devices(label)[0]
+    return WorkerSlot(0, device, ready=ready, assigned=[(1, c) for c in assigned],
+                      running=None if running is None else (1, running))
+
+
+def test_a_loading_worker_is_handed_one_chunk():
+    assert _dispatch([_slot("cpu", ready=False)], [0, 1, 2]) == [("cpu:0", 0)]
+
+
+def test_a_lone_worker_gets_its_last_chunk_queued():
+    assert _dispatch([_slot("cpu", assigned=[4], running=4)], [5]) == [("cpu:0", 5)]
+
+
+def test_a_chunk_being_written_leaves_room_for_the_next_read():
+    # Chunk 3 is processed and on its way to disk, chunk 4 runs: chunk 5 is read meanwhile.
+    slot = _slot("cpu", assigned=[3, 4], running=4)
+    assert slot.unprocessed == 1
+    assert _dispatch([slot], [5, 6]) == [("cpu:0", 5)]
+    # Not started yet, chunk 4 is still waiting in the queue: nothing more to read ahead.
+    assert _dispatch([_slot("cpu", assigned=[3, 4], running=3)], [5, 6]) == []
 
 
 # ---------------------------------------------------------------- the parent's encoder

@@ -153,7 +153,8 @@ class _Scheduler:
                 if depth > 1 and len(live) > 1 and len(self.pending) <= len(live):
                     return
                 # A worker still loading its models gets one chunk, whose frames it reads meanwhile.
-                if len(slot.assigned) < (depth if slot.ready else 1):
+                # A chunk being written to disk does not count: the next one is read meanwhile.
+                if slot.unprocessed < (depth if slot.ready else 1):
                     self._give(slot, limit)
 
     def _give(self, slot: WorkerSlot, limit: int) -> None:
