@@ -41,9 +41,9 @@ class Timeline:
         line = (json.dumps(record) + "\n").encode()
         try:
             handle = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+            try:
+                os.write(handle, line)
+            finally:
+                os.close(handle)
         except OSError:
-            return  # a measurement aid must never fail the run
-        try:
-            os.write(handle, line)
-        finally:
-            os.close(handle)
+            pass  # a measurement aid must never fail the run (e.g. on a full disk)
