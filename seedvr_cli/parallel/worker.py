@@ -206,6 +206,11 @@ class _Stages:
                         item.out, item.error = None, _failure_detail(exc)
                     self._send_notes(item.job_id)
                 item.frames = None
+                if item.error is not None:
+                    # Said now, not behind the spill writes: should the next chunk kill this process,
+                    # a failure still queued for the writer would be lost and that chunk blamed alone.
+                    self.send(("failed", item.job_id, item.task.index, item.error))
+                    continue
                 with self.timeline.span("wait_output"):
                     self.encoded.put(item)
         finally:
