@@ -127,8 +127,9 @@ def test_a_failing_device_is_dropped_and_the_rest_finish(tmp_path):
         assert [s.device.label for s in pool.live_slots] == ["cpu:0", "cpu:1"]
     np.testing.assert_array_equal(out, run_serially(source, tasks, FakeProcessorFactory()))
     assert result.dropped_devices == ["cpu:1"]
-    # Two failures skip it; a chunk it had already queued may fail there once more before it stops.
-    assert {f.device for f in result.failures} == {"cpu:1"} and 2 <= len(result.failures) <= 3
+    # Two failures skip it; the chunks it already held (the one running, the one read ahead, one more
+    # read ahead while a failed one was being reported) may fail there too before it stops.
+    assert {f.device for f in result.failures} == {"cpu:1"} and 2 <= len(result.failures) <= 5
 
 
 def test_a_chunk_failing_everywhere_stops_the_run_keeping_finished_work(tmp_path):

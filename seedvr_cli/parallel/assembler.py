@@ -19,6 +19,7 @@ import torch
 
 from seedvr_cli.parallel.spill import SpillReader
 from seedvr_cli.parallel.tasks import ChunkTask, validate_tasks
+from seedvr_cli.parallel.timeline import Timeline
 from seedvr_cli.pipeline.quantize import quantize
 
 _TORCH_DTYPES = {np.dtype(np.uint8): torch.uint8, np.dtype(np.uint16): torch.uint16}
@@ -74,6 +75,7 @@ class Assembler:
         self._frame_format: tuple[tuple[int, ...], np.dtype] | None = None
         self.frames_written = 0
         self.cancelled = False
+        self.timeline = Timeline("parent")
 
     @property
     def next_chunk(self) -> int:
@@ -134,8 +136,10 @@ class Assembler:
             frame_bytes = first.frame_bytes if len(contributors) == 1 else first.partial_frame_bytes
             batch = max(1, self.batch_bytes // frame_bytes)
             stop = min(limit, segment_end, cursor + batch)
-            frames = self._frames(contributors, cursor, stop)
-            self.sink.write(frames)
+            with self.timeline.span("spill_read", self._low):
+                frames = self._frames(contributors, cursor, stop)
+            with self.timeline.span("write", self._low):
+                self.sink.write(frames)
             self.frames_written = stop
             written += stop - cursor
             while self._low < len(self.tasks) and self.tasks[self._low].out_stop <= stop:

@@ -22,6 +22,7 @@ from typing import Any
 
 from seedvr_cli.errors import UsageError
 from seedvr_cli.parallel.assembler import Assembler, BackgroundAssembler, FrameSink
+from seedvr_cli.parallel.encoder_thread import EncoderThread
 from seedvr_cli.parallel.journal import Journal
 from seedvr_cli.parallel.pool import WorkerEvent, WorkerPool, WorkerSlot
 from seedvr_cli.parallel.progress import (
@@ -34,6 +35,7 @@ from seedvr_cli.parallel.progress import (
 )
 from seedvr_cli.parallel.spill import SpillReader
 from seedvr_cli.parallel.tasks import ChunkTask, owned_frames, total_frames, validate_tasks
+from seedvr_cli.parallel.timeline import Timeline
 from seedvr_cli.parallel.worker import FrameSource
 
 _POLL_S = 0.2
@@ -50,7 +52,8 @@ class RunOptions:
     chunks handed out or finished but not yet written (default ``2 * workers + 2``).
     ``chunk_timeout_s``: a worker that finishes nothing for this long is killed (a hung GPU) and its
     chunk retried like any other failure. ``prefetch``: chunks queued per worker (2: the next one
-    is decoded while the current one runs; a second chunk is only queued once every worker has one).
+    is decoded while the current one runs; a second chunk is only queued once every worker has one;
+    a worker still loading its models is handed one, so that its frames are read during the load).
     """
 
     resume: bool = True
@@ -140,14 +143,18 @@ class _Scheduler:
         if self.fatal is not None:
             return
         limit = self._window_limit()
-        # Idle workers first; a second (queued) chunk only when every worker already has one, and
-        # only while plenty is left: the last chunks go to whichever worker is free first.
+        # Idle workers first; a second (queued) chunk only when every worker already has one, and,
+        # with several workers, only while plenty is left: the last chunks go to whichever worker is
+        # free first. A lone worker has nobody to balance with: its last chunk is queued too, so
+        # that chunk's frames are read while the one before runs.
         live = self.usable
         for depth in range(1, max(1, self.options.prefetch) + 1):
             for slot in live:
-                if depth > 1 and len(self.pending) <= len(live):
+                if depth > 1 and len(live) > 1 and len(self.pending) <= len(live):
                     return
-                if slot.ready and len(slot.assigned) < depth:
+                # A worker still loading its models gets one chunk, whose frames it reads meanwhile.
+                # A chunk being written to disk does not count: the next one is read meanwhile.
+                if slot.unprocessed < (depth if slot.ready else 1):
                     self._give(slot, limit)
 
     def _give(self, slot: WorkerSlot, limit: int) -> None:
@@ -178,6 +185,7 @@ class _Scheduler:
     def handle(self, event: WorkerEvent) -> None:
         slot, label = event.slot, event.slot.device.label
         if event.kind == "ready":
+            self.progress_at[slot.slot] = time.monotonic()  # the chunk timeout counts from here, not the load
             self.progress.emit("ready", device=label, message=f"{label} ready after {event.seconds:.1f} s "
                                                              f"(models {event.build_seconds:.1f} s)")
         elif event.kind == "done":
@@ -205,9 +213,11 @@ class _Scheduler:
             if event.running is not None and event.running[0] == self.job_id and event.running[1] in ours:
                 ours.remove(event.running[1])
                 ours.insert(0, event.running[1])  # the chunk being processed is the one to blame
+            requeue = ours[1:]
             if not event.was_ready:
                 detail = slot.init_error or f"worker {event.detail} while loading"
                 self._record_failure(slot, None, "init", detail)
+                requeue = ours  # handed to it while it loaded, never started: nothing to blame
             elif ours and slot.slot in self.timed_out:
                 self.timed_out.discard(slot.slot)
                 self._chunk_failed(slot, ours[0], "timeout",
@@ -216,7 +226,7 @@ class _Scheduler:
                 self._chunk_failed(slot, ours[0], "exit", f"worker {event.detail}")
             else:
                 self._record_failure(slot, None, "exit", f"worker {event.detail}")
-            for chunk in ours[1:]:
+            for chunk in requeue:
                 self._requeue(chunk)
             self.journal.remove_orphans()  # a chunk it was writing when it died
             self._device_failed(slot, restart=True)
@@ -269,7 +279,8 @@ class _Scheduler:
             return
         now = time.monotonic()
         for slot in self.pool.live_slots:
-            ours = any(job == self.job_id for job, _ in slot.assigned)
+            # A worker still loading is not hung: its chunks wait for the models, not for it.
+            ours = slot.ready and any(job == self.job_id for job, _ in slot.assigned)
             if ours and slot.slot not in self.timed_out and now - self.progress_at.get(slot.slot, now) > timeout:
                 self.timed_out.add(slot.slot)
                 self.pool.kill(slot)  # its death arrives through poll() like any other
@@ -340,6 +351,7 @@ def run_job(
     assembler = None
     if sink is not None:
         release = None if options.resume else journal.discard
+        sink = EncoderThread(sink)  # the encoder beside the spill reads, both beside the workers
         assembler = BackgroundAssembler(
             Assembler(tasks, lambda k: SpillReader(journal.spill_path(k)), sink, release=release)
         )
@@ -351,15 +363,18 @@ def run_job(
     scheduler = None
     try:
         if pending:
-            pool.start()
+            with Timeline("parent").span("start_workers"):
+                pool.start()
             scheduler = _Scheduler(pool, tasks, pending, journal, options, result, tracker, assembler, source, context)
             scheduler.run()
         if scheduler is not None and scheduler.fatal is not None:
             raise RunFailed(scheduler.fatal, result)
         if assembler is not None:
-            assembler.finish()
-            result.frames_written = assembler.frames_written
-            sink.close()
+            # What is left once the last chunk is done: its frames read back, encoded, the file closed.
+            with Timeline("parent").span("finish"):
+                assembler.finish()
+                result.frames_written = assembler.frames_written
+                sink.close()
             result.complete = True
     except BaseException as exc:
         if assembler is not None:
@@ -427,6 +442,7 @@ def assemble(
     tracker = _Progress(tasks, list(range(len(tasks))), progress)
     result = RunResult(frames_total=journal.manifest["frames"], chunks_total=len(tasks), chunks_resumed=len(tasks),
                        workdir=paths[0])
+    sink = EncoderThread(sink)  # a chunk is read back while the one before is encoded
     assembler = Assembler(tasks, lambda k: SpillReader(owner[k].spill_path(k)), sink)
     try:
         for task in tasks:

@@ -37,6 +37,8 @@ class SyntheticReader:
         s = self.source
         if not 0 <= start <= stop <= s.frames:
             raise IndexError(f"frames {start}:{stop} outside a clip of {s.frames}")
+        if s.read_delay_s:
+            time.sleep(s.read_delay_s)
         # uint8 arithmetic wraps modulo 256: a cheap pattern, even for large frames.
         f = (np.arange(start, stop, dtype=np.int64) * 37 % 256).astype(np.uint8)[:, None, None, None]
         y = (np.arange(s.height, dtype=np.int64) * 5 % 256).astype(np.uint8)[None, :, None, None]
@@ -61,6 +63,7 @@ class SyntheticSource:
     channels: int = 3
     seed: int = 0
     dtype: str = "uint8"
+    read_delay_s: float = 0.0  # per read: a slow disk or decoder
 
     def open(self) -> SyntheticReader:
         return SyntheticReader(self)
@@ -143,12 +146,13 @@ class FakeProcessorFactory:
     seed: int = 0
     device_delays: tuple[tuple[str, float], ...] = ()  # per device label, overriding delay_s
     fail_startup: bool = False
+    fail_startup_on: tuple[str, ...] = ()  # device labels whose processor fails to build
     build_log: str | None = None  # a folder that gets one file per processor built
 
     def __call__(self, device: DeviceSpec) -> FakeProcessor:
         if self.startup_s:
             time.sleep(self.startup_s)
-        if self.fail_startup:
+        if self.fail_startup or device.label in self.fail_startup_on:
             raise RuntimeError(f"injected failure while loading on {device.label}")
         if self.build_log is not None:
             (Path(self.build_log) / f"{device.label}-{os.getpid()}").touch()

@@ -27,7 +27,7 @@ EventKind = Literal["ready", "init_failed", "done", "failed", "died", "note"]
 
 @dataclass
 class WorkerSlot:
-    """One device's worker. ``assigned`` lists the ``(job_id, chunk)`` it holds, oldest (running) first."""
+    """One device's worker. ``assigned`` lists the ``(job_id, chunk)`` it holds, in the order sent."""
 
     slot: int
     device: DeviceSpec
@@ -45,6 +45,15 @@ class WorkerSlot:
     @property
     def alive(self) -> bool:
         return self.process is not None and not self.dropped
+
+    @property
+    def unprocessed(self) -> int:
+        """Chunks it holds that its processor has not finished: the running one and those queued
+        behind it. Chunks it started before the running one are only being written to disk (a
+        worker runs its chunks in the order they were sent): they need no room in its queue."""
+        if self.running in self.assigned:
+            return len(self.assigned) - self.assigned.index(self.running)
+        return len(self.assigned)
 
 
 @dataclass

@@ -14,7 +14,8 @@ break its own pipe, never a queue the other workers share):
 The worker decodes its own frames (``source.open().read(start, stop)``) and hands the result back
 as a spill file, so no frames ever cross the pipe. Decoding the next chunk and writing the last
 one overlap with processing (``_Stages``), so the device does not wait for disk or decoder when
-the parent keeps a second chunk queued.
+the parent keeps a second chunk queued. The parent may send a job and a task before "ready": the
+first chunk's frames are then read while the processor is being built (the models loading).
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ from seedvr_cli.errors import UserError
 from seedvr_cli.parallel.devices import DeviceSpec
 from seedvr_cli.parallel.spill import as_frames, spill_name, write_spill
 from seedvr_cli.parallel.tasks import ChunkTask
+from seedvr_cli.parallel.timeline import Timeline
 
 
 class FrameReader(Protocol):
@@ -122,11 +124,13 @@ class _Stages:
     decoder thread:  inbox -> decoded (1 slot) reads frames of the next chunk
     main thread:     decoded -> encoded        runs the processor (owns the device)
     writer thread:   encoded (1 slot) -> spill file + "done"/"failed" to the parent
-    At most one decoded and one finished chunk wait beside the one being processed.
+    At most one decoded and one finished chunk wait beside the one being processed. The receiver,
+    decoder and writer run from the start; ``process`` only once the processor is built.
     """
 
-    def __init__(self, conn, processor: ChunkProcessor) -> None:
-        self.conn, self.processor = conn, processor
+    def __init__(self, conn, timeline: Timeline) -> None:
+        self.conn, self.timeline = conn, timeline
+        self.processor: ChunkProcessor | None = None
         self.inbox: queue.Queue = queue.Queue()
         self.decoded: queue.Queue = queue.Queue(maxsize=1)
         self.encoded: queue.Queue = queue.Queue(maxsize=1)
@@ -169,9 +173,10 @@ class _Stages:
                 if self.parent_gone.is_set():
                     continue
                 try:
-                    if reader is None:
-                        reader = source.open()
-                    item.frames = reader.read(task.read_start, task.read_stop)
+                    with self.timeline.span("read", task.index):
+                        if reader is None:
+                            reader = source.open()
+                        item.frames = reader.read(task.read_start, task.read_stop)
                     if _frame_count(item.frames) != task.read_frames:
                         raise ValueError(f"the reader returned {_frame_count(item.frames)} frames "
                                          f"for {task.read_start}:{task.read_stop}")
@@ -182,22 +187,32 @@ class _Stages:
             _close(reader)
             self.decoded.put(_STOP)
 
-    def process(self) -> None:
+    def process(self, processor: ChunkProcessor) -> None:
+        self.processor = processor
         try:
             while True:
-                item = self.decoded.get()
+                with self.timeline.span("wait_input"):
+                    item = self.decoded.get()
                 if item is _STOP:
                     return
                 if item.error is None and not self.parent_gone.is_set():
                     # Lets the parent blame the right chunk if this process dies while processing.
                     self.send(("started", item.job_id, item.task.index))
                     try:
-                        item.out = as_frames(self.processor.process(item.task, item.frames, item.context), item.task)
+                        with self.timeline.span("process", item.task.index):
+                            out = self.processor.process(item.task, item.frames, item.context)
+                        item.out = as_frames(out, item.task)
                     except Exception as exc:
                         item.out, item.error = None, _failure_detail(exc)
                     self._send_notes(item.job_id)
                 item.frames = None
-                self.encoded.put(item)
+                if item.error is not None:
+                    # Said now, not behind the spill writes: should the next chunk kill this process,
+                    # a failure still queued for the writer would be lost and that chunk blamed alone.
+                    self.send(("failed", item.job_id, item.task.index, item.error))
+                    continue
+                with self.timeline.span("wait_output"):
+                    self.encoded.put(item)
         finally:
             self.encoded.put(_STOP)
 
@@ -217,7 +232,8 @@ class _Stages:
             task = item.task
             if item.error is None:
                 try:
-                    write_spill(item.spill_dir / spill_name(task.index), item.out, durable=item.durable)
+                    with self.timeline.span("spill_write", task.index):
+                        write_spill(item.spill_dir / spill_name(task.index), item.out, durable=item.durable)
                 except Exception as exc:
                     item.error = _failure_detail(exc)
             if item.error is None:
@@ -249,19 +265,10 @@ def worker_main(conn, device: DeviceSpec, factory_blob: bytes, env: dict[str, st
         if hasattr(signal, name):
             signal.signal(getattr(signal, name), signal.SIG_IGN)
 
-    try:
-        factory = pickle.loads(factory_blob)
-        building = time.perf_counter()
-        processor = factory(device)
-        build_seconds = time.perf_counter() - building
-    except BaseException:
-        try:
-            conn.send(("init_failed", traceback.format_exc()))
-        except OSError:
-            pass
-        return
-    stages = _Stages(conn, processor)
-    stages.send(("ready", build_seconds))
+    timeline = Timeline(device.label)
+    stages = _Stages(conn, timeline)
+    # Started before the models load, so that the first chunk's frames are read meanwhile. Daemons:
+    # a worker whose models fail to load returns with them still waiting on the pipe or a queue.
     threads = [
         threading.Thread(target=stages.receive, name="receive", daemon=True),
         threading.Thread(target=stages.decode, name="decode", daemon=True),
@@ -270,7 +277,17 @@ def worker_main(conn, device: DeviceSpec, factory_blob: bytes, env: dict[str, st
     for thread in threads:
         thread.start()
     try:
-        stages.process()  # on the main thread, which owns the device
+        factory = pickle.loads(factory_blob)
+        building = time.perf_counter()
+        with timeline.span("load"):
+            processor = factory(device)
+        build_seconds = time.perf_counter() - building
+    except BaseException:
+        stages.send(("init_failed", traceback.format_exc()))
+        return
+    stages.send(("ready", build_seconds))
+    try:
+        stages.process(processor)  # on the main thread, which owns the device
         threads[2].join()
     finally:
         _close(processor)
