@@ -3,9 +3,17 @@
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 
 import pytest
+import torch
+
+# Triton reads TRITON_INTERPRET once, at its first import. Without CUDA the kernel tests run the
+# kernels in its interpreter, and any earlier test that imports Triton (torch.compile, FlexAttention)
+# would otherwise fix it to "off" for the whole session and skip them.
+if "triton" not in sys.modules and not torch.cuda.is_available():
+    os.environ.setdefault("TRITON_INTERPRET", "1")
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 # ../shared sits beside the checkout on the developers' machines and in CI, not in a user's clone.
