@@ -18,6 +18,7 @@ from dataclasses import asdict, dataclass, field
 from seedvr_cli.errors import UsageError
 from seedvr_cli.media.settings import OutputSettings
 from seedvr_cli.pipeline.choices import COLOR_METHODS, DEFAULT_COLOR_METHOD, DTYPE_CHOICES
+from seedvr_cli.pipeline.flashvsr import choices as fv
 
 DEFAULT_MODEL = "seedvr2_ema_3b_fp16.safetensors"
 DEFAULT_VAE = "ema_vae_fp16.safetensors"
@@ -220,6 +221,51 @@ class MemorySettings:
 
 
 @dataclass(frozen=True)
+class FlashVSRSettings:
+    """The FlashVSR engine's settings (``--model flashvsr-...``); defaults are the reference tools'
+    (``pipeline.flashvsr.choices``). All of them change pixels. Tile sizes are in input pixels,
+    as in the reference node; segments are in frames."""
+
+    scale: int = fv.DEFAULT_SCALE
+    sparse_ratio: float = fv.DEFAULT_SPARSE_RATIO
+    kv_ratio: float = fv.DEFAULT_KV_RATIO
+    local_range: int = fv.DEFAULT_LOCAL_RANGE
+    color_fix: bool = fv.DEFAULT_COLOR_FIX
+    seed: int = 0
+    tiled_dit: bool = fv.DEFAULT_TILED_DIT
+    tile_size: int = fv.DEFAULT_TILE_SIZE
+    tile_overlap: int = fv.DEFAULT_TILE_OVERLAP
+    tiled_vae: bool = fv.DEFAULT_TILED_VAE
+    segment_frames: int = fv.DEFAULT_SEGMENT_FRAMES
+    segment_overlap: int = fv.DEFAULT_SEGMENT_OVERLAP
+
+    def __post_init__(self) -> None:
+        if self.scale not in fv.SCALES:
+            raise UsageError(f"--scale {self.scale}: FlashVSR upscales by a whole factor, "
+                             f"{', '.join(map(str, fv.SCALES))}")
+        low, high = fv.SPARSE_RATIO_RANGE
+        if not low <= self.sparse_ratio <= high:
+            raise UsageError(f"--sparse-ratio {self.sparse_ratio}: use {low} to {high} (higher attends to more "
+                             "blocks: steadier, slower)")
+        low, high = fv.KV_RATIO_RANGE
+        if not low <= self.kv_ratio <= high:
+            raise UsageError(f"--kv-ratio {self.kv_ratio}: use {low} to {high} (cached temporal windows)")
+        if self.local_range not in fv.LOCAL_RANGES:
+            raise UsageError(f"--local-range {self.local_range}: use {' or '.join(map(str, fv.LOCAL_RANGES))}")
+        if self.tile_size < 32 or self.tile_size % 32:
+            raise UsageError(f"--dit-tile-size {self.tile_size}: FlashVSR tiles are input pixels, a multiple of 32 "
+                             f"(default {fv.DEFAULT_TILE_SIZE})")
+        if not 0 <= self.tile_overlap < self.tile_size:
+            raise UsageError(f"--dit-tile-overlap {self.tile_overlap}: must be >= 0 and smaller than "
+                             f"--dit-tile-size {self.tile_size}")
+        if self.segment_frames < 1:
+            raise UsageError(f"--segment-frames {self.segment_frames}: must be at least 1")
+        if not 0 <= self.segment_overlap < self.segment_frames:
+            raise UsageError(f"--segment-overlap {self.segment_overlap}: must be >= 0 and smaller than "
+                             f"--segment-frames {self.segment_frames}")
+
+
+@dataclass(frozen=True)
 class JobSpec:
     """One invocation of ``seedvr upscale``."""
 
@@ -232,6 +278,13 @@ class JobSpec:
     run: RunSettings = field(default_factory=RunSettings)
     memory: MemorySettings = field(default_factory=MemorySettings)
     output_settings: OutputSettings = field(default_factory=OutputSettings)
+    # Used only when ``model.model`` names a FlashVSR model (``flashvsr_model``).
+    flashvsr: FlashVSRSettings = field(default_factory=FlashVSRSettings)
+
+    @property
+    def flashvsr_model(self) -> fv.FlashVSRModel | None:
+        """The FlashVSR model the run uses, or None for SeedVR2."""
+        return fv.find_flashvsr_model(self.model.model)
 
     def __post_init__(self) -> None:
         if self.fps is not None and not (math.isfinite(self.fps) and self.fps > 0):
@@ -239,6 +292,10 @@ class JobSpec:
 
     def pixel_settings(self) -> dict:
         """The settings that change pixels: part of the resume key of every input."""
+        if self.flashvsr_model is not None:
+            return {"flashvsr": asdict(self.flashvsr), "frames": self.process.frames,
+                    "model": {"model": self.flashvsr_model.name, "text_embedding": self.model.text_embedding,
+                              "dtype": self.model.dtype}}
         process = asdict(self.process)
         settings = {"process": process, "model": {"model": self.model.model, "vae": self.model.vae,
                                                    "text_embedding": self.model.text_embedding,

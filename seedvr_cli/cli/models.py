@@ -10,7 +10,7 @@ import typer
 from seedvr_cli.cli.app import app, console, console_err
 
 models_app = typer.Typer(
-    help="Published SeedVR2 checkpoints: list them, download them, verify local copies.",
+    help="Published SeedVR2 and FlashVSR checkpoints: list them, download them, verify local copies.",
     no_args_is_help=True,
 )
 app.add_typer(models_app, name="models")
@@ -96,7 +96,8 @@ def _print_stacked(title: str, rows: list) -> None:
 
 @models_app.command("download")
 def download_models(
-    names: Annotated[list[str], typer.Argument(help="File names or aliases from `seedvr models list`.")],
+    names: Annotated[list[str], typer.Argument(help="File names or aliases from `seedvr models list`, or a "
+                                                    "FlashVSR model (e.g. flashvsr-v1.1-tiny) for all its files.")],
     model_dir: ModelDirOption = None,
     to: Annotated[
         Optional[Path],
@@ -119,7 +120,8 @@ def download_models(
     from seedvr_cli.weights.download import MissingModelFile, download, find_local, missing_message, verify_file
     from seedvr_cli.weights.registry import get_model
 
-    entries = _with_companions([get_model(name) for name in names], vae=with_vae, text_embedding=with_text_embedding)
+    entries = _with_companions([entry for name in names for entry in _named(name)], vae=with_vae,
+                               text_embedding=with_text_embedding)
     for entry in entries:
         local = None if force else find_local(entry, to or model_dir)
         if local is not None:
@@ -134,6 +136,15 @@ def download_models(
             # Not "run `seedvr models download`": that is the command which has just failed.
             raise CheckpointError(missing_message([entry], to or model_dir, err.reason, suggest_download=False)) from None
         console.print(str(path), highlight=False, soft_wrap=True)
+
+
+def _named(name: str) -> list:
+    """The registry entries ``name`` stands for: one file, or every file of a FlashVSR model."""
+    from seedvr_cli.pipeline.flashvsr.choices import find_flashvsr_model
+    from seedvr_cli.weights.registry import flashvsr_files, get_model
+
+    choice = find_flashvsr_model(name)
+    return list(flashvsr_files(choice.version, choice.mode)) if choice is not None else [get_model(name)]
 
 
 def _with_companions(entries: list, *, vae: bool, text_embedding: bool) -> list:
@@ -176,7 +187,8 @@ def verify_models(
         checked += 1
         try:
             ok = verify_file(local, entry, force=rehash)
-            what = inspect_checkpoint(local).describe() if entry.kind != "text_embedding" else "text embedding"
+            # FlashVSR files are not SeedVR2 checkpoints: only their bytes are checked here.
+            what = inspect_checkpoint(local).describe() if entry.kind in ("dit", "vae") else entry.kind
         except CheckpointError as err:
             failed += 1
             console_err.print(f"[bold red]FAILED[/] {err}", highlight=False)

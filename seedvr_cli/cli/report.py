@@ -35,7 +35,7 @@ def describe_plan(job: Job, plan: InputPlan) -> str:
     extra = " 16-bit" if plan.deep else ""
     extra += " +alpha" if plan.alpha else ""
     return (f"{job.input} -> {job.output}: {count(plan.frames, 'frame')}{extra} {w0}x{h0} -> {w}x{h} "
-            f"(model {plan.model_size[1]}x{plan.model_size[0]}), {count(plan.windows, 'window')} in "
+            f"(model {plan.model_size[1]}x{plan.model_size[0]}), {count(plan.windows, plan.unit)} in "
             f"{count(plan.chunks, 'chunk')}"
             + (f", ~{plan.estimated_vram_gib:.1f} GiB VRAM per GPU (estimate)" if plan.estimated_vram_gib is not None
                else ", VRAM not estimated (model unknown)"))

@@ -7,10 +7,12 @@ from typing import Annotated, Optional
 import typer
 
 from seedvr_cli.cli.app import EXIT_FAILURE, EXIT_PARTIAL, app
+from seedvr_cli.cli.engine_flags import check_engine_flags, flashvsr_settings
 from seedvr_cli.cli.stopsignals import interrupted_exit_code
 from seedvr_cli.config import JobSpec, MemorySettings, ModelSettings, ProcessSettings, RunSettings, parse_frame_range
 from seedvr_cli.media.settings import OutputSettings
 from seedvr_cli.pipeline.choices import COLOR_METHODS, DEFAULT_RESOLUTION, DTYPE_CHOICES
+from seedvr_cli.pipeline.flashvsr import choices as fv
 
 # Every default comes from the settings dataclasses: one place for them.
 _MODEL_DEFAULTS, _PROCESS_DEFAULTS, _RUN_DEFAULTS = ModelSettings(), ProcessSettings(), RunSettings()
@@ -22,6 +24,7 @@ _QUALITY = "Quality"
 _OUTPUT = "Output"
 _RUN = "Devices and runs"
 _MEMORY = "Memory"
+_FLASHVSR = "FlashVSR (--model flashvsr-...)"
 
 
 def _profile_help() -> str:
@@ -57,7 +60,10 @@ def upscale(
     # Model
     model: Annotated[str, typer.Option(
         help="DiT checkpoint: a registry name (see `seedvr models list`) or a file (.safetensors, .gguf, .pth). "
-             "Downloaded on first use.", rich_help_panel=_MODEL)] = _MODEL_DEFAULTS.model,
+             "Downloaded on first use. Or a FlashVSR model, which selects that engine: "
+             f"{', '.join(fv.FLASHVSR_MODELS)} (v1.1 is the newer checkpoint; tiny and tiny-long decode with "
+             "the small TCDecoder, tiny-long chunk by chunk for less memory; full with the Wan2.1 VAE).",
+        rich_help_panel=_MODEL)] = _MODEL_DEFAULTS.model,
     vae: Annotated[str, typer.Option(help="VAE checkpoint: registry name or file.",
                                      rich_help_panel=_MODEL)] = _MODEL_DEFAULTS.vae,
     text_embedding: Annotated[Optional[str], typer.Option(
@@ -82,7 +88,8 @@ def upscale(
         help="Cap on the long side of the output (0 = no cap).", rich_help_panel=_SIZE)] = _PROCESS_DEFAULTS.max_resolution,
     scale: Annotated[Optional[float], typer.Option(
         help="Output short side as a multiple of the input's (e.g. 2 or 4); instead of --resolution "
-             "\\[default: none: --resolution applies].",
+             f"\\[default: none: --resolution applies]. FlashVSR: 2, 3 or 4 ({fv.DEFAULT_SCALE} when not given); the "
+             "output is then cropped to multiples of 128 pixels.",
         rich_help_panel=_SIZE, show_default=False)] = None,
     batch_size: Annotated[int, typer.Option(
         help="Frames per window, the frames the model sees at once (the ComfyUI node's batch size); must be "
@@ -185,7 +192,8 @@ def upscale(
     vae_tiling: Annotated[str, typer.Option(
         help="on: encode and decode frames in overlapping spatial tiles (less VRAM at large sizes; tiles are "
              "blended with raised-cosine ramps), off: whole frames, auto: tiles only where --vram auto needs "
-             "them.", rich_help_panel=_MEMORY)] = _MEMORY_DEFAULTS.vae_tiling,
+             "them. FlashVSR full mode: auto and on decode in the reference's 480 x 832 px tiles, off whole frames.",
+        rich_help_panel=_MEMORY)] = _MEMORY_DEFAULTS.vae_tiling,
     vae_tile_size: Annotated[int, typer.Option(
         help="VAE tile size in pixels (multiple of 8).", rich_help_panel=_MEMORY)] = _MEMORY_DEFAULTS.vae_tile_size,
     vae_tile_overlap: Annotated[int, typer.Option(
@@ -196,11 +204,34 @@ def upscale(
              "off: whole frames.", rich_help_panel=_MEMORY)] = _MEMORY_DEFAULTS.dit_tiling,
     dit_tile_size: Annotated[int, typer.Option(
         help="Longest side of a DiT tile in output pixels, rounded down to whole attention windows (a tile is "
-             "k x k windows shaped like the frame; 16:9 windows are 240 x 432 px).",
+             "k x k windows shaped like the frame; 16:9 windows are 240 x 432 px). FlashVSR: side in input "
+             f"pixels, as in the ComfyUI node ({fv.DEFAULT_TILE_SIZE} when not given).",
         rich_help_panel=_MEMORY)] = _MEMORY_DEFAULTS.dit_tile_size,
     dit_tile_overlap: Annotated[int, typer.Option(
-        help="Output pixels shared by neighbouring DiT tiles, rounded up to whole attention windows.",
+        help="Output pixels shared by neighbouring DiT tiles, rounded up to whole attention windows. FlashVSR: "
+             f"input pixels ({fv.DEFAULT_TILE_OVERLAP} when not given).",
         rich_help_panel=_MEMORY)] = _MEMORY_DEFAULTS.dit_tile_overlap,
+    # FlashVSR
+    sparse_ratio: Annotated[float, typer.Option(
+        help="Block-sparse attention: how many key blocks each query block attends to (1.5-2.0; higher is "
+             "steadier and slower).", rich_help_panel=_FLASHVSR)] = fv.DEFAULT_SPARSE_RATIO,
+    kv_ratio: Annotated[float, typer.Option(
+        help="Streaming KV cache length in temporal windows of 2 latent frames (1.0-3.0; longer is steadier "
+             "and needs more memory).", rich_help_panel=_FLASHVSR)] = fv.DEFAULT_KV_RATIO,
+    local_range: Annotated[int, typer.Option(
+        help="Side of the local attention neighbourhood in attention windows (9 or 11).",
+        rich_help_panel=_FLASHVSR)] = fv.DEFAULT_LOCAL_RANGE,
+    color_fix: Annotated[bool, typer.Option(
+        "--color-fix/--no-color-fix", help="Match each output frame's colour mean and spread to the "
+                                           "upscaled input frame (adain, as the reference tools).",
+        rich_help_panel=_FLASHVSR)] = fv.DEFAULT_COLOR_FIX,
+    segment_frames: Annotated[int, typer.Option(
+        help="Frames per temporal segment, the unit of work a device streams (and resumes) on its own; "
+             "the plan does not depend on the number of devices.",
+        rich_help_panel=_FLASHVSR)] = fv.DEFAULT_SEGMENT_FRAMES,
+    segment_overlap: Annotated[int, typer.Option(
+        help="Frames shared by neighbouring segments, crossfaded (the standalone FlashVSR CLI's "
+             "--segment_overlap).", rich_help_panel=_FLASHVSR)] = fv.DEFAULT_SEGMENT_OVERLAP,
     # Devices and runs
     devices: Annotated[str, typer.Option(
         "--devices", "--device", help="Where to run: auto (all GPUs, else CPU), all, 0,1, 0-3, cuda:1, cpu, "
@@ -240,7 +271,7 @@ def upscale(
         "--verbose", "-v", help="Text log: also say when each device is ready, and end with the time spent in "
                                 "each stage and the peak VRAM per device \\[default: off].", rich_help_panel=_RUN)] = False,
 ) -> None:
-    """Upscale and restore videos and images with SeedVR2."""
+    """Upscale and restore videos and images with SeedVR2 (or FlashVSR: --model flashvsr-v1.1-tiny)."""
     if not dry_run:
         from seedvr_cli.parallel.launcher import start_worker_server
         from seedvr_cli.run.preload import WORKER_MODULES
@@ -251,6 +282,12 @@ def upscale(
     flags = dict(locals())
     if profile is not None:
         flags.update(_profile_values(ctx, profile))
+    check_engine_flags(ctx, flags["model"])
+    flashvsr = fv.find_flashvsr_model(flags["model"]) is not None
+    memory_flags = {key: flags[key] for key in _MEMORY_FLAGS}
+    if flashvsr:
+        # FlashVSR reads the shared tiling flags in its own units (flashvsr_settings): SeedVR2's settings keep theirs.
+        memory_flags.update({key: getattr(_MEMORY_DEFAULTS, key) for key in _SHARED_TILING_FLAGS})
     output_settings = OutputSettings(
         codec=flags["codec"], crf=flags["crf"], preset=preset, pix_fmt=pix_fmt,
         encoder_options=OutputSettings.parse_encoder_options(encoder_option or []),
@@ -268,9 +305,10 @@ def upscale(
                         resume=resume, restart=restart, max_retries=max_retries, shard=shard, dry_run=dry_run,
                         log_format=log_format, allow_short_input=allow_short_input,
                         preview=preview, compare=compare),
-        memory=MemorySettings(**{key: flags[key] for key in _MEMORY_FLAGS}, max_vram_gib=flags["max_vram"],
+        memory=MemorySettings(**memory_flags, max_vram_gib=flags["max_vram"],
                               vram="manual" if _savers_given(ctx) else flags["vram"]),
         output_settings=output_settings,
+        **({"flashvsr": flashvsr_settings(ctx, flags)} if flashvsr else {}),
     )
     _validate_early(spec)
     from seedvr_cli.cli.report import make_reporter
@@ -302,6 +340,9 @@ _PROCESS_FLAGS = ("resolution", "max_resolution", "scale", "batch_size", "tempor
 # Flags that map one to one onto MemorySettings fields.
 _MEMORY_FLAGS = ("blocks_to_swap", "swap_io_components", "dit_offload_device", "vae_offload_device", "vae_tiling",
                  "vae_tile_size", "vae_tile_overlap", "dit_tiling", "dit_tile_size", "dit_tile_overlap")
+
+# Flags both engines read, FlashVSR in its own units.
+_SHARED_TILING_FLAGS = ("dit_tiling", "dit_tile_size", "dit_tile_overlap", "vae_tiling")
 
 # Memory flags that, given on the command line, the user means as they are (--vram auto keeps off them).
 _SAVER_FLAGS = ("blocks_to_swap", "swap_io_components", "vae_tiling", "vae_tile_size", "vae_tile_overlap",

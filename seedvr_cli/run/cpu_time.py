@@ -14,7 +14,7 @@ from seedvr_cli.run.plan import InputPlan
 
 # Parameters of the DiT variants that matter for this warning; a variant not named here (the
 # tiny test models) costs next to nothing.
-_DIT_PARAMS = {"3b": 3.4e9, "7b": 7.9e9}
+_DIT_PARAMS = {"3b": 3.4e9, "7b": 7.9e9, "flashvsr": 1.7e9}  # FlashVSR: DiT + LQ projector
 _VAE_FLOPS_PER_PIXEL = 10e6
 _FRAMES_PER_LATENT_FRAME = 4
 _PIXELS_PER_TOKEN = 16 * 16
@@ -40,7 +40,7 @@ def cpu_fallback_warning(input_name: str, plan: InputPlan, dit_variant: str | No
     if seconds < WARN_AFTER_S:
         return None
     height, width = plan.output_size
-    model = (dit_variant or "3b").upper()
+    model = "FlashVSR" if dit_variant == "flashvsr" else (dit_variant or "3b").upper()
     return (f"no GPU is visible, so --devices auto runs on the CPU: {input_name} ({plan.frames} frames at "
             f"{width}x{height}, {model} model) will take at least ~{seconds / 3600:.1f} h there; press Ctrl-C and "
             "run on a machine with a GPU, or pass --devices cpu to run on the CPU without this warning")

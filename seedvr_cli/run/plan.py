@@ -37,6 +37,7 @@ class InputPlan:
     deep: bool
     alpha: bool
     estimated_vram_gib: float | None  # None: the models are not known well enough to say
+    unit: str = "window"  # what ``windows`` counts: SeedVR2's windows, FlashVSR's segments
 
 
 def frame_size(job: Job, spec: JobSpec, reader) -> FrameSize:
@@ -52,17 +53,7 @@ def plan_input(job: Job, spec: JobSpec, reader, models: ModelFacts | None = None
     """Size, windows and chunks of one input opened as ``reader``, and the VRAM it needs with
     ``models`` (``run.vram.model_facts``)."""
     process = spec.process
-    first, stop = 0, reader.num_frames
-    if process.frames is not None:
-        first, wanted_stop = process.frames
-        stop = reader.num_frames if wanted_stop is None else min(wanted_stop, reader.num_frames)
-        if first >= reader.num_frames:
-            raise UserError(f"{job.input}: --frames starts at {first} but the input has {reader.num_frames} frames")
-    frames = stop - first
-    short = short_input_note(job, reader)
-    if short is not None and not spec.run.allow_short_input:
-        raise UserError(f"{short}; copy or download it again, or pass --allow-short-input to upscale the "
-                        f"{reader.num_frames} frames it has")
+    first, frames = input_range(job, spec, reader)
     size = frame_size(job, spec, reader)
     temporal = plan_windows(frames, batch_size=process.batch_size, overlap=process.temporal_overlap,
                             prepend=process.prepend_frames)
@@ -77,6 +68,22 @@ def plan_input(job: Job, spec: JobSpec, reader, models: ModelFacts | None = None
                             estimate_vram(models, size.padded, padded_length(process.batch_size), spec.memory).total_gib),
     )
     return plan, size, temporal, tasks
+
+
+def input_range(job: Job, spec: JobSpec, reader) -> tuple[int, int]:
+    """First input frame and frame count of the job (``--frames``); a cut-off file fails here
+    unless ``--allow-short-input``."""
+    first, stop = 0, reader.num_frames
+    if spec.process.frames is not None:
+        first, wanted_stop = spec.process.frames
+        stop = reader.num_frames if wanted_stop is None else min(wanted_stop, reader.num_frames)
+        if first >= reader.num_frames:
+            raise UserError(f"{job.input}: --frames starts at {first} but the input has {reader.num_frames} frames")
+    short = short_input_note(job, reader)
+    if short is not None and not spec.run.allow_short_input:
+        raise UserError(f"{short}; copy or download it again, or pass --allow-short-input to upscale the "
+                        f"{reader.num_frames} frames it has")
+    return first, stop - first
 
 
 def short_input_note(job: Job, reader) -> str | None:

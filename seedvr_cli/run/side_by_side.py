@@ -27,10 +27,11 @@ def input_like_output(inputs, outputs: np.ndarray) -> np.ndarray:
     return quantize(resized, _TORCH_DTYPES[outputs.dtype]).numpy()
 
 
-def side_by_side(inputs, outputs: np.ndarray) -> np.ndarray:
-    """``[n, H, 2W, C]``: each input frame (scaled to the output) left of its output frame."""
+def side_by_side(inputs, outputs: np.ndarray, like_output=input_like_output) -> np.ndarray:
+    """``[n, H, 2W, C]``: each input frame (scaled to the output by ``like_output``, a function like
+    ``input_like_output``) left of its output frame."""
     outputs = np.asarray(outputs)
-    return np.concatenate([input_like_output(inputs, outputs), outputs], axis=2)
+    return np.concatenate([like_output(inputs, outputs), outputs], axis=2)
 
 
 class CompareSink:
@@ -41,8 +42,9 @@ class CompareSink:
     frames arrive in order, so the input is read once, front to back.
     """
 
-    def __init__(self, output, comparison, frames) -> None:
+    def __init__(self, output, comparison, frames, like_output=input_like_output) -> None:
         self.output, self.comparison, self.frames = output, comparison, frames
+        self.like_output = like_output
         self.written = 0
 
     @property
@@ -54,7 +56,7 @@ class CompareSink:
         self.output.write(frames)
         inputs = self.frames.read(self.written, self.written + len(frames))
         self.written += len(frames)
-        self.comparison.write(side_by_side(inputs, frames))
+        self.comparison.write(side_by_side(inputs, frames, self.like_output))
 
     def close(self):
         try:
@@ -73,10 +75,10 @@ class CompareSink:
 
 
 def with_comparison(writer, comparison_path: str, settings, reader, source, *, first_frame: int, frames: int,
-                    size: tuple[int, int], deep: bool, alpha: bool) -> CompareSink:
+                    size: tuple[int, int], deep: bool, alpha: bool, like_output=input_like_output) -> CompareSink:
     """``writer`` plus a writer of ``comparison_path`` (twice the output's width, the output's
     encoding, the input's timing and audio). ``source`` (``run.sources.InputSource``) opens the
-    input a second time, for the input frames."""
+    input a second time, for the input frames; ``like_output`` scales them (FlashVSR crops too)."""
     inputs = source.open()
     try:
         comparison = open_output(comparison_path, settings, reader, first_frame=first_frame, frames=frames,
@@ -84,4 +86,4 @@ def with_comparison(writer, comparison_path: str, settings, reader, source, *, f
     except BaseException:
         inputs.close()
         raise
-    return CompareSink(writer, comparison, inputs)
+    return CompareSink(writer, comparison, inputs, like_output)

@@ -31,6 +31,17 @@ from seedvr_cli.parallel.tasks import shard_indices
 from seedvr_cli.pipeline.temporal import padded_length
 from seedvr_cli.run.cpu_time import cpu_fallback_warning
 from seedvr_cli.run.fit import CONTEXT_GIB, fit_memory
+from seedvr_cli.run.flashvsr_models import describe_flashvsr, resolve_flashvsr_files
+from seedvr_cli.run.flashvsr_plan import (
+    compute_bytes,
+    describe_vram,
+    estimate_flashvsr_vram,
+    lq_like_output,
+    output_dtype,
+    plan_flashvsr_input,
+    segment_settings,
+)
+from seedvr_cli.run.flashvsr_processor import FlashVSRContext, FlashVSRProcessorFactory
 from seedvr_cli.run.leftovers import notes_on_other_workdirs, remove_workdirs
 from seedvr_cli.run.models import ModelFiles, describe_models, resolve_models
 from seedvr_cli.run.outcome import JobOutcome, Reporter, RunSummary, finish
@@ -74,28 +85,36 @@ def run_upscale(spec: JobSpec, reporter: Reporter) -> RunSummary:
             outcomes.append(finish(reporter, JobOutcome(job, "skipped", message="output exists (--skip-existing)")))
         return RunSummary(outcomes, time.monotonic() - started, {}, {})
     check_encoders(jobs, spec.output_settings, sequence=spec.sequence, fps=spec.fps)
-    facts = model_facts(spec.model)
-    spec = _fit_memory(spec, jobs, facts, reporter)
+    flashvsr = spec.flashvsr_model
+    facts = model_facts(spec.model) if flashvsr is None else None
+    if flashvsr is None:
+        spec = _fit_memory(spec, jobs, facts, reporter)
     if spec.run.dry_run:
-        reporter.message(f"would use {describe_models(spec.model)}")
+        models = describe_models(spec.model) if flashvsr is None else describe_flashvsr(spec.model, flashvsr)
+        reporter.message(f"would use {models}")
         devices, line = _devices_for_dry_run(spec)
         reporter.message(line)
         cpu_fallback = _falls_back_to_cpu(spec, devices)
         for index, job in enumerate(jobs):
             outcomes.append(_dry_run(index, len(jobs), job, spec, reporter, facts, cpu_fallback))
         return RunSummary(outcomes, time.monotonic() - started, {}, {})
-    files = resolve_models(spec.model, spec.memory)
-    reporter.message(f"model {files.dit}, vae {files.vae}, text embedding {files.text_embedding}")
+    if flashvsr is None:
+        files = resolve_models(spec.model, spec.memory)
+        reporter.message(f"model {files.dit}, vae {files.vae}, text embedding {files.text_embedding}")
+        factory = SeedVRProcessorFactory(files, dtype=spec.model.dtype, memory=spec.memory, facts=facts)
+    else:
+        files = resolve_flashvsr_files(spec.model, flashvsr)
+        reporter.message(f"{flashvsr.name}: dit {files.dit}, LQ projector {files.lq_proj}, decoder {files.decoder}, "
+                         f"prompt {files.prompt}")
+        factory = FlashVSRProcessorFactory(flashvsr, files, spec.flashvsr, dtype=spec.model.dtype,
+                                           max_vram_gib=spec.memory.max_vram_gib)
     devices = parse_devices(spec.run.devices)
     reporter.message(_device_line(spec, devices))
     cpu_fallback = _falls_back_to_cpu(spec, devices)
     for folder in remove_orphaned_temp_dirs():
         reporter.message(f"removed {folder}, a temporary folder of a run that was killed")
     with run_temp_dir("stats") as stats_dir:
-        factory = StatsRecordingFactory(SeedVRProcessorFactory(files, dtype=spec.model.dtype, memory=spec.memory,
-                                                               facts=facts),
-                                        stats_dir)
-        with WorkerPool(devices, factory) as pool:
+        with WorkerPool(devices, StatsRecordingFactory(factory, stats_dir)) as pool:
             for index, job in enumerate(jobs):
                 if job.skip:
                     outcomes.append(finish(reporter, JobOutcome(job, "skipped",
@@ -133,8 +152,10 @@ def _falls_back_to_cpu(spec: JobSpec, devices: list[DeviceSpec]) -> bool:
     return spec.run.devices.strip().lower() == "auto" and bool(devices) and devices[0].kind == "cpu"
 
 
-def _warn_if_slow_on_cpu(reporter: Reporter, job: Job, plan: InputPlan, facts: ModelFacts | None) -> None:
-    warning = cpu_fallback_warning(job.input, plan, facts.variant if facts is not None else None)
+def _warn_if_slow_on_cpu(reporter: Reporter, job: Job, plan: InputPlan, facts: ModelFacts | None,
+                         spec: JobSpec) -> None:
+    variant = "flashvsr" if spec.flashvsr_model is not None else facts.variant if facts is not None else None
+    warning = cpu_fallback_warning(job.input, plan, variant)
     if warning is not None:
         reporter.message(f"warning: {warning}")
 
@@ -204,7 +225,7 @@ def _run_one(index: int, total: int, job: Job, spec: JobSpec, pool: WorkerPool, 
     need: SpaceNeed | None = None
     try:
         with open_reader(job.input, sequence=spec.sequence, fps=spec.fps) as reader:
-            plan, size, temporal, tasks = plan_input(job, spec, reader, facts)
+            plan, size, temporal, tasks = _plan(job, spec, reader, facts)
             reporter.job_started(index, total, job, plan)
             # Only reached with --allow-short-input: said now, and again in the outcome for scripts.
             short = short_input_note(job, reader)
@@ -215,10 +236,12 @@ def _run_one(index: int, total: int, job: Job, spec: JobSpec, pool: WorkerPool, 
             if gap is not None:
                 reporter.message(f"warning: {gap}")
             if cpu_fallback:
-                _warn_if_slow_on_cpu(reporter, job, plan, facts)
+                _warn_if_slow_on_cpu(reporter, job, plan, facts, spec)
             deep_output = plan.deep or deep_output_asked(spec.output_settings)
-            settings = window_settings(spec, size, deep_output)
-            context = InputContext(temporal, settings, alpha=plan.alpha)
+            if spec.flashvsr_model is None:
+                context = InputContext(temporal, window_settings(spec, size, deep_output), alpha=plan.alpha)
+            else:
+                context = FlashVSRContext(temporal, segment_settings(spec), output_dtype(deep_output))
             source = InputSource.of(job.input, spec.sequence, spec.fps, plan.first_frame, reader)
             output = Path(job.output)
             input_path = Path(job.input)
@@ -246,9 +269,11 @@ def _run_one(index: int, total: int, job: Job, spec: JobSpec, pool: WorkerPool, 
                 writer = open_output(job.output, spec.output_settings, reader, first_frame=plan.first_frame,
                                      frames=plan.frames, size=size.true, deep=deep_output, alpha=plan.alpha)
                 if spec.run.compare:
+                    like_output = {} if spec.flashvsr_model is None else {
+                        "like_output": lq_like_output(spec.flashvsr.scale)}
                     writer = with_comparison(writer, compare_output(job.output), spec.output_settings, reader, source,
                                              first_frame=plan.first_frame, frames=plan.frames, size=size.true,
-                                             deep=deep_output, alpha=plan.alpha)
+                                             deep=deep_output, alpha=plan.alpha, **like_output)
             # Without resume a chunk is read back once and deleted: flushing it to the disk buys nothing.
             options = RunOptions(resume=spec.run.resume, restart=spec.run.restart, max_retries=spec.run.max_retries,
                                  max_in_flight=spec.run.max_in_flight, chunks=chunks,
@@ -330,14 +355,26 @@ def _output_frames_only(progress, prepend: int):
     return report
 
 
+def _plan(job: Job, spec: JobSpec, reader, facts: ModelFacts | None):
+    """The plan of one input by the run's engine: (InputPlan, FrameSize, temporal plan, chunks)."""
+    model = spec.flashvsr_model
+    if model is None:
+        return plan_input(job, spec, reader, facts)
+    return plan_flashvsr_input(job, spec, reader, model, compute_bytes(spec.model.dtype))
+
+
 def _dry_run(index: int, total: int, job: Job, spec: JobSpec, reporter: Reporter,
              facts: ModelFacts | None, cpu_fallback: bool = False) -> JobOutcome:
     try:
         with open_reader(job.input, sequence=spec.sequence, fps=spec.fps) as reader:
-            plan, *_ = plan_input(job, spec, reader, facts)
+            plan, size, temporal, _ = _plan(job, spec, reader, facts)
     except UserError as err:
         return finish(reporter, JobOutcome(job, "failed", message=str(err)))
     reporter.job_started(index, total, job, plan)
+    if spec.flashvsr_model is not None:
+        longest = max(segment.length for segment in temporal.segments)
+        reporter.message(describe_vram(estimate_flashvsr_vram(spec.flashvsr_model, spec.flashvsr, size.true, longest,
+                                                              compute_bytes(spec.model.dtype))))
     if cpu_fallback:
-        _warn_if_slow_on_cpu(reporter, job, plan, facts)
+        _warn_if_slow_on_cpu(reporter, job, plan, facts, spec)
     return finish(reporter, JobOutcome(job, "planned", plan.frames))

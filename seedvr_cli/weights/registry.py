@@ -15,8 +15,8 @@ class ModelFile:
     name: str  # the file name users know (ComfyUI's models/SEEDVR2/<name>)
     repo: str  # Hugging Face repository
     path: str  # path inside the repository
-    kind: str  # "dit", "vae" or "text_embedding"
-    variant: str  # "3b", "7b", "7b-sharp", "vae", "text"
+    kind: str  # "dit", "vae", "text_embedding"; FlashVSR: "flashvsr-dit", "-lq-proj", "-tcdecoder", "-vae"
+    variant: str  # "3b", "7b", "7b-sharp", "vae", "text", "flashvsr-v1.0", "flashvsr-v1.1"
     format: str  # "fp32", "fp16", "fp8_e4m3fn", "fp8_e4m3fn_mixed", "gguf-Q4_K_M", "bf16", ...
     sha256: str | None = None
     size: int | None = None  # exact bytes when known
@@ -107,6 +107,36 @@ MODEL_FILES: tuple[ModelFile, ...] = (
                     "repo; this Hugging Face location is the one third-party code pins; not verified from here"),
               aliases=("pos-emb", "text-embedding")),
 )  # fmt: skip
+
+# FlashVSR (../shared/reference/flashvsr/WEIGHTS.md): the repositories of both versions hold the
+# same four file names, so each entry is named by its repository's folder (FlashVSR/...,
+# FlashVSR-v1.1/...); --model-dir may hold either that path or the bare file name.
+# posi_prompt.pth (the prompt embedding) is not on Hugging Face: it ships in the GitHub repositories.
+_FLASHVSR_REPOS = {"1.0": "JunhaoZhuang/FlashVSR", "1.1": "JunhaoZhuang/FlashVSR-v1.1"}
+_FLASHVSR_FILES = (
+    ("diffusion_pytorch_model_streaming_dmd.safetensors", "flashvsr-dit", "dit", "bf16",
+     "DiT (Wan2.1 1.3B topology, 1.42 B parameters), every mode"),
+    ("LQ_proj_in.ckpt", "flashvsr-lq-proj", "lq-proj", "ckpt",
+     "LQ projector (288 M parameters), every mode"),
+    ("TCDecoder.ckpt", "flashvsr-tcdecoder", "tcdecoder", "ckpt",
+     "tiny conditional decoder (45 M), modes tiny and tiny-long"),
+    ("Wan2.1_VAE.pth", "flashvsr-vae", "vae", "pth", "Wan2.1 VAE (decoder 73 M used), mode full"),
+)
+MODEL_FILES += tuple(
+    ModelFile(f"{repo.split('/')[1]}/{file}", repo, file, kind, f"flashvsr-v{version}", fmt,
+              note=note + ("" if version == "1.0" else "; repository name from the official v1.1 scripts, not "
+                           "verified from here (the ComfyUI node fetches JunhaoZhuang/FlashVSR-1.1)"),
+              aliases=(f"flashvsr-v{version}-{alias}",))
+    for version, repo in _FLASHVSR_REPOS.items() for file, kind, alias, fmt, note in _FLASHVSR_FILES
+)
+
+
+def flashvsr_files(version: str, mode: str) -> tuple[ModelFile, ...]:
+    """The published files a FlashVSR model of ``version`` needs in ``mode`` (DiT, LQ projector, decoder)."""
+    decoder = "flashvsr-vae" if mode == "full" else "flashvsr-tcdecoder"
+    return tuple(e for e in MODEL_FILES if e.variant == f"flashvsr-v{version}"
+                 and e.kind in ("flashvsr-dit", "flashvsr-lq-proj", decoder))
+
 
 _BY_NAME: dict[str, ModelFile] = {}
 for _entry in MODEL_FILES:

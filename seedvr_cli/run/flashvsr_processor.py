@@ -1,0 +1,108 @@
+"""What a worker does with a chunk under the FlashVSR engine: one temporal segment through
+``pipeline.flashvsr.stream.upscale_segment``, blended into the chunk's frames.
+
+``load_flashvsr_streamer`` is where the FlashVSR models meet the glue: it must build, once per
+worker, the object that streams a segment (``pipeline.flashvsr.stream.SegmentStreamer``) from the
+files ``run.flashvsr_models`` resolved. Everything else (planning, preprocessing, noise, colour
+fix, tiles, segments, blending, writing) is in place and tested with a stand-in streamer.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+from seedvr_cli.config import FlashVSRSettings
+from seedvr_cli.errors import CheckpointError
+from seedvr_cli.parallel.devices import DeviceSpec
+from seedvr_cli.parallel.spill import ChunkFrames
+from seedvr_cli.parallel.tasks import ChunkTask
+from seedvr_cli.pipeline.flashvsr.choices import FlashVSRModel
+from seedvr_cli.pipeline.flashvsr.segments import SegmentPlan
+from seedvr_cli.pipeline.flashvsr.stream import SegmentSettings, SegmentStreamer, upscale_segment
+from seedvr_cli.pipeline.precision import resolve_compute_dtype
+from seedvr_cli.pipeline.window import PhaseTimes
+from seedvr_cli.run.chunk_blend import ChunkBlend
+from seedvr_cli.run.flashvsr_models import FlashVSRFiles
+
+
+def load_flashvsr_streamer(files: FlashVSRFiles, model: FlashVSRModel, settings: FlashVSRSettings,
+                           device: torch.device, dtype: torch.dtype) -> SegmentStreamer:
+    """The FlashVSR models of ``model`` (version and mode) loaded from ``files`` onto ``device`` in
+    ``dtype``, behind the ``SegmentStreamer`` seam. ``settings.tiled_vae`` asks the full mode's Wan
+    VAE decoder for its tiled decode (latent tiles ``choices.DEFAULT_VAE_TILE``, stride
+    ``DEFAULT_VAE_TILE_STRIDE``). To be filled in when the models land (issue 16 items 1-2)."""
+    raise CheckpointError(f"{model.name}: the FlashVSR models are not part of this build yet; "
+                          "use --dry-run to see the plan, or a SeedVR2 --model")
+
+
+@dataclass(frozen=True)
+class FlashVSRContext:
+    """Per-input facts a worker needs besides the chunk."""
+
+    plan: SegmentPlan
+    settings: SegmentSettings
+    output_dtype: torch.dtype  # uint8, or uint16 for a deep output
+
+
+@dataclass(frozen=True)
+class FlashVSRProcessorFactory:
+    """Builds the per-device processor once per worker (models loaded once, reused for every chunk).
+
+    ``streamer``: a ready ``SegmentStreamer`` to use instead of loading the models (the tests'
+    stand-in; it must pickle, as the factory is sent to every worker)."""
+
+    model: FlashVSRModel
+    files: FlashVSRFiles | None
+    settings: FlashVSRSettings = FlashVSRSettings()
+    dtype: str = "auto"
+    max_vram_gib: float | None = None
+    streamer: object | None = None
+
+    def __call__(self, device: DeviceSpec) -> FlashVSRProcessor:
+        torch_device = torch.device(device.worker_torch_device)
+        if torch_device.type == "cuda":
+            from seedvr_cli.run.processor import cap_vram
+
+            torch.cuda.set_device(torch_device)
+            if self.max_vram_gib is not None:
+                cap_vram(torch_device, self.max_vram_gib)
+        dtype = resolve_compute_dtype(self.dtype, torch_device)
+        streamer = self.streamer
+        if streamer is None:
+            assert self.files is not None
+            streamer = load_flashvsr_streamer(self.files, self.model, self.settings, torch_device, dtype)
+        return FlashVSRProcessor(streamer, dtype, torch_device, self.model)
+
+
+@dataclass
+class FlashVSRProcessor:
+    """Streams the one segment of each chunk it is handed and blends it into the chunk's frames."""
+
+    streamer: SegmentStreamer
+    dtype: torch.dtype
+    device: torch.device
+    model: FlashVSRModel
+    times: PhaseTimes = field(default_factory=PhaseTimes)
+    notes: list[str] = field(default_factory=list)
+
+    def process(self, task: ChunkTask, frames, context: FlashVSRContext) -> ChunkFrames:
+        [segment] = task.windows
+        frames = torch.as_tensor(np.asarray(frames)) if not isinstance(frames, torch.Tensor) else frames
+        local = frames[segment.start - task.read_start : segment.stop - task.read_start].to(self.device)
+        with self.times("flashvsr", self.device):
+            output = upscale_segment(local, self.streamer, context.settings, self.dtype)
+        if not bool(torch.isfinite(output).all()):
+            raise CheckpointError(f"{self.model.name} gave NaN or infinite values at "
+                                  f"{str(self.dtype).removeprefix('torch.')}: a checkpoint may be damaged "
+                                  "(download it again) or not meant for this precision (try another --dtype)")
+        blend = ChunkBlend(task, context.output_dtype)
+        blend.add(segment.start, output, context.plan.segment_shares(segment.index))
+        return blend.result()
+
+    def close(self) -> None:
+        del self.streamer
+        if self.device.type == "cuda":
+            torch.cuda.empty_cache()
