@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # GPU checks and benchmarks, run on a CUDA machine from the repository root.
 #
-#   bash scripts/gpu_check.sh STAGE...      stages: tests smoke loading loading3b e2e memory multi long fixtures savings table3b table7b offload kernels info
+#   bash scripts/gpu_check.sh STAGE...      stages: tests smoke loading loading3b e2e memory multi long fixtures savings table3b table7b offload kernels flashvsr info
 #
 # tests    pytest -m gpu (parity on the GPU, bf16 bounds, GPU loading)
 # smoke    real-size 3B / 7B DiT and VAE forward at a 1080p latent size (scripts/gpu_models_smoke.py)
@@ -30,6 +30,12 @@
 #          (scripts/bench_group_norm.py); the real-size VAE (synthesized) on one 33-frame window to 1080p with the kernels
 #          and with SEEDVR_KERNELS=off: per-phase ms/frame, TFLOP/s, peak VRAM, and the uint8 frames compared
 #          (scripts/bench.py --vae-only --compare-plain)
+# flashvsr the FlashVSR GPU tests (pytest -m gpu tests/test_flashvsr_models.py), then real-size random v1.1 files
+#          (DiT + LQ projector bf16, TCDecoder, Wan2.1 VAE, a random [1, 512, 4096] prompt embedding) and one
+#          CLI run per mode (tiny, tiny-long, full) at x4 on a $FV_FRAMES (45)-frame clip: 192x352 -> 768x1408
+#          (the paper's size) and 480x270 -> 1920x1024 (1080p cropped to multiples of 128, as the reference
+#          crops); fps and peak VRAM per row from the run's JSON summary (scripts/memory_table.py, rows in
+#          $OUT/table/table.md), each row interrupted after $FV_LIMIT (55) s so the stage fits in about 6 minutes
 # info     seedvr info (versions, devices, free VRAM)
 # dit      the DiT fast paths (issue 13): their GPU tests, then the real-size 3B (synthesized) on $DIT_FRAMES (33)
 #          frames of the 640x360 clip to 1080p with --attention sdpa / flash / flex / flash --compile, and the fp8 3B
@@ -219,6 +225,35 @@ for stage in "$@"; do
         $PY scripts/bench.py --vae "$WORK/ema_vae_fp16.safetensors" --vae-only --frames "${KERNELS_FRAMES:-33}" \
             --batch-size 33 --resolution 1080 --repeats "${KERNELS_REPEATS:-3}" --compare-plain --json 2>&1 \
             | tee "$OUT/kernels_bench.log" ;;
+    flashvsr)
+        $PY -m pytest -m gpu -q -p no:cacheprovider tests/test_flashvsr_models.py 2>&1 | tee "$OUT/flashvsr_tests.log"
+        models="$WORK/flashvsr-v1.1"
+        [ -f "$models/diffusion_pytorch_model_streaming_dmd.safetensors" ] || \
+            $PY scripts/make_checkpoint.py --variant flashvsr-v1.1 --format bf16 --out "$models" --device cuda
+        synth tcdecoder fp32-pth "$models/TCDecoder.ckpt"
+        synth wan2.1-vae fp32-pth "$models/Wan2.1_VAE.pth"
+        # The published embedding's shape as the code reads it (UMT5 context of 512 tokens); values random.
+        [ -f "$models/posi_prompt.pth" ] || $PY -c "import sys, torch; torch.manual_seed(0); \
+torch.save(torch.randn(1, 512, 4096) * 0.1, sys.argv[1])" "$models/posi_prompt.pth"
+        frames=${FV_FRAMES:-45}
+        for size in 352x192 480x270; do
+            [ -f "$WORK/fv_$size.mp4" ] || $PY scripts/make_clip.py "$WORK/fv_$size.mp4" --frames "$frames" \
+                --width "${size%x*}" --height "${size#*x}"
+        done
+        for size in 352x192 480x270; do
+            for mode in tiny tiny-long full; do
+                # Ctrl-C (the run stops cleanly and still reports) rather than a kill that would
+                # leave the run's own process holding the GPU for the next row.
+                $PY scripts/memory_table.py --row "flashvsr_${mode}_$size" --log-dir "$OUT/table" \
+                    --interrupt-after "${FV_LIMIT:-55}" -- \
+                    "$WORK/fv_$size.mp4" -o "$WORK/fv_${mode}_$size.mkv" --model "flashvsr-v1.1-$mode" \
+                    --model-dir "$models" --no-download --scale 4 --codec ffv1 --no-resume --overwrite --devices 0 \
+                    2>&1 | tee -a "$OUT/flashvsr.log"
+            done
+        done
+        $PY scripts/compare_videos.py "$WORK/fv_tiny_352x192.mkv" "$WORK/fv_tiny-long_352x192.mkv" \
+            "$WORK/fv_full_352x192.mkv" 2>&1 | tee "$OUT/flashvsr_compare.log"
+        cp "$OUT/table/table.md" "$OUT/table_all.md" 2>/dev/null ;;
     info)
         $SEEDVR info 2>&1 | tee "$OUT/info.log" ;;
     dit)
@@ -241,6 +276,6 @@ for stage in "$@"; do
         dit_bench flash_compile "$fp16" --attention flash --compile
         dit_bench fp8_flash "$WORK/seedvr2_ema_3b_fp8_e4m3fn.safetensors" --attention flash --fp8-matmul ;;
     *)
-        echo "unknown stage $stage (tests smoke loading loading3b e2e memory multi long fixtures savings table3b table7b offload kernels info)"; exit 2 ;;
+        echo "unknown stage $stage (tests smoke loading loading3b e2e memory multi long fixtures savings table3b table7b offload kernels flashvsr info)"; exit 2 ;;
     esac
 done

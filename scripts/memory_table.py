@@ -2,7 +2,7 @@
 """One row of the memory table: run ``seedvr upscale`` under ``scripts/watch_run.py`` and collect
 what the run says of itself (JSON log) and what nvidia-smi saw.
 
-Usage: python scripts/memory_table.py --row NAME --log-dir DIR -- UPSCALE-ARGS...
+Usage: python scripts/memory_table.py --row NAME --log-dir DIR [--interrupt-after S] -- UPSCALE-ARGS...
 
 Prints (and appends to DIR/table.md) one markdown row:
 row | exit | what --vram auto chose | estimate | peak allocated | nvidia-smi peak | job s | window fps | worker RSS
@@ -27,13 +27,16 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--row", required=True)
     parser.add_argument("--log-dir", required=True)
+    parser.add_argument("--interrupt-after", type=float, default=None,
+                        help="Ctrl-C the run after this many seconds (watch_run.py), so a slow row still reports")
     parser.add_argument("args", nargs=argparse.REMAINDER)
     options = parser.parse_args()
     args = options.args[1:] if options.args[:1] == ["--"] else options.args
     folder = Path(options.log_dir)
     folder.mkdir(parents=True, exist_ok=True)
+    limit = [] if options.interrupt_after is None else ["--interrupt-after", str(options.interrupt_after)]
     command = [sys.executable, str(ROOT / "scripts" / "watch_run.py"), "--json", str(folder / f"{options.row}.watch.json"),
-               "--", sys.executable, "-m", "seedvr_cli", "upscale", *args, "--log-format", "json"]
+               *limit, "--", sys.executable, "-m", "seedvr_cli", "upscale", *args, "--log-format", "json"]
     done = subprocess.run(command, capture_output=True, text=True)
     (folder / f"{options.row}.log").write_text(done.stdout + done.stderr)
     events, watch = [], {}

@@ -1,6 +1,6 @@
 """``seedvr upscale --model flashvsr-...`` through the real entry point: the plan and VRAM estimate
 of a dry run, the flags of the other engine refused, the registry, and a whole run on 1 and 2
-CPU workers with the stand-in streamer in place of the (not yet wired) models."""
+CPU workers with the stand-in streamer in place of the models (test_flashvsr_streamer.py runs the real ones)."""
 
 from __future__ import annotations
 

@@ -86,7 +86,7 @@ def test_without_the_models_a_run_fails_in_one_line(clip_plan):
 
     spec, *_ = clip_plan
     factory = FlashVSRProcessorFactory(spec.flashvsr_model, files=replace_files(), settings=spec.flashvsr)
-    with pytest.raises(CheckpointError, match="flashvsr-v1.1-tiny: the FlashVSR models are not part of this build"):
+    with pytest.raises(CheckpointError, match="^dit: file not found; download it with `seedvr models download`"):
         factory(devices("cpu")[0])
 
 

@@ -1,14 +1,15 @@
 """What a worker does with a chunk under the FlashVSR engine: one temporal segment through
 ``pipeline.flashvsr.stream.upscale_segment``, blended into the chunk's frames.
 
-``load_flashvsr_streamer`` is where the FlashVSR models meet the glue: it must build, once per
-worker, the object that streams a segment (``pipeline.flashvsr.stream.SegmentStreamer``) from the
-files ``run.flashvsr_models`` resolved. Everything else (planning, preprocessing, noise, colour
-fix, tiles, segments, blending, writing) is in place and tested with a stand-in streamer.
+``load_flashvsr_streamer`` is where the FlashVSR models meet the glue: it loads, once per worker,
+the files ``run.flashvsr_models`` resolved and puts them behind the segment seam
+(``pipeline.flashvsr.models_streamer.ModelsStreamer``). The tests may hand the factory a
+stand-in streamer instead.
 """
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -16,26 +17,47 @@ import torch
 
 from seedvr_cli.config import FlashVSRSettings
 from seedvr_cli.errors import CheckpointError
+from seedvr_cli.memory.wan_vae_tiling import tiled_decode
 from seedvr_cli.parallel.devices import DeviceSpec
 from seedvr_cli.parallel.spill import ChunkFrames
 from seedvr_cli.parallel.tasks import ChunkTask
+from seedvr_cli.pipeline.flashvsr import choices as fv
 from seedvr_cli.pipeline.flashvsr.choices import FlashVSRModel
+from seedvr_cli.pipeline.flashvsr.models_streamer import ModelsStreamer
 from seedvr_cli.pipeline.flashvsr.segments import SegmentPlan
 from seedvr_cli.pipeline.flashvsr.stream import SegmentSettings, SegmentStreamer, upscale_segment
 from seedvr_cli.pipeline.precision import resolve_compute_dtype
 from seedvr_cli.pipeline.window import PhaseTimes
 from seedvr_cli.run.chunk_blend import ChunkBlend
 from seedvr_cli.run.flashvsr_models import FlashVSRFiles
+from seedvr_cli.weights.flashvsr import load_flashvsr_dit, load_lq_projector, load_prompt_embedding
+from seedvr_cli.weights.flashvsr_decoders import load_tc_decoder, load_wan_vae_decoder
 
 
 def load_flashvsr_streamer(files: FlashVSRFiles, model: FlashVSRModel, settings: FlashVSRSettings,
-                           device: torch.device, dtype: torch.dtype) -> SegmentStreamer:
+                           device: torch.device, dtype: torch.dtype,
+                           notes: list[str] | None = None) -> SegmentStreamer:  # fmt: skip
     """The FlashVSR models of ``model`` (version and mode) loaded from ``files`` onto ``device`` in
     ``dtype``, behind the ``SegmentStreamer`` seam. ``settings.tiled_vae`` asks the full mode's Wan
     VAE decoder for its tiled decode (latent tiles ``choices.DEFAULT_VAE_TILE``, stride
-    ``DEFAULT_VAE_TILE_STRIDE``). To be filled in when the models land (issue 16 items 1-2)."""
-    raise CheckpointError(f"{model.name}: the FlashVSR models are not part of this build yet; "
-                          "use --dry-run to see the plan, or a SeedVR2 --model")
+    ``DEFAULT_VAE_TILE_STRIDE``). Lines worth telling the user about the files go to ``notes``."""
+    dit = load_flashvsr_dit(files.dit, device=device, dtype=dtype)
+    projector = load_lq_projector(files.lq_proj, f"v{model.version}", device=device, dtype=dtype)
+    prompt = load_prompt_embedding(files.prompt, dit.config.text_dim, device=device, dtype=dtype)
+    tiled = None
+    if model.decoder == "tcdecoder":
+        decoder, note = load_tc_decoder(files.decoder, device=device, dtype=dtype)
+        if note is not None and notes is not None:
+            notes.append(note)
+    else:
+        decoder = load_wan_vae_decoder(files.decoder, device=device, dtype=dtype)
+        if settings.tiled_vae:
+            tiled = functools.partial(tiled_decode, decoder, tile_size=fv.DEFAULT_VAE_TILE,
+                                      tile_stride=fv.DEFAULT_VAE_TILE_STRIDE)  # fmt: skip
+    # The compiled FlexAttention reads only the kept blocks; the plain masked softmax elsewhere
+    # (FlexAttention uncompiled on the CPU evaluates every token pair and is no faster).
+    backend = "flex" if device.type == "cuda" else "reference"
+    return ModelsStreamer(dit, projector, decoder, model.mode, prompt, backend=backend, tiled_vae_decode=tiled)
 
 
 @dataclass(frozen=True)
@@ -71,10 +93,11 @@ class FlashVSRProcessorFactory:
                 cap_vram(torch_device, self.max_vram_gib)
         dtype = resolve_compute_dtype(self.dtype, torch_device)
         streamer = self.streamer
+        notes: list[str] = []
         if streamer is None:
             assert self.files is not None
-            streamer = load_flashvsr_streamer(self.files, self.model, self.settings, torch_device, dtype)
-        return FlashVSRProcessor(streamer, dtype, torch_device, self.model)
+            streamer = load_flashvsr_streamer(self.files, self.model, self.settings, torch_device, dtype, notes)
+        return FlashVSRProcessor(streamer, dtype, torch_device, self.model, notes=notes)
 
 
 @dataclass

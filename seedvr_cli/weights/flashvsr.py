@@ -94,3 +94,22 @@ def load_lq_projector(path: str | Path, version: str, *, device: torch.device | 
     with torch.device("meta"):
         candidates = {name: LQProjector(config, version) for name, config in LQ_PROJ_VARIANTS.items()}
     return _materialise(_fit(Path(path), state, candidates, "LQ projector"), state, device, dtype)
+
+
+def load_prompt_embedding(path: str | Path, text_dim: int, *, device: torch.device | str = "cpu",
+                          dtype: torch.dtype = torch.bfloat16) -> Tensor:  # fmt: skip
+    """``posi_prompt.pth``: the precomputed prompt embedding ``[1, S, text_dim]`` (a ``torch.save``-d
+    tensor, read with ``weights_only=True``; ``[S, text_dim]`` is taken as one prompt)."""
+    path = Path(path)
+    try:
+        value = torch.load(path, map_location="cpu", weights_only=True)
+    except (OSError, pickle.UnpicklingError, RuntimeError, EOFError) as err:
+        raise CheckpointError(f"{path}: not a readable prompt embedding ({err.__class__.__name__}); use the "
+                              "posi_prompt.pth published with FlashVSR") from err  # fmt: skip
+    if isinstance(value, Tensor) and value.dim() == 2:
+        value = value[None]
+    if not isinstance(value, Tensor) or value.dim() != 3 or value.shape[0] != 1 or value.shape[2] != text_dim:
+        what = tuple(value.shape) if isinstance(value, Tensor) else type(value).__name__
+        raise CheckpointError(f"{path}: holds {what}, not a prompt embedding [1, S, {text_dim}] for this DiT; "
+                              "use the posi_prompt.pth published with FlashVSR")  # fmt: skip
+    return value.to(device=device, dtype=dtype)
