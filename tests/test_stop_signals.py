@@ -187,6 +187,11 @@ def test_sigterm_mid_run_cleans_up_and_the_rerun_resumes(tmp_path, capsys, check
             if event.get("frames_written") and event["chunks_done"] < event["chunks_total"]:
                 break
         workers = [p for p in psutil.Process(run.pid).children(recursive=True) if p.ppid() != run.pid]
+        # The encoder runs on a thread of its own: it opens the partial file a moment after the
+        # frames were handed to it (and reported as written).
+        deadline = time.monotonic() + 30
+        while not list(work.glob(".up.partial-*")) and time.monotonic() < deadline and run.poll() is None:
+            time.sleep(0.05)
         assert list(work.glob(".up.partial-*")) and list(temp.glob("seedvr-stats-*"))
         run.send_signal(signal.SIGTERM)
         run.wait(60)
