@@ -77,3 +77,28 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if "gpu" in item.keywords:
             item.add_marker(skip_gpu)
+
+
+@pytest.fixture(scope="module")
+def model_files(checkpoints):
+    """The session's tiny checkpoints as the ``ModelFiles`` a processor factory takes."""
+    from seedvr_cli.run.models import ModelFiles
+
+    dit, vae = checkpoints
+    return ModelFiles(dit, vae, dit.parent / "pos_emb.safetensors")
+
+
+def one_window_chunk():
+    """Five random 24x32 frames, planned as one 5-frame window in one chunk, upscaled to 32 px in
+    float32: (frames, task, InputContext) for ``SeedVRProcessor.process``."""
+    from seedvr_cli.parallel.tasks import plan_chunks
+    from seedvr_cli.pipeline.plan import plan_frame_size
+    from seedvr_cli.pipeline.temporal import plan_windows
+    from seedvr_cli.pipeline.window import WindowSettings
+    from seedvr_cli.run.processor import InputContext
+
+    frames = torch.randint(0, 256, (5, 24, 32, 3), dtype=torch.uint8, generator=torch.Generator().manual_seed(3))
+    plan = plan_windows(5, batch_size=5)
+    task = plan_chunks(plan.windows, windows_per_chunk=1, shares=plan.chunk_shares)[0]
+    size = plan_frame_size(24, 32, resolution=32)
+    return frames, task, InputContext(plan, WindowSettings(frame_size=size, dtype=torch.float32))

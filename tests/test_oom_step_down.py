@@ -5,37 +5,19 @@ from __future__ import annotations
 
 import pytest
 import torch
+from conftest import one_window_chunk
 
 import seedvr_cli.run.processor as processor_module
 from seedvr_cli.config import MemorySettings
 from seedvr_cli.memory.blockswap import BlockSwapper
 from seedvr_cli.parallel.devices import DeviceSpec
-from seedvr_cli.parallel.tasks import plan_chunks
-from seedvr_cli.pipeline.plan import plan_frame_size
-from seedvr_cli.pipeline.temporal import plan_windows
-from seedvr_cli.pipeline.window import WindowSettings
-from seedvr_cli.run.models import ModelFiles
-from seedvr_cli.run.processor import ChunkOutOfMemory, InputContext, SeedVRProcessorFactory
+from seedvr_cli.run.processor import ChunkOutOfMemory, SeedVRProcessorFactory
 from seedvr_cli.run.vram import ModelFacts
 
 
-@pytest.fixture(scope="module")
-def files(checkpoints):
-    dit, vae = checkpoints
-    return ModelFiles(dit, vae, dit.parent / "pos_emb.safetensors")
-
-
-def _chunk():
-    frames = torch.randint(0, 256, (5, 24, 32, 3), dtype=torch.uint8, generator=torch.Generator().manual_seed(3))
-    plan = plan_windows(5, batch_size=5)
-    task = plan_chunks(plan.windows, windows_per_chunk=1, shares=plan.chunk_shares)[0]
-    size = plan_frame_size(24, 32, resolution=32)
-    return frames, task, InputContext(plan, WindowSettings(frame_size=size, dtype=torch.float32))
-
-
-def _processor(files, **memory):
+def _processor(model_files, **memory):
     facts = ModelFacts("tiny-3b", "tiny-vae", 2.0, "test")
-    factory = SeedVRProcessorFactory(files, dtype="fp32", memory=MemorySettings(**memory), facts=facts)
+    factory = SeedVRProcessorFactory(model_files, dtype="fp32", memory=MemorySettings(**memory), facts=facts)
     return factory(DeviceSpec("cpu", 0))
 
 
@@ -54,14 +36,14 @@ def _run_out_of_memory(monkeypatch, times: int) -> list[int]:
     return calls
 
 
-def test_a_chunk_that_runs_out_of_memory_is_retried_with_the_dit_offloaded_and_the_same_pictures(files, monkeypatch):
+def test_a_chunk_that_runs_out_of_memory_is_retried_with_the_dit_offloaded_and_the_same_pictures(model_files, monkeypatch):
     from seedvr_cli.memory.offload import OffloadedDiT
 
-    frames, task, context = _chunk()
-    expected = _processor(files).process(task, frames, context)
+    frames, task, context = one_window_chunk()
+    expected = _processor(model_files).process(task, frames, context)
 
     calls = _run_out_of_memory(monkeypatch, times=1)
-    processor = _processor(files)
+    processor = _processor(model_files)
     result = processor.process(task, frames, context)
     assert calls[0] == 2
     assert processor.memory.offloads_dit and isinstance(processor.dit, OffloadedDiT)
@@ -71,15 +53,15 @@ def test_a_chunk_that_runs_out_of_memory_is_retried_with_the_dit_offloaded_and_t
         assert (getattr(result, part) == getattr(expected, part)).all()
 
 
-def test_blockswap_added_to_an_offloaded_dit_takes_its_blocks_and_keeps_the_pictures(files, monkeypatch):
+def test_blockswap_added_to_an_offloaded_dit_takes_its_blocks_and_keeps_the_pictures(model_files, monkeypatch):
     from dataclasses import replace
 
     from seedvr_cli.run.fit import Candidate
 
-    frames, task, context = _chunk()
-    expected = _processor(files).process(task, frames, context)
+    frames, task, context = one_window_chunk()
+    expected = _processor(model_files).process(task, frames, context)
     _run_out_of_memory(monkeypatch, times=1)
-    processor = _processor(files, dit_offload_device="cpu")
+    processor = _processor(model_files, dit_offload_device="cpu")
     moved_before = len(processor.dit_weights.tensors)
     swapped = replace(processor.memory, blocks_to_swap=4, swap_io_components=True)
     monkeypatch.setattr(processor_module, "step_down", lambda *args: Candidate(swapped, 5, "BlockSwap"))
@@ -91,7 +73,7 @@ def test_blockswap_added_to_an_offloaded_dit_takes_its_blocks_and_keeps_the_pict
         assert (getattr(result, part) == getattr(expected, part)).all()
 
 
-def test_a_step_to_vae_tiles_and_offload_rewraps_the_vae(files, monkeypatch):
+def test_a_step_to_vae_tiles_and_offload_rewraps_the_vae(model_files, monkeypatch):
     # The tiny frames are smaller than any tile the fit offers, so the step is given here.
     from dataclasses import replace
 
@@ -99,9 +81,9 @@ def test_a_step_to_vae_tiles_and_offload_rewraps_the_vae(files, monkeypatch):
     from seedvr_cli.memory.tiling import TiledVAE
     from seedvr_cli.run.fit import Candidate
 
-    frames, task, context = _chunk()
+    frames, task, context = one_window_chunk()
     _run_out_of_memory(monkeypatch, times=1)
-    processor = _processor(files)
+    processor = _processor(model_files)
     tiled = replace(processor.memory, vae_tiling="on", vae_tile_size=64, vae_tile_overlap=16, vae_offload_device="cpu")
     monkeypatch.setattr(processor_module, "step_down", lambda *args: Candidate(tiled, 5, "VAE tiles of 64 px + VAE offload"))
     processor.process(task, frames, context)
@@ -110,15 +92,15 @@ def test_a_step_to_vae_tiles_and_offload_rewraps_the_vae(files, monkeypatch):
     assert "retrying it and the rest with VAE tiles of 64 px + VAE offload" in processor.notes[0]
 
 
-def test_a_step_to_dit_tiles_wraps_the_swapped_dit(files, monkeypatch):
+def test_a_step_to_dit_tiles_wraps_the_swapped_dit(model_files, monkeypatch):
     from dataclasses import replace
 
     from seedvr_cli.memory.dit_tiling import TiledDiT
     from seedvr_cli.run.fit import Candidate
 
-    frames, task, context = _chunk()
+    frames, task, context = one_window_chunk()
     _run_out_of_memory(monkeypatch, times=1)
-    processor = _processor(files)
+    processor = _processor(model_files)
     tiled = replace(processor.memory, blocks_to_swap=4, swap_io_components=True, dit_tiling="on",
                     dit_tile_size=256, dit_tile_overlap=16)
     monkeypatch.setattr(processor_module, "step_down", lambda *args: Candidate(tiled, 5, "DiT tiles"))
@@ -126,33 +108,33 @@ def test_a_step_to_dit_tiles_wraps_the_swapped_dit(files, monkeypatch):
     assert isinstance(processor.dit, TiledDiT) and isinstance(processor.dit.model.block_runner, BlockSwapper)
 
 
-def test_dit_offload_wraps_outside_the_dit_tiles(files):
+def test_dit_offload_wraps_outside_the_dit_tiles(model_files):
     from seedvr_cli.memory.dit_tiling import TiledDiT
     from seedvr_cli.memory.offload import OffloadedDiT
 
-    processor = _processor(files, dit_offload_device="cpu", dit_tiling="on", dit_tile_size=256, dit_tile_overlap=16)
+    processor = _processor(model_files, dit_offload_device="cpu", dit_tiling="on", dit_tile_size=256, dit_tile_overlap=16)
     # One upload of the weights per window, whatever the number of tiles.
     assert isinstance(processor.dit, OffloadedDiT) and isinstance(processor.dit.model, TiledDiT)
 
 
-def test_with_nothing_left_the_chunk_fails_in_one_line(files, monkeypatch):
-    frames, task, context = _chunk()
+def test_with_nothing_left_the_chunk_fails_in_one_line(model_files, monkeypatch):
+    frames, task, context = one_window_chunk()
     _run_out_of_memory(monkeypatch, times=10**6)
-    processor = _processor(files)
+    processor = _processor(model_files)
     with pytest.raises(ChunkOutOfMemory, match=r"ran out of GPU memory \(CUDA out of memory. Tried to allocate 2.00 GiB\) at .* with 5-frame "
                                                r"windows and DiT offload during the VAE phases.*lower --batch-size"):
         processor.process(task, frames, context)
 
 
-def test_manual_memory_settings_never_step_down(files, monkeypatch):
-    frames, task, context = _chunk()
+def test_manual_memory_settings_never_step_down(model_files, monkeypatch):
+    frames, task, context = one_window_chunk()
     _run_out_of_memory(monkeypatch, times=1)
-    processor = _processor(files, vram="manual")
+    processor = _processor(model_files, vram="manual")
     with pytest.raises(ChunkOutOfMemory, match="no memory saver"):
         processor.process(task, frames, context)
     assert not processor.notes
 
 
-def test_conv_rings_are_the_vaes_only_when_asked(files):
-    assert _processor(files).vae_module.conv_rings is False
-    assert _processor(files, vae_conv_rings=True).vae_module.conv_rings is True
+def test_conv_rings_are_the_vaes_only_when_asked(model_files):
+    assert _processor(model_files).vae_module.conv_rings is False
+    assert _processor(model_files, vae_conv_rings=True).vae_module.conv_rings is True
