@@ -135,7 +135,9 @@ class WanRMSNorm(nn.Module):
         return rms_norm(x, None, self.eps) * self.weight
 
 
-class SelfAttention(nn.Module):
+class AttentionProjections(nn.Module):
+    """The q/k/v/o projections and q/k norms both of a block's attentions have (checkpoint names)."""
+
     def __init__(self, config: FlashDiTConfig) -> None:
         super().__init__()
         self.heads = config.heads
@@ -143,6 +145,8 @@ class SelfAttention(nn.Module):
         self.norm_q = WanRMSNorm(config.dim, config.eps)
         self.norm_k = WanRMSNorm(config.dim, config.eps)
 
+
+class SelfAttention(AttentionProjections):
     def forward(self, x: Tensor, layout: ChunkLayout, cache: KVCache | None,
                 settings: SparseAttentionSettings) -> tuple[Tensor, KVCache]:  # fmt: skip
         """``x`` ``[L, dim]`` -> (output ``[L, dim]``, this block's cache after the chunk)."""
@@ -168,14 +172,7 @@ class SelfAttention(nn.Module):
         return rearrange(windows, "w t (n d) -> n (w t) d", n=self.heads)
 
 
-class CrossAttention(nn.Module):
-    def __init__(self, config: FlashDiTConfig) -> None:
-        super().__init__()
-        self.heads = config.heads
-        self.q, self.k, self.v, self.o = (nn.Linear(config.dim, config.dim) for _ in range(4))
-        self.norm_q = WanRMSNorm(config.dim, config.eps)
-        self.norm_k = WanRMSNorm(config.dim, config.eps)
-
+class CrossAttention(AttentionProjections):
     def prompt_kv(self, context: Tensor) -> tuple[Tensor, Tensor]:
         return self.norm_k(self.k(context)), self.v(context)
 
