@@ -132,11 +132,12 @@ def estimate_vram(facts: ModelFacts, model_size: tuple[int, int], window_frames:
     sizes = {name: int(n * facts.bytes_per_weight) for name, n in counts.items()}
     swap = BlockSwap(memory.blocks_to_swap, memory.swap_io_components)
     num_blocks = dit_config(facts.variant).num_layers
-    dit_weights = weight_vram(sizes, swap, num_blocks).total if memory.swaps else sum(sizes.values())
+    swapped = weight_vram(sizes, swap, num_blocks) if memory.swaps else None
+    dit_weights = swapped.total if swapped else sum(sizes.values())
     # With DiT offload only BlockSwap's slots stay while the VAE codes.
     dit_weights_idle = dit_weights
     if memory.offloads_dit:
-        dit_weights_idle = weight_vram(sizes, swap, num_blocks).slots if memory.swaps else 0
+        dit_weights_idle = swapped.slots if swapped else 0
     vae_weights = _vae_bytes(facts.vae_variant)
 
     height, width = model_size
