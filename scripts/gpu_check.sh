@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # GPU checks and benchmarks, run on a CUDA machine from the repository root.
 #
-#   bash scripts/gpu_check.sh STAGE...      stages: tests smoke loading loading3b e2e memory multi long fixtures savings table3b table7b offload kernels flashvsr info
+#   bash scripts/gpu_check.sh STAGE...      stages: tests smoke loading loading3b e2e memory multi long fixtures savings table3b table7b offload kernels flashvsr dit fast uhd info
 #
 # tests    pytest -m gpu (parity on the GPU, bf16 bounds, GPU loading)
 # smoke    real-size 3B / 7B DiT and VAE forward at a 1080p latent size (scripts/gpu_models_smoke.py)
@@ -35,7 +35,12 @@
 #          CLI run per mode (tiny, tiny-long, full) at x4 on a $FV_FRAMES (45)-frame clip: 192x352 -> 768x1408
 #          (the paper's size) and 480x270 -> 1920x1024 (1080p cropped to multiples of 128, as the reference
 #          crops); fps and peak VRAM per row from the run's JSON summary (scripts/memory_table.py, rows in
-#          $OUT/table/table.md), each row interrupted after $FV_LIMIT (55) s so the stage fits in about 6 minutes
+#          $OUT/table/table.md), each row interrupted after $FV_LIMIT (55) s so the stage fits in about 6 minutes;
+#          FV_SIZES and FV_MODES choose fewer rows, FV_FRAMES another clip length (rows are named SIZE_FRAMES)
+# fast     issue 13's rows: scripts/bench.py on the 66-frame 640x360 clip to 1080p (batch 33) for the 7B plain
+#          (--attention sdpa) and fast (--attention auto --compile), the 3B fast; then the CLI's process wall on the
+#          same clip, plain and fast (the compile cache filled by the bench), sampled by scripts/watch_run.py
+# uhd      issue 12's 2160p row: 33 frames of 1920x1080 to 3840x2160 under --max-vram 24 (--vram auto), 3B fp16
 # info     seedvr info (versions, devices, free VRAM)
 # dit      the DiT fast paths (issue 13): their GPU tests, then the real-size 3B (synthesized) on $DIT_FRAMES (33)
 #          frames of the 640x360 clip to 1080p with --attention sdpa / flash / flex / flash --compile, and the fp8 3B
@@ -236,23 +241,24 @@ for stage in "$@"; do
         [ -f "$models/posi_prompt.pth" ] || $PY -c "import sys, torch; torch.manual_seed(0); \
 torch.save(torch.randn(1, 512, 4096) * 0.1, sys.argv[1])" "$models/posi_prompt.pth"
         frames=${FV_FRAMES:-45}
-        for size in 352x192 480x270; do
-            [ -f "$WORK/fv_$size.mp4" ] || $PY scripts/make_clip.py "$WORK/fv_$size.mp4" --frames "$frames" \
-                --width "${size%x*}" --height "${size#*x}"
+        sizes=${FV_SIZES:-352x192 480x270}
+        for size in $sizes; do
+            [ -f "$WORK/fv${frames}_$size.mp4" ] || $PY scripts/make_clip.py "$WORK/fv${frames}_$size.mp4" \
+                --frames "$frames" --width "${size%x*}" --height "${size#*x}"
         done
-        for size in 352x192 480x270; do
-            for mode in tiny tiny-long full; do
+        for size in $sizes; do
+            for mode in ${FV_MODES:-tiny tiny-long full}; do
                 # Ctrl-C (the run stops cleanly and still reports) rather than a kill that would
                 # leave the run's own process holding the GPU for the next row.
-                $PY scripts/memory_table.py --row "flashvsr_${mode}_$size" --log-dir "$OUT/table" \
+                $PY scripts/memory_table.py --row "flashvsr_${mode}_${size}_$frames" --log-dir "$OUT/table" \
                     --interrupt-after "${FV_LIMIT:-55}" -- \
-                    "$WORK/fv_$size.mp4" -o "$WORK/fv_${mode}_$size.mkv" --model "flashvsr-v1.1-$mode" \
+                    "$WORK/fv${frames}_$size.mp4" -o "$WORK/fv_${mode}_$size.mkv" --model "flashvsr-v1.1-$mode" \
                     --model-dir "$models" --no-download --scale 4 --codec ffv1 --no-resume --overwrite --devices 0 \
                     2>&1 | tee -a "$OUT/flashvsr.log"
             done
         done
-        $PY scripts/compare_videos.py "$WORK/fv_tiny_352x192.mkv" "$WORK/fv_tiny-long_352x192.mkv" \
-            "$WORK/fv_full_352x192.mkv" 2>&1 | tee "$OUT/flashvsr_compare.log"
+        [ -f "$WORK/fv_full_352x192.mkv" ] && $PY scripts/compare_videos.py "$WORK/fv_tiny_352x192.mkv" \
+            "$WORK/fv_tiny-long_352x192.mkv" "$WORK/fv_full_352x192.mkv" 2>&1 | tee "$OUT/flashvsr_compare.log"
         cp "$OUT/table/table.md" "$OUT/table_all.md" 2>/dev/null ;;
     info)
         $SEEDVR info 2>&1 | tee "$OUT/info.log" ;;
@@ -275,7 +281,39 @@ torch.save(torch.randn(1, 512, 4096) * 0.1, sys.argv[1])" "$models/posi_prompt.p
         dit_bench flex "$fp16" --attention flex
         dit_bench flash_compile "$fp16" --attention flash --compile
         dit_bench fp8_flash "$WORK/seedvr2_ema_3b_fp8_e4m3fn.safetensors" --attention flash --fp8-matmul ;;
+    fast)
+        synth 3b fp16 "$WORK/seedvr2_ema_3b_fp16.safetensors"
+        synth 7b fp16 "$WORK/seedvr2_ema_7b_fp16.safetensors"
+        synth vae fp16 "$WORK/ema_vae_fp16.safetensors"
+        [ -f "$WORK/clip66.mp4" ] || $PY scripts/make_clip.py "$WORK/clip66.mp4" --frames 66 --width 640 --height 360
+        export TORCHINDUCTOR_CACHE_DIR="$WORK/inductor"
+        fast_bench() {  # fast_bench NAME VARIANT RESOLUTION FLAGS...
+            local name=$1 variant=$2 res=$3; shift 3
+            $PY scripts/bench.py --model "$WORK/seedvr2_ema_${variant}_fp16.safetensors" --vae "$WORK/ema_vae_fp16.safetensors" \
+                --input "$WORK/clip66.mp4" --frames 66 --resolution "$res" --batch-size 33 --repeats 2 --json "$@" \
+                2>&1 | tee "$OUT/fast_$name.log"
+        }
+        fast_bench 7b_plain 7b 1080 --attention sdpa --repeats 1
+        fast_bench 7b_fast 7b 1080 --attention auto --compile
+        fast_bench 3b_fast 3b 1080 --attention auto --compile
+        # The CLI as a user runs it, start to file written, with the compile cache the bench filled.
+        for flags in "--attention sdpa" "--attention auto --compile"; do
+            tag=$(echo "$flags" | tr -d ' -')
+            $PY scripts/watch_run.py --json "$OUT/fast_cli_$tag.json" -- $SEEDVR upscale "$WORK/clip66.mp4" \
+                -o "$WORK/fast_$tag.mp4" --overwrite --no-resume --model "$WORK/seedvr2_ema_3b_fp16.safetensors" \
+                --vae "$WORK/ema_vae_fp16.safetensors" --resolution 1080 --batch-size 33 --devices 0 $flags \
+                2>&1 | tee "$OUT/fast_cli_$tag.log"
+        done ;;
+    uhd)
+        synth 3b fp16 "$WORK/seedvr2_ema_3b_fp16.safetensors"
+        synth vae fp16 "$WORK/ema_vae_fp16.safetensors"
+        [ -f "$WORK/clip1080.mp4" ] || $PY scripts/make_clip.py "$WORK/clip1080.mp4" --frames 33 --width 1920 --height 1080
+        timeout "${ROW_LIMIT:-300}" $PY scripts/memory_table.py --row 3b_2160p_24gb --log-dir "$OUT/table" -- \
+            "$WORK/clip1080.mp4" -o "$WORK/o_2160.mkv" --model "$WORK/seedvr2_ema_3b_fp16.safetensors" \
+            --vae "$WORK/ema_vae_fp16.safetensors" --batch-size 33 --codec ffv1 --no-resume --overwrite --devices 0 \
+            --resolution 2160 --max-vram 24 2>&1 | tee -a "$OUT/uhd.log"
+        cp "$OUT/table/table.md" "$OUT/table_all.md" 2>/dev/null ;;
     *)
-        echo "unknown stage $stage (tests smoke loading loading3b e2e memory multi long fixtures savings table3b table7b offload kernels flashvsr info)"; exit 2 ;;
+        echo "unknown stage $stage (tests smoke loading loading3b e2e memory multi long fixtures savings table3b table7b offload kernels flashvsr dit fast uhd info)"; exit 2 ;;
     esac
 done
