@@ -1,5 +1,6 @@
 """--vram auto in the worker: a chunk that runs out of GPU memory steps down to the next saver and is
-retried; with nothing left it fails with one line that says what to change."""
+retried, then to shorter sub-windows inside each planned window; with nothing left it fails with one
+line that says what to change."""
 
 from __future__ import annotations
 
