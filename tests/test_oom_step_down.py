@@ -1,8 +1,12 @@
 """--vram auto in the worker: a chunk that runs out of GPU memory steps down to the next saver and is
-retried; with nothing left it fails with one line that says what to change."""
+retried, then to shorter sub-windows inside each planned window; with nothing left it fails with one
+line that says what to change."""
 
 from __future__ import annotations
 
+import re
+
+import numpy as np
 import pytest
 import torch
 from conftest import one_window_chunk
@@ -117,13 +121,71 @@ def test_dit_offload_wraps_outside_the_dit_tiles(model_files):
     assert isinstance(processor.dit, OffloadedDiT) and isinstance(processor.dit.model, TiledDiT)
 
 
-def test_with_nothing_left_the_chunk_fails_in_one_line(model_files, monkeypatch):
-    frames, task, context = one_window_chunk()
-    _run_out_of_memory(monkeypatch, times=10**6)
+def _out_of_memory_above(processor, frames: int) -> list[int]:
+    """A stand-in VAE whose decode runs out of memory for windows of more than ``frames`` frames;
+    returns the window lengths it was asked to decode."""
+    real = processor.vae_module.decode
+    asked = []
+
+    def decode(z, *args, **kwargs):
+        asked.append(4 * (z.shape[2] - 1) + 1)
+        if asked[-1] > frames:
+            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+        return real(z, *args, **kwargs)
+
+    processor.vae_module.decode = decode
+    return asked
+
+
+def _two_chunks():
+    """15 random frames in two overlapping 9-frame windows, one chunk each."""
+    from dataclasses import replace
+
+    from seedvr_cli.parallel.tasks import plan_chunks
+    from seedvr_cli.pipeline.temporal import plan_windows
+
+    frames, _, context = one_window_chunk()
+    frames = torch.randint(0, 256, (15, *frames.shape[1:]), dtype=torch.uint8,
+                           generator=torch.Generator().manual_seed(4))
+    plan = plan_windows(15, batch_size=9, overlap=3)
+    tasks = plan_chunks(plan.windows, windows_per_chunk=1, shares=plan.chunk_shares)
+    return frames, tasks, replace(context, plan=plan)
+
+
+def test_with_no_saver_left_the_windows_are_computed_in_shorter_sub_windows(model_files):
+    frames, tasks, context = _two_chunks()
+    expected = [_processor(model_files).process(task, frames, context) for task in tasks]
     processor = _processor(model_files)
-    with pytest.raises(ChunkOutOfMemory, match=r"ran out of GPU memory \(CUDA out of memory. Tried to allocate 2.00 GiB\) at .* with 5-frame "
-                                               r"windows and DiT offload during the VAE phases.*lower --batch-size"):
+    asked = _out_of_memory_above(processor, 5)
+    result = processor.process(tasks[0], frames, context)
+    # 9 frames: out of memory; + DiT offload (the last saver these tiny sizes need): out of memory
+    # again; then the 9-frame window as sub-windows of 5 frames.
+    assert asked[:2] == [9, 9] and set(asked[2:]) == {5}
+    assert processor.notes[-1] == ("chunk 0 ran out of GPU memory; retrying it and the rest with 5-frame windows "
+                                   "inside each 9-frame window (pictures change)")
+    assert result.shape == expected[0].shape and result.frames == tasks[0].out_stop - tasks[0].out_start
+    assert all(np.isfinite(part).all() for part in (result.head, result.tail))
+    # The rest of the run keeps the sub-windows: the next chunk never runs out of memory.
+    asked.clear()
+    notes = len(processor.notes)
+    later = processor.process(tasks[1], frames, context)
+    assert set(asked) == {5} and len(processor.notes) == notes and later.shape == expected[1].shape
+
+
+def test_sub_windows_step_down_to_the_shortest_then_the_chunk_fails_in_one_line(model_files):
+    frames, task, context = one_window_chunk()
+    processor = _processor(model_files)
+    asked = _out_of_memory_above(processor, 0)
+    with pytest.raises(ChunkOutOfMemory) as failure:
         processor.process(task, frames, context)
+    message = str(failure.value)
+    assert "\n" not in message
+    assert re.fullmatch(r"cpu ran out of GPU memory \(CUDA out of memory. Tried to allocate 2.00 GiB\) at \d+x\d+ with "
+                        r"1-frame windows inside each 5-frame window and DiT offload during the VAE phases; "
+                        r"lower --resolution, or free GPU memory for it", message)
+    # 5 frames, 5 with the DiT offloaded, then 1-frame sub-windows (the shortest step).
+    assert asked == [5, 5, 1]
+    assert processor.notes[-1].endswith("with 1-frame windows inside each 5-frame window (pictures change)")
 
 
 def test_manual_memory_settings_never_step_down(model_files, monkeypatch):

@@ -10,6 +10,7 @@ input frames and that context, so chunks can run on any worker in any order.
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
+from functools import partial
 
 import numpy as np
 import torch
@@ -26,11 +27,12 @@ from seedvr_cli.parallel.spill import ChunkFrames
 from seedvr_cli.parallel.tasks import ChunkTask
 from seedvr_cli.pipeline.finite import FiniteGuard, NonFiniteError
 from seedvr_cli.pipeline.precision import resolve_compute_dtype
+from seedvr_cli.pipeline.subwindows import upscale_in_subwindows
 from seedvr_cli.pipeline.temporal import TemporalPlan
 from seedvr_cli.pipeline.window import PhaseTimes, WindowSettings, upscale_window
 from seedvr_cli.run.chunk_blend import ChunkBlend
 from seedvr_cli.run.compile import compile_blocks, compile_seconds, inductor_cache_dir
-from seedvr_cli.run.fit import step_down
+from seedvr_cli.run.fit import WINDOW_STEPS, step_down
 from seedvr_cli.run.models import ModelFiles
 from seedvr_cli.run.vram import ModelFacts
 from seedvr_cli.weights.detect import inspect_checkpoint
@@ -142,8 +144,9 @@ class SeedVRProcessor:
     """Upscales the windows of a chunk and blends them on the device into the chunk's output frames.
 
     With ``facts`` (``--vram auto``), a chunk that runs out of GPU memory is retried with the next
-    saver of ``run.fit`` (more swapping, smaller VAE tiles, VAE offload, DiT tiles), which then stays in use
-    for the following chunks; each step is left in ``notes`` for the worker to pass on.
+    saver of ``run.fit`` (more swapping, smaller VAE tiles, VAE offload, DiT tiles), then, with no saver
+    left, with each planned window upscaled in shorter sub-windows (``pipeline.subwindows``); each step
+    then stays in use for the following chunks and is left in ``notes`` for the worker to pass on.
     """
 
     dit: object  # the DiT module inside its wrappers (TiledDiT, OffloadedDiT)
@@ -161,6 +164,8 @@ class SeedVRProcessor:
     notes: list[str] = field(default_factory=list)
     files: ModelFiles | None = None  # named when a model's output is not finite
     compiling: bool = False  # --compile, until the first chunk has reported its compile time
+    # The last step-down: every planned window is upscaled in sub-windows of at most this many frames.
+    subwindow_frames: int | None = None
 
     def process(self, task: ChunkTask, frames, context: InputContext) -> ChunkFrames:
         while True:
@@ -180,9 +185,10 @@ class SeedVRProcessor:
             if not self._step_down(task, context):
                 raise ChunkOutOfMemory(
                     f"{self.device} ran out of GPU memory ({message}) at {_size_text(context)} with "
-                    f"{task.windows[0].padded_length}-frame windows and {describe_memory(self.memory)}; "
-                    "use --vram auto with --max-vram set below the card's free memory, or lower --batch-size "
-                    "or --resolution") from None
+                    f"{self._windows_text(task, context)} and {describe_memory(self.memory)}; "
+                    + ("use --vram auto with --max-vram set below the card's free memory, or lower --batch-size "
+                       "or --resolution" if self.subwindow_frames is None else
+                       "lower --resolution, or free GPU memory for it")) from None
 
     def _process(self, task: ChunkTask, frames, context: InputContext) -> ChunkFrames:
         plan = context.plan
@@ -193,10 +199,12 @@ class SeedVRProcessor:
             frames = frames[..., :3]
         blend = ChunkBlend(task, context.settings.output_dtype)
         finite = FiniteGuard()
+        upscale = upscale_window if self.subwindow_frames is None else partial(
+            upscale_in_subwindows, max_frames=self.subwindow_frames)
         for window in task.windows:
             local = torch.tensor([i - task.read_start for i in plan.window_input_frames(window)])
             window_frames = frames.index_select(0, local).to(self.device, non_blocking=True)
-            output = upscale_window(
+            output = upscale(
                 window_frames, vae=self.vae, dit=self.dit, text_embedding=self.text_embedding,
                 settings=settings, window=window, times=self.times, finite=finite,
             )
@@ -221,6 +229,9 @@ class SeedVRProcessor:
     def _step_down(self, task: ChunkTask, context: InputContext) -> bool:
         if self.facts is None or self.vae_module is None:
             return False
+        return self._add_saver(task, context) or self._shorten_windows(task, context)
+
+    def _add_saver(self, task: ChunkTask, context: InputContext) -> bool:
         found = step_down(self.facts, context.settings.frame_size.padded, task.windows[0].padded_length, self.memory)
         # Swapping is only ever added here (taking it back would need the whole DiT on the GPU at once).
         if found is None or (self.memory.swaps and found.memory.blocks_to_swap != self.memory.blocks_to_swap):
@@ -246,6 +257,28 @@ class SeedVRProcessor:
             torch.cuda.reset_peak_memory_stats(self.device)
         self.notes.append(f"chunk {task.index} ran out of GPU memory; retrying it and the rest with {found.what}")
         return True
+
+    def _shorten_windows(self, task: ChunkTask, context: InputContext) -> bool:
+        """The last step: the planned windows keep their place (the plan, the blend and the chunks
+        are fixed) and are computed in sub-windows one ``fit.WINDOW_STEPS`` length shorter."""
+        in_use = max(window.padded_length for window in task.windows)
+        if self.subwindow_frames is not None:
+            in_use = min(in_use, self.subwindow_frames)
+        shorter = [frames for frames in WINDOW_STEPS if frames < in_use]
+        if not shorter:
+            return False
+        self.subwindow_frames = shorter[0]
+        if self.device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(self.device)
+        self.notes.append(f"chunk {task.index} ran out of GPU memory; retrying it and the rest with "
+                          f"{self._windows_text(task, context)} (pictures change)")
+        return True
+
+    def _windows_text(self, task: ChunkTask, context: InputContext) -> str:
+        if self.subwindow_frames is None:
+            return f"{task.windows[0].padded_length}-frame windows"
+        planned = max(window.padded_length for window in context.plan.windows)
+        return f"{self.subwindow_frames}-frame windows inside each {planned}-frame window"
 
     def close(self) -> None:
         del self.dit, self.vae, self.vae_module, self.vae_weights, self.dit_module, self.dit_weights
