@@ -34,6 +34,12 @@ class PointwiseVAE:
     def decode(self, z: torch.Tensor) -> torch.Tensor:
         return F.interpolate(z[:, :3], scale_factor=(1, 8, 8), mode="nearest")
 
+    # The split a tiled decode uses by default (whole_mid): an identity head and a pointwise rest.
+    decode_pixel_stages = decode
+
+    def decode_latent_stages(self, z: torch.Tensor) -> torch.Tensor:
+        return z
+
 
 def test_tiled_fixture_parity():
     from safetensors.torch import load_file
@@ -47,7 +53,7 @@ def test_tiled_fixture_parity():
     vae = load_fixture_vae(fixture)
     with torch.no_grad():
         mean, logvar = tiled_encode(vae, cases["tiled.x"], size, overlap)
-        decoded = tiled_decode(vae, cases["tiled.z"], size, overlap)
+        decoded = tiled_decode(vae, cases["tiled.z"], size, overlap, whole_mid=False)
     # The VAE fixtures' stated bounds. Tiling mistakes are far above them: the untiled result is
     # 1.3 (means) / 2.3 (decodes) away, linear instead of raised-cosine ramps 0.53 (decodes).
     torch.testing.assert_close(mean, cases["tiled.enc_mean"], atol=VAE_ENCODE_MAX_ABS, rtol=0)
@@ -85,10 +91,11 @@ def test_tiled_encode_of_a_local_model_equals_the_plain_result(height, width):
     torch.testing.assert_close(logvar, plain_logvar, atol=1e-6, rtol=0)
 
 
-def test_tiled_decode_of_a_local_model_equals_the_plain_result():
+@pytest.mark.parametrize("whole_mid", [True, False])
+def test_tiled_decode_of_a_local_model_equals_the_plain_result(whole_mid):
     vae = PointwiseVAE()
     z = torch.randn(1, 16, 2, 9, 13, generator=torch.Generator().manual_seed(0))
-    decoded = tiled_decode(vae, z, tile_size=(32, 48), tile_overlap=(12, 20))
+    decoded = tiled_decode(vae, z, tile_size=(32, 48), tile_overlap=(12, 20), whole_mid=whole_mid)
     torch.testing.assert_close(decoded, vae.decode(z), atol=1e-6, rtol=0)
 
 
@@ -98,3 +105,36 @@ def test_small_inputs_are_not_tiled_and_bad_overlaps_rejected():
     assert torch.equal(tiled_encode(vae, x, (32, 32), (16, 16))[0], vae.encode(x)[0])
     with pytest.raises(ValueError, match="overlap"):
         tiled_encode(vae, torch.rand(1, 3, 1, 64, 64), (32, 32), (32, 8))
+
+
+# ---------------------------------------------------------------- the split a tiled VAE uses
+
+
+@pytest.fixture(scope="module")
+def tiny_vae64():
+    from seedvr_cli.models.vae import VideoVAE
+
+    torch.manual_seed(0)
+    return VideoVAE(vae_config("tiny-vae")).double().eval().requires_grad_(False)
+
+
+def test_the_decoder_split_after_its_mid_block_composes_to_the_whole_decoder(tiny_vae64):
+    vae = tiny_vae64
+    # Three latent frames: three causal slices, so the parts' caches carry frames across slices.
+    z = torch.randn(1, 16, 3, 3, 5, generator=torch.Generator().manual_seed(2), dtype=torch.float64)
+    with torch.no_grad():
+        hidden = vae.decode_latent_stages(z)
+        assert hidden.shape == (1, vae.config.block_out_channels[-1], 3, 3, 5)
+        torch.testing.assert_close(vae.decode_pixel_stages(hidden), vae.decode(z), rtol=0, atol=1e-12)
+
+
+def test_a_tiled_decode_with_the_mid_block_on_the_whole_frame_is_nearer_the_untiled_one(tiny_vae64):
+    """The mid block's attention and statistics see the whole frame; only the up blocks' statistics
+    and the tiles' cut edges remain (a random VAE, whose statistics differ per tile)."""
+    vae = tiny_vae64
+    z = torch.randn(1, 16, 1, 6, 12, generator=torch.Generator().manual_seed(3), dtype=torch.float64)
+    with torch.no_grad():
+        plain = vae.decode(z)
+        errors = {whole_mid: float((tiled_decode(vae, z, (48, 48), (16, 16), whole_mid=whole_mid) - plain).abs().mean())
+                  for whole_mid in (True, False)}
+    assert 0 < errors[True] < 0.9 * errors[False], errors

@@ -640,6 +640,10 @@ class Decoder3D(nn.Module):
         stages.append(Stage(lambda x, cache: norm_silu_conv(self.conv_norm_out, self.conv_out, x, cache)))
         return stages
 
+    def latent_stage_count(self) -> int:
+        """Stages up to the end of the mid block: what the decoder does at the latent resolution."""
+        return 1 + len(_mid_stages(self.mid_block))
+
     def forward(self, z: Tensor, cache: CausalCache | None = None) -> Tensor:
         x = z
         for stage in self.stages():
@@ -736,6 +740,25 @@ class VideoVAE(nn.Module):
         stages = self.decoder.stages()
         for piece in temporal_slices(z.shape[2], 2, 1):
             run_depth_first(stages, z[:, :, piece], cache, writer, self.slice_bytes)
+        return writer.result()
+
+    def decode_latent_stages(self, z: Tensor) -> Tensor:
+        """The decoder's input layer and mid block, ``[B, C_mid, T', h, w]``, at the latent
+        resolution (cheap: a tiled decode runs it on the whole latent, so the mid block's attention
+        and statistics see whole frames); ``decode_pixel_stages`` finishes the decode."""
+        self._check_frames(z, "decode")
+        return self._decode_stages(z, self.decoder.stages()[: self.decoder.latent_stage_count()], z.shape[2])
+
+    def decode_pixel_stages(self, hidden: Tensor) -> Tensor:
+        """The rest of the decoder after ``decode_latent_stages``: pixels as ``decode`` gives them."""
+        stages = self.decoder.stages()[self.decoder.latent_stage_count() :]
+        return self._decode_stages(hidden, stages, self.config.pixel_frames(hidden.shape[2]))
+
+    def _decode_stages(self, x: Tensor, stages: Sequence[Stage], frames_out: int) -> Tensor:
+        cache = self._cache(x)
+        writer = FrameWriter(frames_out)
+        for piece in temporal_slices(x.shape[2], 2, 1):
+            run_depth_first(stages, x[:, :, piece], cache, writer, self.slice_bytes)
         return writer.result()
 
     def latent_from_mean(self, mean: Tensor) -> Tensor:

@@ -144,14 +144,17 @@ def estimate_vram(facts: ModelFacts, model_size: tuple[int, int], window_frames:
     pixels = height * width
     clip_gib = 3 * window_frames * pixels * 4 / GIB  # one float32 clip of the window
     coded = pixels
-    tiling_gib = 0.0
+    tiling_gib = mid_gib = 0.0
     if memory.tiles_vae and (height > memory.vae_tile_size or width > memory.vae_tile_size):
         coded = min(height, memory.vae_tile_size) * min(width, memory.vae_tile_size)
         tiling_gib = clip_gib
+        # A tiled decode keeps its mid block's output for the whole latent (memory.tiling).
+        mid_channels = vae_config(facts.vae_variant).block_out_channels[-1]
+        mid_gib = mid_channels * ((window_frames - 1) // 4 + 1) * (pixels // 64) * 2 / GIB
     rings = 1 if memory.vae_conv_rings else 0
     working = {
         "VAE decode": (_DECODE_GIB + rings * _DECODE_RINGS_GIB) * coded / _REFERENCE_PIXELS
-        + _FLOAT32_CLIPS_BESIDE_DECODE * clip_gib + tiling_gib,
+        + _FLOAT32_CLIPS_BESIDE_DECODE * clip_gib + tiling_gib + mid_gib,
         "VAE encode": (_ENCODE_GIB + rings * _ENCODE_RINGS_GIB) * coded / _REFERENCE_PIXELS + clip_gib + tiling_gib,
         "DiT": dit_working_gib(facts, model_size, window_frames, memory) + clip_gib,
     }

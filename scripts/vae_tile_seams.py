@@ -1,0 +1,153 @@
+"""How far does a tiled VAE land from the untiled one, and is the difference larger at the seams?
+(issue 12, item 3)
+
+Real content (the shared photo, resized by ``--scale``) through the fixture's tiny VAE (the real
+architecture with random weights: no trained weights can be downloaded here), one frame, float32
+on the CPU. For encode (pixels -> posterior mean) and decode (that mean -> pixels), tiled with
+``memory.tiling`` against untiled, it prints the mean absolute difference over the whole frame, in
+the seam bands (positions two tiles cover) and in the tile interiors (the rest), and the mean
+difference by distance from the nearest interior tile edge.
+
+Decode twice: ``whole mid`` (the default: input layer and mid block on the whole latent, up blocks
+in tiles) and ``reference`` (every tile through the whole decoder, as the ComfyUI port). Then, for
+encode and for the default decode, a diagnostic that hands every GroupNorm the statistics of the
+untiled pass ("frame statistics"): what would remain if the tiles' statistics were exact (only the
+tiles' cut receptive fields).
+
+    uv run python scripts/vae_tile_seams.py [--scale 4] [--tile 1024] [--overlap 128] [--json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from contextlib import contextmanager
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path[:0] = [str(ROOT), str(ROOT / "kernels")]
+
+from seedvr_cli.media.images import read_image  # noqa: E402
+from seedvr_cli.memory.tiling import _latent_grid, tile_spans, tiled_decode, tiled_encode  # noqa: E402
+from seedvr_cli.models.vae import FrameGroupNorm  # noqa: E402
+from seedvr_cli.parity.vae import load_fixture_vae  # noqa: E402
+
+
+def seam_mask(latent: tuple[int, int], tile: int, overlap: int, factor: int) -> torch.Tensor:
+    """Positions (at ``factor`` pixels per latent) that two or more tiles cover."""
+    (tile_h, tile_w), (overlap_h, overlap_w) = _latent_grid((tile, tile), (overlap, overlap), 8)
+    mask = torch.zeros(latent[0] * factor, latent[1] * factor, dtype=torch.bool)
+    for axis, spans in ((0, tile_spans(latent[0], tile_h, overlap_h)), (1, tile_spans(latent[1], tile_w, overlap_w))):
+        for before, after in zip(spans, spans[1:]):
+            band = slice(after.start * factor, before.stop * factor)
+            if axis == 0:
+                mask[band, :] = True
+            else:
+                mask[:, band] = True
+    return mask
+
+
+def edge_distance(latent: tuple[int, int], tile: int, overlap: int, factor: int) -> torch.Tensor:
+    """Per position, the distance (in latents) to the nearest tile edge that is not a frame edge."""
+    (tile_h, tile_w), (overlap_h, overlap_w) = _latent_grid((tile, tile), (overlap, overlap), 8)
+    distances = []
+    for size, tile_n, overlap_n in ((latent[0], tile_h, overlap_h), (latent[1], tile_w, overlap_w)):
+        cuts = {span.start for span in tile_spans(size, tile_n, overlap_n) if span.start > 0}
+        cuts |= {span.stop for span in tile_spans(size, tile_n, overlap_n) if span.stop < size}
+        position = (torch.arange(size * factor) + 0.5) / factor
+        if cuts:
+            distances.append(torch.stack([(position - c).abs() for c in cuts]).min(0).values)
+        else:
+            distances.append(torch.full((size * factor,), float("inf")))
+    return torch.minimum(distances[0][:, None], distances[1][None, :])
+
+
+@contextmanager
+def frame_statistics(vae, run_untiled):
+    """Every FrameGroupNorm uses the statistics it had in ``run_untiled()`` (one frame, so one
+    call per norm there)."""
+    original = FrameGroupNorm._scale_shift
+    recorded: dict = {}
+
+    def record(self, x):
+        recorded[self] = original(self, x)
+        return recorded[self]
+
+    FrameGroupNorm._scale_shift = record
+    try:
+        run_untiled()
+        FrameGroupNorm._scale_shift = lambda self, x: recorded[self]
+        yield
+    finally:
+        FrameGroupNorm._scale_shift = original
+
+
+def summarise(difference: torch.Tensor, seams: torch.Tensor, distance: torch.Tensor) -> dict:
+    per_position = difference.abs().mean(dim=(0, 1, 2))  # over batch, channels, frames
+    bands = [0, 2, 4, 8, 16, 32, float("inf")]
+    profile = {}
+    for low, high in zip(bands, bands[1:]):
+        inside = (distance >= low) & (distance < high)
+        if inside.any():
+            profile[f"{low}-{high}"] = round(float(per_position[inside].mean()), 5)
+    seam, interior = float(per_position[seams].mean()), float(per_position[~seams].mean())
+    return {"mean": round(float(per_position.mean()), 5), "max": round(float(difference.abs().max()), 4),
+            "seam": round(seam, 5), "interior": round(interior, 5), "seam_to_interior": round(seam / interior, 3) if interior > 0 else None,
+            "by_latents_from_a_cut": profile}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--scale", type=float, default=1.0, help="resize the 478x320 photo by this factor")
+    parser.add_argument("--tile", type=int, default=256, help="tile size in pixels")
+    parser.add_argument("--overlap", type=int, default=128, help="tile overlap in pixels")
+    parser.add_argument("--json", action="store_true", help="one JSON object instead of lines")
+    args = parser.parse_args()
+    shared = Path(os.environ.get("SEEDVR_SHARED_DIR", ROOT.parent / "shared"))
+    if not (shared / "fixtures" / "vae").is_dir():
+        sys.exit("needs ../shared (or SEEDVR_SHARED_DIR): the photo and the fixture VAE live there")
+    vae = load_fixture_vae(shared / "fixtures" / "vae")
+    image = read_image(shared / "media" / "Sadhu_320x478.png", deep=False, alpha=False)
+    pixels = torch.from_numpy(image).permute(2, 0, 1)[None].float() / 127.5 - 1
+    pixels = F.interpolate(pixels, scale_factor=args.scale, mode="bilinear", align_corners=False)
+    height, width = (pixels.shape[-2] // 8) * 8, (pixels.shape[-1] // 8) * 8
+    x = pixels[..., :height, :width].clamp(-1, 1)[:, :, None]
+    size, overlap = (args.tile, args.tile), (args.overlap, args.overlap)
+    latent = (height // 8, width // 8)
+    results: dict = {"frame": f"{width}x{height}", "tile": args.tile, "overlap": args.overlap}
+    with torch.inference_mode():
+        mean, _ = vae.encode(x)
+        decoded = vae.decode(mean)
+        geometry = {
+            "encode": (seam_mask(latent, args.tile, args.overlap, 1), edge_distance(latent, args.tile, args.overlap, 1)),
+            "decode": (seam_mask(latent, args.tile, args.overlap, 8), edge_distance(latent, args.tile, args.overlap, 8)),
+        }
+        tiled_mean = tiled_encode(vae, x, size, overlap)[0]
+        results["encode"] = summarise(tiled_mean - mean, *geometry["encode"])
+        with frame_statistics(vae, lambda: vae.encode(x)):
+            results["encode, frame statistics"] = summarise(tiled_encode(vae, x, size, overlap)[0] - mean,
+                                                            *geometry["encode"])
+        for name, whole_mid in (("decode, whole mid", True), ("decode, reference", False)):
+            results[name] = summarise(tiled_decode(vae, mean, size, overlap, whole_mid) - decoded, *geometry["decode"])
+        with frame_statistics(vae, lambda: vae.decode(mean)):
+            results["decode, whole mid, frame statistics"] = summarise(
+                tiled_decode(vae, mean, size, overlap, True) - decoded, *geometry["decode"])
+    results["signal_std"] = {"latent": round(float(mean.std()), 4), "pixels": round(float(decoded.std()), 4)}
+    if args.json:
+        print(json.dumps(results))
+        return
+    print(f"{results['frame']}, tiles {args.tile} px, overlap {args.overlap} px; signal std {results['signal_std']}")
+    for name in ("encode", "encode, frame statistics", "decode, whole mid", "decode, reference",
+                 "decode, whole mid, frame statistics"):
+        r = results[name]
+        print(f"{name:36s}: mean {r['mean']:.5f} max {r['max']:.4f} seam {r['seam']:.5f} "
+              f"interior {r['interior']:.5f} ratio {r['seam_to_interior']}  by distance {r['by_latents_from_a_cut']}")
+
+
+if __name__ == "__main__":
+    main()
