@@ -735,12 +735,7 @@ class VideoVAE(nn.Module):
         self._check_frames(z, "decode")
         if not sliced:
             return self.decoder(z).contiguous()
-        cache = self._cache(z)
-        writer = FrameWriter(self.config.pixel_frames(z.shape[2]))
-        stages = self.decoder.stages()
-        for piece in temporal_slices(z.shape[2], 2, 1):
-            run_depth_first(stages, z[:, :, piece], cache, writer, self.slice_bytes)
-        return writer.result()
+        return self._decode_stages(z, self.decoder.stages(), self.config.pixel_frames(z.shape[2]))
 
     def decode_latent_stages(self, z: Tensor) -> Tensor:
         """The decoder's input layer and mid block, ``[B, C_mid, T', h, w]``, at the latent
