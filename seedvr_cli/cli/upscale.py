@@ -204,7 +204,7 @@ def upscale(
              "fail that chunk \\[default: the whole card].", rich_help_panel=_MEMORY, show_default=False)] = None,
     vae_tiling: Annotated[str, typer.Option(
         help="on: encode and decode frames in overlapping spatial tiles (less VRAM at large sizes; tiles are "
-             "blended with raised-cosine ramps), off: whole frames, auto: tiles only where --vram auto needs "
+             "blended with raised-cosine ramps; the decoder's mid block still sees whole frames), off: whole frames, auto: tiles only where --vram auto needs "
              "them. FlashVSR full mode: auto and on decode in the reference's 480 x 832 px tiles, off whole frames.",
         rich_help_panel=_MEMORY)] = _MEMORY_DEFAULTS.vae_tiling,
     vae_tile_size: Annotated[int, typer.Option(
