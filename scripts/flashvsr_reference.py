@@ -24,20 +24,21 @@ pipeline is redone here, step by step as it does it:
 - input: the frames as the node receives them (float RGB in [0, 1], decoded by seedvr-cli's
   reader, so both tools see the same pixels); clips under 21 frames get their last frame repeated
   up to 21; the streamed length is the largest 8n+1 <= frames + 4 (positions past the clip repeat
-  its last frame); each frame is upscaled by ``--scale`` with ``F.interpolate`` bicubic
-  (align_corners=False) on the device, centre-cropped to multiples of 128 pixels, then cast and
-  mapped to [-1, 1]. The LQ video stays on the CPU for ``tiny-long``, as the node keeps it.
+  its last frame; a clip whose frames + 4 is not 8n+1 loses up to 7 tail frames, where seedvr-cli
+  pads up instead: 45 frames lose none); each frame is upscaled by ``--scale`` with
+  ``F.interpolate`` bicubic (align_corners=False) on the device, centre-cropped to multiples of 128
+  pixels, then cast and mapped to [-1, 1]. The LQ video stays on the CPU for ``tiny-long``, as the node keeps it.
 - call: the node's untiled call (``tiled_dit`` off; ``tiled`` = ``--tiled-vae``, on by default, only
   matters for ``full``), one step, cfg 1, ``topk_ratio = sparse_ratio * 768 * 1280 / (H * W)``,
   ``force_offload`` on (the node's default: the weights move to the GPU at the start of the call
   and back at its end, inside the timed part, as a node user waits for them).
-- output: the node's first ``frames`` outputs, mapped to [0, 1], clamped, rounded to 8 bits, written
-  as an FFV1 .mkv (bgr0, lossless RGB) at the input's frame rate, readable by compare_videos.py.
+- output: the node's outputs (at most ``frames``), mapped to [0, 1], clamped, rounded to 8 bits,
+  written as an FFV1 .mkv (bgr0, lossless RGB) at the input's frame rate, readable by compare_videos.py.
 
-Attention: the node's default ``sparse_sage_attention`` (Triton, int8 Q/K, CUDA only).
-``--attention sdpa-block-mask`` swaps in a PyTorch stand-in (the same 128x64 block mask, dense
-masked softmax in the working dtype) so the rest of the reference can be checked on a CPU; it is
-not the reference kernel and its timings mean nothing.
+Attention: the node's default ``sparse_sage_attention`` (Triton, int8 Q/K; on a CPU only through
+Triton's interpreter, ``TRITON_INTERPRET=1``, slowly). ``--attention sdpa-block-mask`` swaps in a
+PyTorch stand-in (the same 128x64 block mask, dense masked softmax in the working dtype) for quick
+checks off the GPU; it is not the reference kernel and its timings mean nothing.
 
 Noise: ``--noise node`` (default) draws it as the pipeline does (a generator on the device, seeded,
 in the working dtype); ``--noise seedvr`` draws it as seedvr-cli does (CPU generator, float32,
@@ -56,6 +57,7 @@ import argparse
 import importlib
 import importlib.util
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -123,8 +125,8 @@ def import_reference(folder: Path):
     """The checkout's ``src`` package, imported as ``flashvsr_reference_src``."""
     init = folder / "src" / "__init__.py"
     if not (folder / "src" / "pipelines" / "flashvsr_tiny.py").is_file():
-        raise UserError(f"{folder}: no src/pipelines/flashvsr_tiny.py; give --reference the ComfyUI-FlashVSR_Ultra_Fast "
-                        f"checkout (git -C MIRROR archive HEAD | tar -x -C {folder})")
+        raise UserError(f"{folder}: no src/pipelines/flashvsr_tiny.py; give --reference the "
+                        f"ComfyUI-FlashVSR_Ultra_Fast checkout (git -C MIRROR archive HEAD | tar -x -C {folder})")
     if PACKAGE in sys.modules:
         return sys.modules[PACKAGE]
     spec = importlib.util.spec_from_file_location(PACKAGE, init, submodule_search_locations=[str(init.parent)])
@@ -304,9 +306,10 @@ def run(args: argparse.Namespace) -> dict:
     device = args.device or ("cuda:0" if torch.cuda.is_available() else "cpu")
     if device.startswith("cuda"):
         torch.cuda.set_device(device)
-    elif args.attention == "sparse-sage":
+    elif args.attention == "sparse-sage" and os.environ.get("TRITON_INTERPRET") != "1":
         raise UserError(f"the reference's sparse_sage attention is a Triton kernel for CUDA GPUs and cannot run on "
-                        f"{device}; pass --attention sdpa-block-mask for a check off the GPU (not the reference kernel)")
+                        f"{device}; set TRITON_INTERPRET=1 to interpret it (slow) or pass --attention sdpa-block-mask "
+                        f"(a stand-in, not the reference kernel)")
     if args.output.exists() and not args.overwrite:
         raise UserError(f"{args.output} exists; pass --overwrite or pick another output")
     if args.output.suffix.lower() != ".mkv":
@@ -322,8 +325,9 @@ def run(args: argparse.Namespace) -> dict:
     if count < MIN_FRAMES:
         frames = torch.cat([frames, frames[-1:].expand(MIN_FRAMES - count, -1, -1, -1)])
     record = {"tool": "flashvsr-reference", "mode": args.mode, "version": args.version, "attention": args.attention,
-              "noise": args.noise, "dtype": args.dtype, "device": device, "input": f"{width}x{height}",
-              "frames": count, "input_fps": fps, "scale": args.scale, "interrupted": False}
+              "triton_interpret": os.environ.get("TRITON_INTERPRET") == "1", "noise": args.noise, "dtype": args.dtype,
+              "device": device, "input": f"{width}x{height}", "frames": count, "input_fps": fps,
+              "scale": args.scale, "interrupted": False}
 
     try:
         run_pipeline(args, ref, files, frames, device, record)
@@ -356,17 +360,20 @@ def run_pipeline(args: argparse.Namespace, ref, files: dict[str, Path], frames: 
         torch.cuda.reset_peak_memory_stats(device)
     synchronize(device)
     started = time.perf_counter()
+    topk_ratio = args.sparse_ratio * TOPK_AREA / (target_h * target_w)
     try:
         video = pipe(prompt="", negative_prompt="", cfg_scale=1.0, num_inference_steps=1, seed=args.seed,
                      tiled=args.tiled_vae, LQ_video=lq, num_frames=streamed, height=target_h, width=target_w,
-                     is_full_block=False, if_buffer=True, topk_ratio=args.sparse_ratio * TOPK_AREA / (target_h * target_w),
+                     is_full_block=False, if_buffer=True, topk_ratio=topk_ratio,
                      kv_ratio=args.kv_ratio, local_range=args.local_range, color_fix=args.color_fix,
                      unload_dit=False, force_offload=args.force_offload)
         unit = ((video.float() + 1.0) / 2.0).permute(1, 2, 3, 0)[:count].to("cpu")
         synchronize(device)
     finally:
         record["run_s"] = round(time.perf_counter() - started, 3)
-    record.update(fps=round(count / record["run_s"], 3), peak_vram_gib=peak_gib(device), output_frames=int(unit.shape[0]))
+    # The node drops up to 7 tail frames (its 8n+1 is at most frames + 4): fps counts what came out.
+    record.update(output_frames=int(unit.shape[0]), peak_vram_gib=peak_gib(device))
+    record["fps"] = round(record["output_frames"] / record["run_s"], 3)
     write_ffv1(args.output, (unit.clamp(0, 1) * 255.0).round().to(torch.uint8), record["input_fps"])
     record["output_file"] = str(args.output)
 
