@@ -280,16 +280,19 @@ for stage in "$@"; do
         ours=1.1
         grep -q "class Causal_LQ4x_Proj" "$ref/src/models/utils.py" || ours=1.0
         mkdir -p "$OUT/flashvsr_ref"
+        rm -f "$OUT/flashvsr_ref/rows.jsonl" "$OUT/flashvsr_ref_compare.log"
         for size in 352x192 480x270; do
             for mode in tiny tiny-long full; do
+                rm -f "$WORK/fvref_${mode}_$size.mkv"  # an interrupted row leaves none to compare
                 # SIGINT: the driver still prints its JSON line (interrupted) and frees the GPU.
                 timeout -s INT -k 30 "${FVREF_LIMIT:-45}" $PY scripts/flashvsr_reference.py --reference "$ref" \
-                    --models "$models" --mode "$mode" --noise seedvr --overwrite "$WORK/fv_$size.mp4" \
+                    --models "$models" --mode "$mode" --version "$ours" --noise seedvr --overwrite "$WORK/fv_$size.mp4" \
                     -o "$WORK/fvref_${mode}_$size.mkv" --json "$OUT/flashvsr_ref/rows.jsonl" 2>&1 \
                     | tee -a "$OUT/flashvsr_ref.log"
                 mine="$WORK/fv_${mode}_$size.mkv"
                 if [ "$ours" = 1.0 ] && [ "$size" = 352x192 ]; then
                     mine="$WORK/fv-v1.0_${mode}_$size.mkv"
+                    rm -f "$mine"
                     $PY scripts/memory_table.py --row "flashvsr-v1.0_${mode}_$size" --log-dir "$OUT/flashvsr_ref/ours" \
                         --interrupt-after "${FV_LIMIT:-55}" -- "$WORK/fv_$size.mp4" -o "$mine" \
                         --model "flashvsr-v1.0-$mode" --model-dir "$models" --no-download --scale 4 --codec ffv1 \
@@ -302,7 +305,14 @@ for stage in "$@"; do
                         | tee -a "$OUT/flashvsr_ref_compare.log"
                 fi
             done
-        done ;;
+        done
+        [ -f "$OUT/flashvsr_ref/rows.jsonl" ] && $PY -c "import json, sys
+print('| mode | input -> output | frames | load s | run s | fps | peak VRAM GiB | interrupted |')
+print('|---|---|---|---|---|---|---|---|')
+for r in map(json.loads, open(sys.argv[1])):
+    print(f\"| {r['mode']} | {r['input']} -> {r.get('output')} | {r.get('output_frames')} | {r.get('load_s')} | \"
+          f\"{r.get('run_s')} | {r.get('fps')} | {r.get('peak_vram_gib')} | {r['interrupted']} |\")" \
+            "$OUT/flashvsr_ref/rows.jsonl" | tee "$OUT/flashvsr_ref/table.md" ;;
     info)
         $SEEDVR info 2>&1 | tee "$OUT/info.log" ;;
     dit)
