@@ -58,6 +58,7 @@ import importlib
 import importlib.util
 import json
 import os
+import signal
 import sys
 import time
 from pathlib import Path
@@ -126,7 +127,7 @@ def import_reference(folder: Path):
     init = folder / "src" / "__init__.py"
     if not (folder / "src" / "pipelines" / "flashvsr_tiny.py").is_file():
         raise UserError(f"{folder}: no src/pipelines/flashvsr_tiny.py; give --reference the "
-                        f"ComfyUI-FlashVSR_Ultra_Fast checkout (git -C MIRROR archive HEAD | tar -x -C {folder})")
+                        f"ComfyUI-FlashVSR_Ultra_Fast checkout (git -C MIRROR archive HEAD src nodes.py | tar -x -C {folder})")
     if PACKAGE in sys.modules:
         return sys.modules[PACKAGE]
     spec = importlib.util.spec_from_file_location(PACKAGE, init, submodule_search_locations=[str(init.parent)])
@@ -380,6 +381,9 @@ def run_pipeline(args: argparse.Namespace, ref, files: dict[str, Path], frames: 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    # A shell that starts us in the background leaves SIGINT ignored; the time limit's Ctrl-C must
+    # still become KeyboardInterrupt so the row is reported and the GPU freed.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     try:
         record = run(args)
     except UserError as error:
