@@ -126,8 +126,8 @@ def import_reference(folder: Path):
     """The checkout's ``src`` package, imported as ``flashvsr_reference_src``."""
     init = folder / "src" / "__init__.py"
     if not (folder / "src" / "pipelines" / "flashvsr_tiny.py").is_file():
-        raise UserError(f"{folder}: no src/pipelines/flashvsr_tiny.py; give --reference the "
-                        f"ComfyUI-FlashVSR_Ultra_Fast checkout (git -C MIRROR archive HEAD src nodes.py | tar -x -C {folder})")
+        raise UserError(f"{folder}: no src/pipelines/flashvsr_tiny.py; give --reference the ComfyUI-FlashVSR_Ultra_Fast "
+                        f"checkout (git -C MIRROR archive HEAD src nodes.py | tar -x -C {folder})")
     if PACKAGE in sys.modules:
         return sys.modules[PACKAGE]
     spec = importlib.util.spec_from_file_location(PACKAGE, init, submodule_search_locations=[str(init.parent)])
