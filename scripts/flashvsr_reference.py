@@ -45,7 +45,8 @@ in the working dtype); ``--noise seedvr`` draws it as seedvr-cli does (CPU gener
 then cast), so pictures can be compared with ours; timings do not depend on it.
 
 One JSON line goes to stdout (and to ``--json`` if given): mode, version, projector, attention,
-frames, sizes, ``load_s`` (model building, apart), ``run_s`` (the pipeline call and the final copy
+frames, sizes, ``load_s`` (model building, apart), ``warmup_s`` (on a GPU: the sparse_sage kernels
+compiled on a small problem first, apart), ``run_s`` (the pipeline call and the final copy
 to the host, CUDA-synchronized), ``fps`` (output frames / run_s), ``peak_vram_gib``
 (``torch.cuda.max_memory_allocated`` over the call, counters reset after loading) and
 ``load_peak_vram_gib``. Ctrl-C during the call still prints the line, with ``"interrupted": true``.
@@ -170,6 +171,16 @@ def block_mask_sdpa(q, k, v, mask_id=None, is_causal=False, tensor_layout="HND")
         allowed = allowed.repeat_interleave(64, dim=3)[..., :keys]
     out = F.scaled_dot_product_attention(q, k, v.to(q.dtype), attn_mask=allowed)
     return torch.nan_to_num(out, nan=0.0)
+
+
+def warm_up_attention(dit_module, pipe, device: str, dtype: torch.dtype) -> None:
+    """Compile the sparse_sage Triton kernels on a small problem of the DiT's head shape, so that
+    the timed call does not include the first-use compilation (Triton caches it on disk after)."""
+    attention = pipe.dit.blocks[0].self_attn
+    q, k, v = (torch.randn(1, attention.num_heads, n, attention.head_dim, device=device, dtype=dtype)
+               for n in (256, 384, 384))
+    mask = torch.ones(1, attention.num_heads, 2, 6, dtype=torch.int8, device=device)
+    dit_module.sparse_sageattn(q, k, v, mask_id=mask, is_causal=False, tensor_layout="HND")
 
 
 def install_attention(dit_module, kind: str) -> None:
@@ -351,6 +362,11 @@ def run_pipeline(args: argparse.Namespace, ref, files: dict[str, Path], frames: 
     synchronize(device)
     record["load_s"] = round(time.perf_counter() - started, 3)
     record["load_peak_vram_gib"] = peak_gib(device)
+    if device.startswith("cuda") and args.attention == "sparse-sage":
+        started = time.perf_counter()
+        warm_up_attention(reference_module("models.wan_video_dit"), pipe, device, dtype)
+        synchronize(device)
+        record["warmup_s"] = round(time.perf_counter() - started, 3)
 
     lq, streamed = node_lq_video(frames, args.scale, device, dtype)
     target_h, target_w = lq.shape[-2:]
