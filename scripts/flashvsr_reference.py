@@ -329,19 +329,17 @@ def run(args: argparse.Namespace) -> dict:
     if not args.input.is_file():
         raise UserError(f"{args.input}: no such input video")
     files = model_files(args.models, args.mode)
-    ref = import_reference(args.reference)
-    install_attention(reference_module("models.wan_video_dit"), args.attention)
-
-    frames, fps = read_clip(args.input, args.frames)
-    count, height, width, _ = frames.shape
-    if count < MIN_FRAMES:
-        frames = torch.cat([frames, frames[-1:].expand(MIN_FRAMES - count, -1, -1, -1)])
     record = {"tool": "flashvsr-reference", "mode": args.mode, "version": args.version, "attention": args.attention,
               "triton_interpret": os.environ.get("TRITON_INTERPRET") == "1", "noise": args.noise, "dtype": args.dtype,
-              "device": device, "input": f"{width}x{height}", "frames": count, "input_fps": fps,
-              "scale": args.scale, "interrupted": False}
-
+              "device": device, "scale": args.scale, "interrupted": False}
     try:
+        ref = import_reference(args.reference)
+        install_attention(reference_module("models.wan_video_dit"), args.attention)
+        frames, fps = read_clip(args.input, args.frames)
+        count, height, width, _ = frames.shape
+        if count < MIN_FRAMES:
+            frames = torch.cat([frames, frames[-1:].expand(MIN_FRAMES - count, -1, -1, -1)])
+        record.update(input=f"{width}x{height}", frames=count, input_fps=fps)
         run_pipeline(args, ref, files, frames, device, record)
     except KeyboardInterrupt:
         # Ctrl-C (the stage's time limit): report what was measured so far.
