@@ -307,11 +307,12 @@ for stage in "$@"; do
             done
         done
         [ -f "$OUT/flashvsr_ref/rows.jsonl" ] && $PY -c "import json, sys
-print('| mode | input -> output | frames | load s | run s | fps | peak VRAM GiB | interrupted |')
-print('|---|---|---|---|---|---|---|---|')
+print('| mode | input -> output | frames | projector | load s | warm-up s | run s | fps | peak VRAM GiB | interrupted |')
+print('|---|---|---|---|---|---|---|---|---|---|')
 for r in map(json.loads, open(sys.argv[1])):
-    print(f\"| {r['mode']} | {r['input']} -> {r.get('output')} | {r.get('output_frames')} | {r.get('load_s')} | \"
-          f\"{r.get('run_s')} | {r.get('fps')} | {r.get('peak_vram_gib')} | {r['interrupted']} |\")" \
+    print(f\"| {r['mode']} | {r.get('input')} -> {r.get('output')} | {r.get('output_frames')} | {r.get('lq_proj')} | \"
+          f\"{r.get('load_s')} | {r.get('warmup_s')} | {r.get('run_s')} | {r.get('fps')} | {r.get('peak_vram_gib')} | \"
+          f\"{r['interrupted']} |\")" \
             "$OUT/flashvsr_ref/rows.jsonl" | tee "$OUT/flashvsr_ref/table.md" ;;
     info)
         $SEEDVR info 2>&1 | tee "$OUT/info.log" ;;
