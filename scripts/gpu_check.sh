@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # GPU checks and benchmarks, run on a CUDA machine from the repository root.
 #
-#   bash scripts/gpu_check.sh STAGE...      stages: tests smoke loading loading3b e2e memory multi long fixtures savings table3b table7b offload kernels flashvsr dit fast uhd info
+#   bash scripts/gpu_check.sh STAGE...      stages: tests smoke loading loading3b e2e memory multi long fixtures savings table3b table7b offload kernels flashvsr flashvsr-ref dit fast uhd info
 #
 # tests    pytest -m gpu (parity on the GPU, bf16 bounds, GPU loading)
 # smoke    real-size 3B / 7B DiT and VAE forward at a 1080p latent size (scripts/gpu_models_smoke.py)
@@ -37,6 +37,14 @@
 #          crops); fps and peak VRAM per row from the run's JSON summary (scripts/memory_table.py, rows in
 #          $OUT/table/table.md), each row interrupted after $FV_LIMIT (55) s so the stage fits in about 6 minutes;
 #          FV_SIZES and FV_MODES choose fewer rows, FV_FRAMES another clip length (rows are named SIZE_FRAMES)
+# flashvsr-ref  the reference node's own pipeline (ComfyUI-FlashVSR_Ultra_Fast, exported to
+#          .ref/ComfyUI-FlashVSR_Ultra_Fast: git -C MIRROR archive HEAD src nodes.py | tar -x -C that folder) on the
+#          flashvsr stage's files and clips, per mode and size, int8 sparse_sage attention, bf16, x4, our noise
+#          (scripts/flashvsr_reference.py; JSON rows in $OUT/flashvsr_ref/rows.jsonl: load_s apart, run_s, fps, peak
+#          VRAM), each row interrupted after $FVREF_LIMIT (45) s; its pictures compared with ours
+#          ($OUT/flashvsr_ref_compare.log): the flashvsr stage's outputs (run it first), or, for a checkout with
+#          only the v1.0 LQ projector, our flashvsr-v1.0 modes at 352x192 run here; about 5 minutes
+#          (FV_SIZES, FV_MODES and FV_FRAMES as for the flashvsr stage)
 # fast     issue 13's rows: scripts/bench.py on the 66-frame 640x360 clip to 1080p (batch 33) for the 7B plain
 #          (--attention sdpa) and fast (--attention auto --compile), the 3B fast; then the CLI's process wall on the
 #          same clip, plain and fast (the compile cache filled by the bench), sampled by scripts/watch_run.py
@@ -64,6 +72,21 @@ SEEDVR="$PY -m seedvr_cli"
 
 synth() {  # synth VARIANT FORMAT FILE
     [ -f "$3" ] || $PY scripts/make_checkpoint.py --variant "$1" --format "$2" --out "$3" --device cuda
+}
+
+flashvsr_inputs() {  # the flashvsr stages' random real-size v1.1 files in $WORK/flashvsr-v1.1 and their clips
+    local models="$WORK/flashvsr-v1.1" size
+    [ -f "$models/diffusion_pytorch_model_streaming_dmd.safetensors" ] || \
+        $PY scripts/make_checkpoint.py --variant flashvsr-v1.1 --format bf16 --out "$models" --device cuda
+    synth tcdecoder fp32-pth "$models/TCDecoder.ckpt"
+    synth wan2.1-vae fp32-pth "$models/Wan2.1_VAE.pth"
+    # The published embedding's shape as the code reads it (UMT5 context of 512 tokens); values random.
+    [ -f "$models/posi_prompt.pth" ] || $PY -c "import sys, torch; torch.manual_seed(0); \
+torch.save(torch.randn(1, 512, 4096) * 0.1, sys.argv[1])" "$models/posi_prompt.pth"
+    for size in ${FV_SIZES:-352x192 480x270}; do
+        [ -f "$WORK/fv${FV_FRAMES:-45}_$size.mp4" ] || $PY scripts/make_clip.py "$WORK/fv${FV_FRAMES:-45}_$size.mp4" \
+            --frames "${FV_FRAMES:-45}" --width "${size%x*}" --height "${size#*x}"
+    done
 }
 
 for stage in "$@"; do
@@ -232,21 +255,10 @@ for stage in "$@"; do
             | tee "$OUT/kernels_bench.log" ;;
     flashvsr)
         $PY -m pytest -m gpu -q -p no:cacheprovider tests/test_flashvsr_models.py 2>&1 | tee "$OUT/flashvsr_tests.log"
+        flashvsr_inputs
         models="$WORK/flashvsr-v1.1"
-        [ -f "$models/diffusion_pytorch_model_streaming_dmd.safetensors" ] || \
-            $PY scripts/make_checkpoint.py --variant flashvsr-v1.1 --format bf16 --out "$models" --device cuda
-        synth tcdecoder fp32-pth "$models/TCDecoder.ckpt"
-        synth wan2.1-vae fp32-pth "$models/Wan2.1_VAE.pth"
-        # The published embedding's shape as the code reads it (UMT5 context of 512 tokens); values random.
-        [ -f "$models/posi_prompt.pth" ] || $PY -c "import sys, torch; torch.manual_seed(0); \
-torch.save(torch.randn(1, 512, 4096) * 0.1, sys.argv[1])" "$models/posi_prompt.pth"
         frames=${FV_FRAMES:-45}
-        sizes=${FV_SIZES:-352x192 480x270}
-        for size in $sizes; do
-            [ -f "$WORK/fv${frames}_$size.mp4" ] || $PY scripts/make_clip.py "$WORK/fv${frames}_$size.mp4" \
-                --frames "$frames" --width "${size%x*}" --height "${size#*x}"
-        done
-        for size in $sizes; do
+        for size in ${FV_SIZES:-352x192 480x270}; do
             for mode in ${FV_MODES:-tiny tiny-long full}; do
                 # Ctrl-C (the run stops cleanly and still reports) rather than a kill that would
                 # leave the run's own process holding the GPU for the next row.
@@ -260,6 +272,55 @@ torch.save(torch.randn(1, 512, 4096) * 0.1, sys.argv[1])" "$models/posi_prompt.p
         [ -f "$WORK/fv_full_352x192.mkv" ] && $PY scripts/compare_videos.py "$WORK/fv_tiny_352x192.mkv" \
             "$WORK/fv_tiny-long_352x192.mkv" "$WORK/fv_full_352x192.mkv" 2>&1 | tee "$OUT/flashvsr_compare.log"
         cp "$OUT/table/table.md" "$OUT/table_all.md" 2>/dev/null ;;
+    flashvsr-ref)
+        ref=.ref/ComfyUI-FlashVSR_Ultra_Fast
+        if [ ! -f "$ref/src/pipelines/flashvsr_tiny.py" ]; then
+            echo "no $ref/src: export it first (git -C MIRROR archive HEAD src nodes.py | tar -x -C $ref)" \
+                | tee "$OUT/flashvsr_ref.log"
+            continue
+        fi
+        flashvsr_inputs
+        models="$WORK/flashvsr-v1.1"
+        # A checkout without v1.1's projector (lihaoyun6 at 9bd91d0) runs v1.0's: its pictures are then
+        # compared with our v1.0 mode on the same files (small size only, for time), else with the
+        # flashvsr stage's v1.1 outputs.
+        ours=1.1
+        grep -q "class Causal_LQ4x_Proj" "$ref/src/models/utils.py" || ours=1.0
+        mkdir -p "$OUT/flashvsr_ref"
+        rm -f "$OUT/flashvsr_ref/rows.jsonl" "$OUT/flashvsr_ref_compare.log"
+        for size in ${FV_SIZES:-352x192 480x270}; do
+            for mode in ${FV_MODES:-tiny tiny-long full}; do
+                rm -f "$WORK/fvref_${mode}_$size.mkv"  # an interrupted row leaves none to compare
+                # SIGINT: the driver still prints its JSON line (interrupted) and frees the GPU.
+                timeout -s INT -k 30 "${FVREF_LIMIT:-45}" $PY scripts/flashvsr_reference.py --reference "$ref" \
+                    --models "$models" --mode "$mode" --version "$ours" --noise seedvr --overwrite "$WORK/fv${FV_FRAMES:-45}_$size.mp4" \
+                    -o "$WORK/fvref_${mode}_$size.mkv" --json "$OUT/flashvsr_ref/rows.jsonl" 2>&1 \
+                    | tee -a "$OUT/flashvsr_ref.log"
+                mine="$WORK/fv_${mode}_$size.mkv"
+                if [ "$ours" = 1.0 ] && [ "$size" = 352x192 ]; then
+                    mine="$WORK/fv-v1.0_${mode}_$size.mkv"
+                    rm -f "$mine"
+                    $PY scripts/memory_table.py --row "flashvsr-v1.0_${mode}_$size" --log-dir "$OUT/flashvsr_ref/ours" \
+                        --interrupt-after "${FV_LIMIT:-55}" -- "$WORK/fv${FV_FRAMES:-45}_$size.mp4" -o "$mine" \
+                        --model "flashvsr-v1.0-$mode" --model-dir "$models" --no-download --scale 4 --codec ffv1 \
+                        --no-resume --overwrite --devices 0 2>&1 | tee -a "$OUT/flashvsr_ref.log"
+                fi
+                if [ -f "$WORK/fvref_${mode}_$size.mkv" ] && [ -f "$mine" ]; then
+                    echo "--- $mode $size: the reference (v$ours projector) against $(basename "$mine")" \
+                        | tee -a "$OUT/flashvsr_ref_compare.log"
+                    $PY scripts/compare_videos.py "$WORK/fvref_${mode}_$size.mkv" "$mine" 2>&1 \
+                        | tee -a "$OUT/flashvsr_ref_compare.log"
+                fi
+            done
+        done
+        [ -f "$OUT/flashvsr_ref/rows.jsonl" ] && $PY -c "import json, sys
+print('| mode | input -> output | frames | projector | load s | warm-up s | run s | fps | peak VRAM GiB | interrupted |')
+print('|---|---|---|---|---|---|---|---|---|---|')
+for r in map(json.loads, open(sys.argv[1])):
+    print(f\"| {r['mode']} | {r.get('input')} -> {r.get('output')} | {r.get('output_frames')} | {r.get('lq_proj')} | \"
+          f\"{r.get('load_s')} | {r.get('warmup_s')} | {r.get('run_s')} | {r.get('fps')} | {r.get('peak_vram_gib')} | \"
+          f\"{r['interrupted']} |\")" \
+            "$OUT/flashvsr_ref/rows.jsonl" | tee "$OUT/flashvsr_ref/table.md" ;;
     info)
         $SEEDVR info 2>&1 | tee "$OUT/info.log" ;;
     dit)
@@ -314,6 +375,6 @@ torch.save(torch.randn(1, 512, 4096) * 0.1, sys.argv[1])" "$models/posi_prompt.p
             --resolution 2160 --max-vram 24 2>&1 | tee -a "$OUT/uhd.log"
         cp "$OUT/table/table.md" "$OUT/table_all.md" 2>/dev/null ;;
     *)
-        echo "unknown stage $stage (tests smoke loading loading3b e2e memory multi long fixtures savings table3b table7b offload kernels flashvsr dit fast uhd info)"; exit 2 ;;
+        echo "unknown stage $stage (tests smoke loading loading3b e2e memory multi long fixtures savings table3b table7b offload kernels flashvsr flashvsr-ref dit fast uhd info)"; exit 2 ;;
     esac
 done
