@@ -237,3 +237,41 @@ def test_existing_paths_pass_through_and_missing_paths_fail(tmp_path):
     # A mistyped folder in front of a registered name is that missing file, not a reason to download.
     with pytest.raises(CheckpointError, match="no such file"):
         dl.resolve_model_file(tmp_path / "typo" / "seedvr2_ema_3b_fp16.safetensors", download=False)
+
+
+# ---------------------------------------------------------------- files with their own address (not on the hub)
+
+
+def _url_entry(hub, data: bytes | None, sha: str | None = None) -> ModelFile:
+    """Like FlashVSR's prompt embedding: published on a plain web address, fetched from it."""
+    if data is not None:
+        hub.files["gh-org/gh-repo/prompt.pth"] = data
+    return ModelFile("prompt.pth", "gh-org/gh-repo", "prompt.pth", "flashvsr-prompt", "flashvsr", "pth",
+                     sha256=sha, url=f"{hub.url}/gh-org/gh-repo/resolve/main/prompt.pth")
+
+
+def test_a_file_with_its_own_address_is_fetched_into_the_seedvr_cache_and_found_again(hub, tmp_path):
+    data = os.urandom(50_000)
+    entry = _url_entry(hub, data, sha=hashlib.sha256(data).hexdigest())
+    path = dl.download(entry, progress=False)
+    assert path == tmp_path / "seedvr_cache" / "downloads" / "flashvsr" / "prompt.pth"
+    assert path.read_bytes() == data and not path.with_name("prompt.pth.part").exists()
+    assert dl.find_local(entry) == path
+    assert str(path) in [str(p) for p in dl.search_places(entry)]
+    # Into a folder of the user's choice, as `models download --to` asks.
+    into = dl.download(entry, local_dir=tmp_path / "mine", progress=False)
+    assert into == tmp_path / "mine" / "prompt.pth" and into.read_bytes() == data
+
+
+def test_a_failed_or_corrupt_fetch_from_an_address_leaves_no_file_and_says_so_in_one_line(hub, tmp_path):
+    missing = _url_entry(hub, None)
+    with pytest.raises(dl.MissingModelFile) as err:
+        dl.download(missing, progress=False)
+    message = str(err.value)
+    assert "\n" not in message and missing.url in message and "404" in message and "HF_ENDPOINT" not in message
+    target = dl.url_cache_path(missing)
+    assert not target.exists() and not target.with_name("prompt.pth.part").exists()
+    corrupt = _url_entry(hub, b"not the published bytes", sha="0" * 64)
+    with pytest.raises(CheckpointError, match="sha256 and was not kept"):
+        dl.download(corrupt, progress=False)
+    assert not target.exists()

@@ -115,7 +115,10 @@ def test_models_list_and_download_know_both_versions(capsys, monkeypatch, tmp_pa
     code, _, err = run_cli(capsys, "models", "download", "flashvsr-v1.1-tiny-long", "--to", str(tmp_path))
     assert code == 0, err
     assert fetched == ["FlashVSR-v1.1/diffusion_pytorch_model_streaming_dmd.safetensors",
-                       "FlashVSR-v1.1/LQ_proj_in.ckpt", "FlashVSR-v1.1/TCDecoder.ckpt"]
+                       "FlashVSR-v1.1/LQ_proj_in.ckpt", "FlashVSR-v1.1/TCDecoder.ckpt", "posi_prompt.pth"]
+    # The prompt embedding is listed too, with the GitHub address it is fetched from.
+    prompt = entries["posi_prompt.pth"]
+    assert prompt["repo"] == "OpenImagingLab/FlashVSR" and prompt["path"].endswith("prompt_tensor/posi_prompt.pth")
 
 
 @pytest.fixture(scope="module")
@@ -180,3 +183,34 @@ def test_a_whole_run_on_one_and_two_workers_gives_the_same_pixels(stand_in_runs)
     assert sorted(p.name for p in one.parent.iterdir()) == [
         "clip.mp4", "dit.safetensors", "lq.ckpt", "out_cpu.mkv", "out_cpu_compare.mkv", "out_cpu_cpu.mkv",
         "out_cpu_cpu_compare.mkv", "posi_prompt.pth", "tc.ckpt"]
+
+
+def test_the_prompt_embedding_is_found_beside_the_dit_else_fetched_else_named(tmp_path, monkeypatch):
+    from seedvr_cli.config import ModelSettings
+    from seedvr_cli.errors import CheckpointError
+    from seedvr_cli.run import flashvsr_models
+
+    monkeypatch.setenv("SEEDVR_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.delenv("SEEDVR_MODEL_DIR", raising=False)
+    dit = tmp_path / "models" / "diffusion_pytorch_model_streaming_dmd.safetensors"
+    dit.parent.mkdir()
+    dit.write_bytes(b"")
+    settings = ModelSettings()
+    fetched = []
+
+    def fake_fetch(entry, **kwargs):
+        fetched.append(entry.name)
+        path = tmp_path / "cache" / "posi_prompt.pth"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(b"prompt")
+        return path
+
+    monkeypatch.setattr(flashvsr_models, "fetch_registered_file", fake_fetch)
+    with pytest.raises(CheckpointError, match="seedvr models download flashvsr-prompt") as err:
+        flashvsr_models.find_prompt(settings, dit, download=False)
+    assert "\n" not in str(err.value) and str(dit.parent / "posi_prompt.pth") in str(err.value)
+    assert flashvsr_models.find_prompt(settings, dit, download=True) == tmp_path / "cache" / "posi_prompt.pth"
+    assert fetched == ["posi_prompt.pth"]
+    beside = dit.parent / "posi_prompt.pth"
+    beside.write_bytes(b"local")
+    assert flashvsr_models.find_prompt(settings, dit, download=True) == beside and fetched == ["posi_prompt.pth"]

@@ -97,7 +97,8 @@ def _print_stacked(title: str, rows: list) -> None:
 @models_app.command("download")
 def download_models(
     names: Annotated[list[str], typer.Argument(help="File names or aliases from `seedvr models list`, or a "
-                                                    "FlashVSR model (e.g. flashvsr-v1.1-tiny) for all its files.")],
+                                                    "FlashVSR model (e.g. flashvsr-v1.1-tiny) for all its files "
+                                                    "and the prompt embedding.")],
     model_dir: ModelDirOption = None,
     to: Annotated[
         Optional[Path],
@@ -129,7 +130,8 @@ def download_models(
             console_err.print(f"{entry.name}: already present at {local}", highlight=False)
             console.print(str(local), highlight=False, soft_wrap=True)
             continue
-        console_err.print(f"{entry.name}: downloading from {entry.repo} ({entry.size_label})", highlight=False)
+        console_err.print(f"{entry.name}: downloading from {entry.url or entry.repo} ({entry.size_label})",
+                          highlight=False)
         try:
             path = download(entry, model_dir=model_dir, local_dir=to, force=force)
         except MissingModelFile as err:
@@ -141,10 +143,12 @@ def download_models(
 def _named(name: str) -> list:
     """The registry entries ``name`` stands for: one file, or every file of a FlashVSR model."""
     from seedvr_cli.pipeline.flashvsr.choices import find_flashvsr_model
-    from seedvr_cli.weights.registry import flashvsr_files, get_model
+    from seedvr_cli.weights.registry import FLASHVSR_PROMPT, flashvsr_files, get_model
 
     choice = find_flashvsr_model(name)
-    return list(flashvsr_files(choice.version, choice.mode)) if choice is not None else [get_model(name)]
+    if choice is None:
+        return [get_model(name)]
+    return [*flashvsr_files(choice.version, choice.mode), FLASHVSR_PROMPT]
 
 
 def _with_companions(entries: list, *, vae: bool, text_embedding: bool) -> list:

@@ -1,6 +1,7 @@
 """Which files a FlashVSR run loads: the DiT, the LQ projector and the decoder of the chosen
 version and mode (registry entries, downloaded where allowed), and the prompt embedding
-(``posi_prompt.pth``, which is not on Hugging Face: ``--text-embedding``, or beside the DiT)."""
+(``posi_prompt.pth``, which is not on Hugging Face: ``--text-embedding``, beside the DiT, or the
+registry's copy fetched from the official GitHub repository)."""
 
 from __future__ import annotations
 
@@ -12,12 +13,13 @@ from seedvr_cli.errors import CheckpointError
 from seedvr_cli.pipeline.flashvsr.choices import FlashVSRModel
 from seedvr_cli.weights.download import (
     MissingModelFile,
+    download as fetch_registered_file,
     find_local,
     missing_message,
     model_dir_or_env,
     resolve_model_file,
 )
-from seedvr_cli.weights.registry import flashvsr_files
+from seedvr_cli.weights.registry import FLASHVSR_PROMPT, flashvsr_files
 
 PROMPT_FILE = "posi_prompt.pth"
 _PROMPT_SOURCE = ("it ships in the FlashVSR GitHub repositories (OpenImagingLab/FlashVSR "
@@ -55,11 +57,12 @@ def resolve_flashvsr_files(settings: ModelSettings, model: FlashVSRModel) -> Fla
             raise missing[0]
         raise CheckpointError(missing_message([err.entry for err in missing], settings.model_dir, missing[0].reason))
     dit, lq_proj, decoder = found
-    return FlashVSRFiles(dit, lq_proj, decoder, find_prompt(settings, dit))
+    return FlashVSRFiles(dit, lq_proj, decoder, find_prompt(settings, dit, download=settings.download))
 
 
-def find_prompt(settings: ModelSettings, dit: Path | None) -> Path:
-    """``--text-embedding``, else ``posi_prompt.pth`` beside the DiT or in ``--model-dir``."""
+def find_prompt(settings: ModelSettings, dit: Path | None, *, download: bool = False) -> Path:
+    """``--text-embedding``, else ``posi_prompt.pth`` beside the DiT or in ``--model-dir``, else the
+    registry's copy (fetched from GitHub when ``download`` allows)."""
     if settings.text_embedding is not None:
         path = Path(settings.text_embedding).expanduser()
         if not path.is_file():
@@ -71,8 +74,14 @@ def find_prompt(settings: ModelSettings, dit: Path | None) -> Path:
     for place in places:
         if place.is_file():
             return place
+    cached = find_local(FLASHVSR_PROMPT, settings.model_dir)
+    if cached is not None:
+        return cached
+    if download:
+        return fetch_registered_file(FLASHVSR_PROMPT, model_dir=settings.model_dir)
     raise CheckpointError(f"{PROMPT_FILE} not found (looked in: {', '.join(map(str, places)) or 'nowhere'}); "
-                          f"{_PROMPT_SOURCE}: put it beside the DiT or pass --text-embedding FILE")
+                          f"{_PROMPT_SOURCE}: put it beside the DiT, pass --text-embedding FILE, or allow the "
+                          "download (`seedvr models download flashvsr-prompt`)")
 
 
 def describe_flashvsr(settings: ModelSettings, model: FlashVSRModel) -> str:

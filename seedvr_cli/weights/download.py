@@ -66,8 +66,13 @@ def search_places(entry: ModelFile, model_dir: str | Path | None = None) -> list
         places.append(folder / entry.name)
         if entry.path != entry.name:
             places.append(folder / entry.path)
-    places.append(hub_cache_dir() / _repo_folder(entry.repo))
+    places.append(url_cache_path(entry) if entry.url else hub_cache_dir() / _repo_folder(entry.repo))
     return places
+
+
+def url_cache_path(entry: ModelFile) -> Path:
+    """Where a file fetched from its own address (not Hugging Face) is kept."""
+    return seedvr_cache_dir() / "downloads" / entry.variant / entry.name
 
 
 def _repo_folder(repo: str) -> str:
@@ -81,6 +86,9 @@ def find_local(entry: ModelFile, model_dir: str | Path | None = None) -> Path | 
         for candidate in (folder / entry.name, folder / entry.path):
             if candidate.is_file():
                 return candidate
+    if entry.url:
+        cached_file = url_cache_path(entry)
+        return cached_file if cached_file.is_file() else None
     from huggingface_hub import try_to_load_from_cache
 
     cached = try_to_load_from_cache(entry.repo, entry.path, cache_dir=hub_cache_dir())
@@ -188,12 +196,14 @@ def missing_message(entries: Sequence[ModelFile], model_dir: str | Path | None, 
     where = f"into {target}" if target else f"into a folder named by --model-dir or {MODEL_DIR_ENV}"
     files = "the file" if len(entries) == 1 else "the files"
     what = f"{names[0]} not found" if len(entries) == 1 else f"{len(entries)} model files not found: {', '.join(names)}"
-    hf = " ".join(f"`hf download {e.repo} {e.path}`" for e in entries)
+    hf = " ".join(e.url if e.url else f"`hf download {e.repo} {e.path}`" for e in entries)
     if suggest_download:
         fix = (f"On a machine with network run `seedvr models download {' '.join(names)}` (or {hf}) "
                f"and copy {files} {where}")
     elif hub_offline():
         fix = f"unset HF_HUB_OFFLINE to download, or fetch {files} elsewhere ({hf}) and copy {files} {where}"
+    elif all(e.url for e in entries):
+        fix = f"check the network, or fetch {files} on another machine ({hf}) and copy {files} {where}"
     else:
         fix = (f"check the network, HF_ENDPOINT ({hub_endpoint()}) and HF_TOKEN, or fetch {files} on another "
                f"machine ({hf}) and copy {files} {where}")
@@ -202,9 +212,23 @@ def missing_message(entries: Sequence[ModelFile], model_dir: str | Path | None, 
 
 def download(entry: ModelFile, *, model_dir: str | Path | None = None, local_dir: str | Path | None = None,
              force: bool = False, progress: bool = True) -> Path:
-    """Fetch ``entry`` into the HF cache (or ``local_dir``) and verify it. Resumes partial downloads."""
+    """Fetch ``entry`` into the HF cache (or ``local_dir``) and verify it. Resumes partial downloads
+    (files with their own address: fetched whole into the seedvr cache, written atomically)."""
     if hub_offline():
         raise MissingModelFile(entry, model_dir, "HF_HUB_OFFLINE is set")
+    if entry.url:
+        target = Path(local_dir).expanduser() / entry.name if local_dir else url_cache_path(entry)
+        if not force and target.is_file():
+            verify_file(target, entry)
+            return target
+        _fetch_url(entry, target, model_dir, progress)
+        try:
+            verify_file(target, entry, force=True)
+        except CheckpointError:
+            target.unlink(missing_ok=True)
+            raise CheckpointError(f"{entry.url}: the downloaded file does not match the published {entry.name}'s "
+                                  "sha256 and was not kept; the address may now serve another version") from None
+        return target
     from huggingface_hub import hf_hub_download
 
     kwargs = {}
@@ -229,6 +253,29 @@ def download(entry: ModelFile, *, model_dir: str | Path | None = None, local_dir
     path = Path(fetched)
     verify_file(path, entry, force=force)
     return path
+
+
+def _fetch_url(entry: ModelFile, target: Path, model_dir: str | Path | None, progress: bool) -> None:
+    """``entry.url`` into ``target`` through a partial file renamed at the end (an interrupted
+    download never leaves a file that looks complete)."""
+    import urllib.request
+
+    from tqdm.auto import tqdm
+
+    target.parent.mkdir(parents=True, exist_ok=True)
+    partial = target.with_name(target.name + ".part")
+    try:
+        with urllib.request.urlopen(entry.url, timeout=60) as response, partial.open("wb") as out:
+            total = int(response.headers.get("Content-Length") or 0) or None
+            with tqdm(total=total, unit="B", unit_scale=True, desc=entry.name, disable=not progress) as bar:
+                while chunk := response.read(1 << 20):
+                    out.write(chunk)
+                    bar.update(len(chunk))
+        os.replace(partial, target)
+    except Exception as err:  # network errors, 404: one readable line
+        partial.unlink(missing_ok=True)
+        detail = str(err).splitlines()[0] if str(err) else type(err).__name__
+        raise MissingModelFile(entry, model_dir, f"download from {entry.url} failed: {detail}") from None
 
 
 def resolve_model_file(name_or_path: str | Path, *, model_dir: str | Path | None = None, download: bool = True) -> Path:

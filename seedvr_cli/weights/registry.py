@@ -23,6 +23,9 @@ class ModelFile:
     approx_size: float | None = None  # GB as listed by the host, when the exact size is unknown
     note: str = ""
     aliases: tuple[str, ...] = ()
+    # Files published only outside Hugging Face (FlashVSR's prompt embedding, on GitHub): fetched from
+    # this address instead of ``repo``/``path`` (which then name where it is published).
+    url: str | None = None
 
     @property
     def size_label(self) -> str:
@@ -129,6 +132,19 @@ MODEL_FILES += tuple(
               aliases=(f"flashvsr-v{version}-{alias}",))
     for version, repo in _FLASHVSR_REPOS.items() for file, kind, alias, fmt, note in _FLASHVSR_FILES
 )
+
+
+# Both versions' repositories ship the same prompt file; the official one is fetched.
+_FLASHVSR_PROMPT_REPO = "OpenImagingLab/FlashVSR"
+_FLASHVSR_PROMPT_PATH = "examples/WanVSR/prompt_tensor/posi_prompt.pth"
+FLASHVSR_PROMPT = ModelFile(
+    "posi_prompt.pth", _FLASHVSR_PROMPT_REPO, _FLASHVSR_PROMPT_PATH, "flashvsr-prompt", "flashvsr", "pth",
+    note=("precomputed prompt embedding, every FlashVSR model; published on GitHub (not Hugging Face), fetched "
+          "from the official repository's main branch: address and size not verified from here"),
+    aliases=("flashvsr-prompt",),
+    url=f"https://github.com/{_FLASHVSR_PROMPT_REPO}/raw/main/{_FLASHVSR_PROMPT_PATH}",
+)
+MODEL_FILES += (FLASHVSR_PROMPT,)
 
 
 def flashvsr_files(version: str, mode: str) -> tuple[ModelFile, ...]:
