@@ -119,6 +119,7 @@ def test_models_list_and_download_know_both_versions(capsys, monkeypatch, tmp_pa
     # The prompt embedding is listed too, with the GitHub address it is fetched from.
     prompt = entries["posi_prompt.pth"]
     assert prompt["repo"] == "OpenImagingLab/FlashVSR" and prompt["path"].endswith("prompt_tensor/posi_prompt.pth")
+    assert prompt["url"].startswith("https://github.com/OpenImagingLab/FlashVSR/")
 
 
 @pytest.fixture(scope="module")

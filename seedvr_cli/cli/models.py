@@ -47,7 +47,7 @@ def list_models(
     if as_json:
         payload = [{"name": e.name, "repo": e.repo, "path": e.path, "kind": e.kind, "variant": e.variant,
                     "format": e.format, "size": e.size, "sha256": e.sha256, "aliases": list(e.aliases),
-                    "note": e.note, "local": str(local) if local else None} for e, local in rows]  # fmt: skip
+                    "note": e.note, "url": e.url, "local": str(local) if local else None} for e, local in rows]  # fmt: skip
         console.print_json(json.dumps(payload))
         return
     title = "SeedVR2 checkpoints (name or alias works with --model and `models download`)"
@@ -63,7 +63,7 @@ def list_models(
     table.add_column("note", overflow="fold")
     for entry, local in rows:
         name = entry.name + (f"\n[dim]{', '.join(entry.aliases)}[/]" if entry.aliases else "")
-        where = f"[green]{local}[/]" if local else f"[dim]{entry.repo}[/]"
+        where = f"[green]{local}[/]" if local else f"[dim]{entry.url or entry.repo}[/]"
         table.add_row(name, entry.variant, entry.format, entry.size_label, where, entry.note)
     console.print(table)
 
@@ -87,7 +87,7 @@ def _print_stacked(title: str, rows: list) -> None:
         if entry.aliases:
             facts += f"; aliases: {', '.join(entry.aliases)}"
         lines = [escape(facts)]
-        lines.append(f"[green]here: {escape(str(local))}[/]" if local else f"[dim]from {escape(entry.repo)}[/]")
+        lines.append(f"[green]here: {escape(str(local))}[/]" if local else f"[dim]from {escape(entry.url or entry.repo)}[/]")
         if entry.note:
             lines.append(f"[dim]{escape(entry.note)}[/]")
         for line in lines:
