@@ -162,3 +162,26 @@ def test_compare_left_half_carries_the_alpha_the_output_keeps():
     np.testing.assert_array_equal(with_alpha[..., :3], without)
     left_alpha = with_alpha[0, :, :128, 3]
     assert np.abs(np.array(_extent(left_alpha, 64)) - np.array(OUT_SQUARE)).max() <= 1
+
+
+def test_preview_of_an_rgba_image_shows_the_alpha_on_both_halves(tmp_path, capsys):
+    import functools
+
+    from seedvr_cli.run.flashvsr_models import FlashVSRFiles
+
+    image = tmp_path / "rgba.png"
+    image.write_bytes(encode_image(_rgba_square(), ".png"))
+    files = FlashVSRFiles(*(tmp_path / name for name in ("dit.safetensors", "lq.ckpt", "tc.ckpt", "posi_prompt.pth")))
+    for path in (files.dit, files.lq_proj, files.decoder, files.prompt):
+        path.write_bytes(b"placeholder")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr("seedvr_cli.run.upscale.resolve_flashvsr_files", lambda settings, model: files)
+        patch.setattr("seedvr_cli.run.upscale.FlashVSRProcessorFactory",
+                      functools.partial(FlashVSRProcessorFactory, streamer=StandInStreamer()))
+        code, _, err = run_cli(capsys, "upscale", str(image), "-o", str(tmp_path / "out.png"), "--model",
+                               "flashvsr-v1.1-tiny", "--devices", "cpu", "--preview", "0")
+    assert code == 0, err
+    picture = read_image(tmp_path / "out_preview_0.png", deep=False, alpha=True)
+    assert picture.shape == (128, 256, 4)
+    for half in (picture[:, :128, 3], picture[:, 128:, 3]):
+        assert np.abs(np.array(_extent(half, 64)) - np.array(OUT_SQUARE)).max() <= 1
