@@ -31,9 +31,6 @@ from seedvr_cli.parallel.pool import WorkerPool
 from seedvr_cli.parallel.progress import RunFailed
 from seedvr_cli.parallel.spill import SpillReader, spill_name
 from seedvr_cli.parallel.tasks import ChunkTask
-from seedvr_cli.run.models import ModelFiles
-from seedvr_cli.run.outcome import JobOutcome, Reporter, finish
-from seedvr_cli.run.outputs import deep_output_asked
 from seedvr_cli.pipeline.plan import FrameSize
 from seedvr_cli.run.flashvsr_plan import (
     compute_bytes,
@@ -43,6 +40,9 @@ from seedvr_cli.run.flashvsr_plan import (
     segment_settings,
 )
 from seedvr_cli.run.flashvsr_processor import FlashVSRContext
+from seedvr_cli.run.models import ModelFiles
+from seedvr_cli.run.outcome import JobOutcome, Reporter, finish
+from seedvr_cli.run.outputs import deep_output_asked
 from seedvr_cli.run.plan import InputPlan, plan_input, window_settings
 from seedvr_cli.run.processor import InputContext
 from seedvr_cli.run.side_by_side import input_like_output, side_by_side
