@@ -61,7 +61,7 @@ def test_tiles_lower_the_estimate(clip, tmp_path, capsys):
      ["--batch-size is a SeedVR2 setting", "flashvsr-v1.1-tiny"]),
     (["--model", "flashvsr-v1.1-full", "--resolution", "720"], ["--resolution is a SeedVR2 setting"]),
     (["--model", "flashvsr-v1.0-tiny", "--blocks-to-swap", "4"], ["--blocks-to-swap is a SeedVR2 setting"]),
-    (["--model", "flashvsr-v1.0-tiny", "--preview", "3"], ["--preview is a SeedVR2 setting"]),
+    (["--model", "flashvsr-v1.0-tiny", "--vram", "auto"], ["--vram is a SeedVR2 setting"]),
     (["--no-color-fix"], ["--no-color-fix is a FlashVSR setting", "flashvsr-v1.1-tiny"]),
     (["--sparse-ratio", "1.5"], ["--sparse-ratio is a FlashVSR setting"]),
     (["--model", "flashvsr-v1.1-tiny", "--scale", "2.5"], ["--scale 2.5", "whole factor"]),
@@ -215,3 +215,37 @@ def test_the_prompt_embedding_is_found_beside_the_dit_else_fetched_else_named(tm
     beside = dit.parent / "posi_prompt.pth"
     beside.write_bytes(b"local")
     assert flashvsr_models.find_prompt(settings, dit, download=True) == beside and fetched == ["posi_prompt.pth"]
+
+
+def test_preview_is_the_full_runs_frame_beside_the_input_as_flashvsr_sees_it(stand_in_runs, tmp_path, capsys):
+    from seedvr_cli.media.images import read_image
+    from seedvr_cli.media.reader import open_reader
+    from seedvr_cli.run.flashvsr_models import FlashVSRFiles
+    from seedvr_cli.run.flashvsr_plan import lq_like_output
+    from seedvr_cli.run.flashvsr_processor import FlashVSRProcessorFactory
+
+    clip, results = stand_in_runs
+    full, _ = _decode(results["cpu"][1])
+    files = FlashVSRFiles(*(tmp_path / name for name in ("dit.safetensors", "lq.ckpt", "tc.ckpt", "posi_prompt.pth")))
+    for path in (files.dit, files.lq_proj, files.decoder, files.prompt):
+        path.write_bytes(b"placeholder")
+    output = tmp_path / "out.mkv"
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr("seedvr_cli.run.upscale.resolve_flashvsr_files", lambda settings, model: files)
+        patch.setattr("seedvr_cli.run.upscale.FlashVSRProcessorFactory",
+                      functools.partial(FlashVSRProcessorFactory, streamer=StandInStreamer()))
+        # Frame 18 is shared by the segments 0-20 and 17-37 (of three): both run, the third does not.
+        code, _, err = _upscale(capsys, str(clip), "-o", str(output), "--model", "flashvsr-v1.1-tiny", "--devices",
+                                "cpu", "--segment-frames", "21", "--segment-overlap", "4", "--codec", "ffv1",
+                                "--preview", "18")
+    assert code == 0, err
+    assert "frame 18: 2 of 3 segments" in err
+    assert sorted(p.name for p in tmp_path.iterdir() if p.suffix == ".png") == ["out_preview_18.png"]
+    assert not output.exists()
+    picture = read_image(tmp_path / "out_preview_18.png", deep=False, alpha=False)
+    assert picture.shape == (128, 256, 3)
+    # The right half is the full run's frame (to a level where the two segments' partials are summed).
+    assert np.abs(picture[:, 128:].astype(int) - full[18]).max() <= 1
+    with open_reader(str(clip)) as reader:
+        original = np.asarray(reader.read(18, 19))
+    np.testing.assert_array_equal(picture[:, :128], lq_like_output(4)(original, full[18:19])[0])

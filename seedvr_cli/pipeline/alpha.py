@@ -64,10 +64,12 @@ def is_binary_mask(alpha: torch.Tensor) -> bool:
     return float(near_binary.float().mean()) > BINARY_SHARE
 
 
-def upscale_alpha(alpha: torch.Tensor, rgb: torch.Tensor) -> torch.Tensor:
+def upscale_alpha(alpha: torch.Tensor, rgb: torch.Tensor, resized: torch.Tensor | None = None) -> torch.Tensor:
     """Alpha ``[T, 1, h, w]`` in [0, 1] -> ``[T, 1, H, W]`` guided by upscaled RGB ``[T, 3, H, W]``.
 
     ``rgb`` may be in [-1, 1] (mapped to [0, 1] when it has negative values) or [0, 1].
+    ``resized``: ``alpha`` already brought to ``[T, 1, H, W]`` the way the RGB was (an engine that
+    crops after resizing, as FlashVSR does); by default ``alpha`` is resized here (antialiased bicubic).
     """
     if alpha.shape[0] != rgb.shape[0]:
         raise ValueError(f"alpha has {alpha.shape[0]} frames, RGB {rgb.shape[0]}: trim both to the same frames")
@@ -76,7 +78,11 @@ def upscale_alpha(alpha: torch.Tensor, rgb: torch.Tensor) -> torch.Tensor:
         rgb = (rgb + 1.0) / 2.0
     rgb = rgb.clamp(0.0, 1.0)
     alpha = alpha.float()
-    resized = resize_bicubic(alpha, tuple(rgb.shape[-2:])).clamp(0.0, 1.0)
+    if resized is None:
+        resized = resize_bicubic(alpha, tuple(rgb.shape[-2:]))
+    elif resized.shape[-2:] != rgb.shape[-2:]:
+        raise ValueError(f"resized alpha is {tuple(resized.shape[-2:])}, RGB {tuple(rgb.shape[-2:])}")
+    resized = resized.float().clamp(0.0, 1.0)
     guide = rgb.mean(dim=1, keepdim=True)
     edges = sobel_edges(rgb)
 

@@ -15,12 +15,19 @@ from seedvr_cli.errors import UserError
 from seedvr_cli.media.discovery import Job
 from seedvr_cli.parallel.tasks import ChunkTask, plan_chunks
 from seedvr_cli.pipeline.flashvsr.choices import FlashVSRModel
-from seedvr_cli.pipeline.flashvsr.preprocess import output_size, streamed_frames, unit_range, upscale_and_crop
+from seedvr_cli.pipeline.flashvsr.preprocess import (
+    output_size,
+    streamed_frames,
+    unit_range,
+    upscale_and_crop,
+    upscale_planes,
+)
 from seedvr_cli.pipeline.flashvsr.segments import SegmentPlan, plan_segments
 from seedvr_cli.pipeline.flashvsr.stream import SegmentSettings
 from seedvr_cli.pipeline.flashvsr.tiles import output_tile, plan_tiles
 from seedvr_cli.pipeline.plan import FrameSize
 from seedvr_cli.pipeline.quantize import quantize
+from seedvr_cli.run.outputs import output_keeps_alpha
 from seedvr_cli.run.plan import InputPlan, input_range
 
 GIB = 2**30
@@ -102,10 +109,12 @@ def plan_flashvsr_input(job: Job, spec: JobSpec, reader, model: FlashVSRModel, b
     tasks = plan_chunks(segments.segments, windows_per_chunk=1, shares=segments.chunk_shares)
     longest = max(segment.length for segment in segments.segments)
     vram = estimate_flashvsr_vram(model, spec.flashvsr, size.true, longest, bytes_per_value)
+    deep = bool(reader.deep)
     plan = InputPlan(
         frames=frames, first_frame=first, input_size=(reader.height, reader.width), output_size=size.true,
         model_size=size.true, fps=str(reader.fps), windows=len(segments.segments), chunks=len(tasks),
-        deep=bool(reader.deep), alpha=False, estimated_vram_gib=vram.total_gib, unit="segment",
+        deep=deep, alpha=bool(reader.has_alpha) and output_keeps_alpha(job.output, spec.output_settings, deep),
+        estimated_vram_gib=vram.total_gib, unit="segment",
     )
     return plan, size, segments, tasks
 
@@ -125,13 +134,18 @@ def output_dtype(deep: bool) -> torch.dtype:
 
 
 def lq_like_output(scale: int):
-    """``--compare``'s left half for FlashVSR: each input frame as the model gets it (bicubic x
-    ``scale``, centre-cropped), so both halves line up pixel for pixel."""
+    """``--compare``'s (and ``--preview``'s) left half for FlashVSR: each input frame as the model gets
+    it (bicubic x ``scale``, centre-cropped), so both halves line up pixel for pixel; an alpha the
+    output keeps goes through the same resize and crop."""
     return functools.partial(_lq_like_output, scale=scale)
 
 
 def _lq_like_output(inputs, outputs: np.ndarray, *, scale: int) -> np.ndarray:
-    frames = unit_range(torch.as_tensor(np.asarray(inputs))[..., :3])
-    lq = upscale_and_crop(frames, scale, torch.float32)[0].permute(1, 2, 3, 0)  # [T, H, W, 3] in [-1, 1]
+    frames = unit_range(torch.as_tensor(np.asarray(inputs)))
+    lq = upscale_and_crop(frames[..., :3], scale, torch.float32)[0].permute(1, 2, 3, 0)  # [T, H, W, 3] in [-1, 1]
+    picture = (lq + 1) / 2
+    if outputs.shape[-1] == 4 and frames.shape[-1] == 4:
+        alpha = upscale_planes(frames[..., 3:].permute(0, 3, 1, 2), scale).permute(0, 2, 3, 1)
+        picture = torch.cat([picture, alpha], dim=-1)
     dtype = torch.uint16 if outputs.dtype == np.uint16 else torch.uint8
-    return quantize((lq + 1) / 2, dtype).numpy()
+    return quantize(picture, dtype).numpy()

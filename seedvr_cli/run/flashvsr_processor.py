@@ -22,6 +22,7 @@ from seedvr_cli.parallel.devices import DeviceSpec
 from seedvr_cli.parallel.spill import ChunkFrames
 from seedvr_cli.parallel.tasks import ChunkTask
 from seedvr_cli.pipeline.flashvsr import choices as fv
+from seedvr_cli.pipeline.flashvsr.alpha import segment_alpha
 from seedvr_cli.pipeline.flashvsr.choices import FlashVSRModel
 from seedvr_cli.pipeline.flashvsr.models_streamer import ModelsStreamer
 from seedvr_cli.pipeline.flashvsr.segments import SegmentPlan
@@ -67,6 +68,7 @@ class FlashVSRContext:
     plan: SegmentPlan
     settings: SegmentSettings
     output_dtype: torch.dtype  # uint8, or uint16 for a deep output
+    alpha: bool = False  # True: an RGBA input's alpha is upscaled beside the RGB (the output keeps it)
 
 
 @dataclass(frozen=True)
@@ -102,7 +104,8 @@ class FlashVSRProcessorFactory:
 
 @dataclass
 class FlashVSRProcessor:
-    """Streams the one segment of each chunk it is handed and blends it into the chunk's frames."""
+    """Streams the one segment of each chunk it is handed and blends it into the chunk's frames
+    (with ``context.alpha``, an RGBA input's alpha upscaled beside them: ``pipeline.flashvsr.alpha``)."""
 
     streamer: SegmentStreamer
     dtype: torch.dtype
@@ -121,6 +124,10 @@ class FlashVSRProcessor:
             raise CheckpointError(f"{self.model.name} gave NaN or infinite values at "
                                   f"{str(self.dtype).removeprefix('torch.')}: a checkpoint may be damaged "
                                   "(download it again) or not meant for this precision (try another --dtype)")
+        if context.alpha and local.shape[-1] == 4:
+            with self.times("alpha", self.device):
+                alpha = segment_alpha(local[..., 3:], output, context.settings.scale)
+            output = torch.cat([output, alpha], dim=-1)
         blend = ChunkBlend(task, context.output_dtype)
         blend.add(segment.start, output, context.plan.segment_shares(segment.index))
         return blend.result()

@@ -242,7 +242,8 @@ def _run_one(index: int, total: int, job: Job, spec: JobSpec, pool: WorkerPool, 
             if spec.flashvsr_model is None:
                 context = InputContext(temporal, window_settings(spec, size, deep_output), alpha=plan.alpha)
             else:
-                context = FlashVSRContext(temporal, segment_settings(spec), output_dtype(deep_output))
+                context = FlashVSRContext(temporal, segment_settings(spec), output_dtype(deep_output),
+                                          alpha=plan.alpha)
             source = InputSource.of(job.input, spec.sequence, spec.fps, plan.first_frame, reader)
             output = Path(job.output)
             input_path = Path(job.input)

@@ -57,14 +57,20 @@ def upscale_and_crop(frames: torch.Tensor, scale: int, dtype: torch.dtype) -> to
     """
     if frames.dim() != 4 or frames.shape[-1] != 3:
         raise ValueError(f"frames must be [T, H, W, 3], got {tuple(frames.shape)}")
-    _, height, width, _ = frames.shape
+    cropped = upscale_planes(frames.permute(0, 3, 1, 2), scale)
+    return (cropped.to(dtype) * 2.0 - 1.0).permute(1, 0, 2, 3).unsqueeze(0)
+
+
+def upscale_planes(planes: torch.Tensor, scale: int) -> torch.Tensor:
+    """``planes`` ``[T, C, H, W]`` -> float32 ``[T, C, tH, tW]``: bicubic at ``H*scale x W*scale``,
+    then the centre crop to the output size. The LQ video's RGB and an input's alpha go through
+    this one function, so both land on the same output pixels."""
+    _, _, height, width = planes.shape
     target_h, target_w = output_size(height, width, scale)
-    big = F.interpolate(frames.permute(0, 3, 1, 2).float(), size=(height * scale, width * scale), mode="bicubic",
-                        align_corners=False)
+    big = F.interpolate(planes.float(), size=(height * scale, width * scale), mode="bicubic", align_corners=False)
     top = (height * scale - target_h) // 2
     left = (width * scale - target_w) // 2
-    cropped = big[:, :, top : top + target_h, left : left + target_w]
-    return (cropped.to(dtype) * 2.0 - 1.0).permute(1, 0, 2, 3).unsqueeze(0)
+    return big[:, :, top : top + target_h, left : left + target_w]
 
 
 def unit_range(frames: torch.Tensor) -> torch.Tensor:
