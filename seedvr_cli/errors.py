@@ -29,3 +29,8 @@ class MediaError(UserError):
 
 class CheckpointError(UserError):
     """A checkpoint that is missing, corrupt or not a SeedVR2 file."""
+
+
+class ChunkOutOfMemory(UserError):
+    """A chunk that ran out of GPU memory with the settings in use (and, under ``--vram auto``, every
+    saver that could still be added): the message names the settings that need less."""

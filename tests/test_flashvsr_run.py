@@ -120,3 +120,28 @@ def test_compare_shows_the_input_as_flashvsr_sees_it(clip_plan):
     np.testing.assert_array_equal(picture[:, :, :128], expected)
     # The plain resize (no crop) would squeeze 160x144 into 128x128: another picture.
     assert not np.array_equal(side_by_side(frames[:3], outputs)[:, :, :128], expected)
+
+
+class _OutOfMemoryStreamer:
+    def stream(self, lq, noise, options):
+        raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 9.00 GiB. GPU 0 has a total capacity "
+                                     "of 23.5 GiB of which 1.2 GiB is free. If reserved but unallocated ...")
+        yield  # a generator, as the seam's streamers are
+
+
+def test_a_segment_out_of_gpu_memory_fails_in_one_line_naming_the_settings_that_need_less(clip_plan):
+    from seedvr_cli.errors import ChunkOutOfMemory, UserError
+    from seedvr_cli.run.flashvsr_processor import FlashVSRProcessor
+
+    spec, _, _, tasks, _, context, frames = clip_plan
+    processor = FlashVSRProcessor(_OutOfMemoryStreamer(), torch.float32, torch.device("cpu"), spec.flashvsr_model)
+    task = tasks[0]
+    with pytest.raises(ChunkOutOfMemory) as failure:
+        processor.process(task, frames[task.read_start : task.read_stop], context)
+    message = str(failure.value)
+    assert isinstance(failure.value, UserError) and "\n" not in message
+    assert "Tried to allocate 9.00 GiB" in message and "If reserved" not in message
+    assert "21-frame segment" in message and "--dit-tiling on" in message and "--segment-frames" in message
+    tiled = replace(context, settings=replace(context.settings, tiled_dit=True))
+    with pytest.raises(ChunkOutOfMemory, match="smaller --dit-tile-size"):
+        processor.process(task, frames[task.read_start : task.read_stop], tiled)

@@ -16,7 +16,7 @@ import numpy as np
 import torch
 
 from seedvr_cli.config import FlashVSRSettings
-from seedvr_cli.errors import CheckpointError
+from seedvr_cli.errors import CheckpointError, ChunkOutOfMemory
 from seedvr_cli.memory.wan_vae_tiling import tiled_decode
 from seedvr_cli.parallel.devices import DeviceSpec
 from seedvr_cli.parallel.spill import ChunkFrames
@@ -118,8 +118,18 @@ class FlashVSRProcessor:
         [segment] = task.windows
         frames = torch.as_tensor(np.asarray(frames)) if not isinstance(frames, torch.Tensor) else frames
         local = frames[segment.start - task.read_start : segment.stop - task.read_start].to(self.device)
-        with self.times("flashvsr", self.device):
-            output = upscale_segment(local, self.streamer, context.settings, self.dtype)
+        message = None
+        try:
+            with self.times("flashvsr", self.device):
+                output = upscale_segment(local, self.streamer, context.settings, self.dtype)
+        except torch.OutOfMemoryError as err:
+            # "CUDA out of memory. Tried to allocate 2.00 GiB": the rest is PyTorch's allocator advice.
+            message = ". ".join(str(err).split(". ")[:2])
+        if message is not None:
+            # Outside the except clause: the traceback's references to the segment's tensors are gone.
+            if self.device.type == "cuda":
+                torch.cuda.empty_cache()
+            raise ChunkOutOfMemory(_out_of_memory_line(self.device, message, local.shape, context.settings))
         if not bool(torch.isfinite(output).all()):
             raise CheckpointError(f"{self.model.name} gave NaN or infinite values at "
                                   f"{str(self.dtype).removeprefix('torch.')}: a checkpoint may be damaged "
@@ -136,3 +146,15 @@ class FlashVSRProcessor:
         del self.streamer
         if self.device.type == "cuda":
             torch.cuda.empty_cache()
+
+
+def _out_of_memory_line(device: torch.device, message: str, shape: torch.Size, settings: SegmentSettings) -> str:
+    """One line: where the segment ran out of memory and the FlashVSR settings that need less."""
+    frames, height, width = shape[0], shape[1] * settings.scale, shape[2] * settings.scale
+    if settings.tiled_dit:
+        fix = (f"use a smaller --dit-tile-size (now {settings.tile_size} input px), shorter --segment-frames, "
+               "or --vae-tiling on for the full mode")
+    else:
+        fix = "use --dit-tiling on (tiles of --dit-tile-size input px), shorter --segment-frames, or a smaller --scale"
+    return (f"{device} ran out of GPU memory ({message}) on a {frames}-frame segment at about {width}x{height}; "
+            f"{fix}")

@@ -16,7 +16,7 @@ import numpy as np
 import torch
 
 from seedvr_cli.config import MemorySettings
-from seedvr_cli.errors import CheckpointError
+from seedvr_cli.errors import CheckpointError, ChunkOutOfMemory
 from seedvr_cli.memory.blockswap import BlockSwap, apply_blockswap
 from seedvr_cli.memory.offload import HostResidentWeights, OffloadedDiT, OffloadedVAE
 from seedvr_cli.memory.dit_tiling import TiledDiT
@@ -133,10 +133,6 @@ def cap_vram(device: torch.device, gib: float) -> None:
     as if the card were that small (the chunk then fails like any out-of-memory error)."""
     total = torch.cuda.get_device_properties(device).total_memory
     torch.cuda.set_per_process_memory_fraction(min(1.0, gib * 2**30 / total), device)
-
-
-class ChunkOutOfMemory(RuntimeError):
-    """A chunk ran out of GPU memory with every saver ``--vram`` could still add."""
 
 
 @dataclass
