@@ -35,7 +35,7 @@ def test_dry_run_shows_the_segments_sizes_and_vram(clip, tmp_path, capsys):
     assert "FlashVSR-v1.1/TCDecoder.ckpt" in err and "Wan2.1_VAE" not in err
     # x4 is 1920x1080, cropped to multiples of 128; 125-frame segments sharing 2 frames.
     assert "300 frames 480x270 -> 1920x1024" in err and "3 segments in 3 chunks" in err
-    assert "GiB weights + " in err and "not yet measured" in err
+    assert "GiB weights + " in err and "modelled" in err
     code, out, _ = _upscale(capsys, str(clip), "-o", str(tmp_path / "out.mp4"), "--model", "flashvsr-v1.0-full",
                             "--scale", "2", "--segment-frames", "61", "--segment-overlap", "5", "--no-download",
                             "--dry-run", "--log-format", "json")
@@ -61,7 +61,7 @@ def test_tiles_lower_the_estimate(clip, tmp_path, capsys):
      ["--batch-size is a SeedVR2 setting", "flashvsr-v1.1-tiny"]),
     (["--model", "flashvsr-v1.1-full", "--resolution", "720"], ["--resolution is a SeedVR2 setting"]),
     (["--model", "flashvsr-v1.0-tiny", "--blocks-to-swap", "4"], ["--blocks-to-swap is a SeedVR2 setting"]),
-    (["--model", "flashvsr-v1.0-tiny", "--vram", "auto"], ["--vram is a SeedVR2 setting"]),
+    (["--model", "flashvsr-v1.0-tiny", "--chunk-windows", "2"], ["--chunk-windows is a SeedVR2 setting"]),
     (["--no-color-fix"], ["--no-color-fix is a FlashVSR setting", "flashvsr-v1.1-tiny"]),
     (["--sparse-ratio", "1.5"], ["--sparse-ratio is a FlashVSR setting"]),
     (["--model", "flashvsr-v1.1-tiny", "--scale", "2.5"], ["--scale 2.5", "whole factor"]),
@@ -249,3 +249,29 @@ def test_preview_is_the_full_runs_frame_beside_the_input_as_flashvsr_sees_it(sta
     with open_reader(str(clip)) as reader:
         original = np.asarray(reader.read(18, 19))
     np.testing.assert_array_equal(picture[:, :128], lq_like_output(4)(original, full[18:19])[0])
+
+
+def test_vram_auto_tiles_the_dit_to_fit_the_budget_and_keeps_tiles_given_by_hand(clip, tmp_path, capsys):
+    base = (str(clip), "-o", str(tmp_path / "out.mp4"), "--model", "flashvsr-v1.1-tiny", "--no-download",
+            "--dry-run", "--log-format", "json")
+
+    def run(*extra: str) -> tuple[list[str], list[dict]]:
+        code, out, err = _upscale(capsys, *base, *extra)
+        assert code == 0, err
+        events = [json.loads(line) for line in out.splitlines()]
+        return [e.get("text", "") for e in events if e["event"] == "message"], events
+
+    messages, events = run("--max-vram", "12")
+    [line] = [m for m in messages if m.startswith("--vram auto")]
+    assert "--max-vram 12" in line and "DiT tiles of 128 input px" in line  # 125-frame segments at 1920x1024
+    [started] = [e for e in events if e["event"] == "job_started"]
+    assert started["plan"]["estimated_vram_gib"] <= 0.9 * 12
+    messages, _ = run("--max-vram", "40")
+    assert any("no memory saver needed" in m for m in messages)
+    # Tiles given by hand are the user's: --vram auto leaves them alone.
+    messages, _ = run("--max-vram", "12", "--dit-tiling", "off")
+    assert not any(m.startswith("--vram auto") for m in messages)
+    messages, _ = run("--max-vram", "12", "--vram", "manual")
+    assert not any(m.startswith("--vram auto") for m in messages)
+    code, _, err = _upscale(capsys, *base, "--max-vram", "4")
+    assert code == 2 and "even with DiT tiles of 64 input px" in err and "--segment-frames" in err

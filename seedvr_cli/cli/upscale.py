@@ -198,14 +198,15 @@ def upscale(
              "devices): choose BlockSwap, VAE and DiT tiling, VAE offload and, as a last resort, shorter "
              "windows so that the largest input fits, say in one line what was chosen, and step down once more "
              "if a chunk still runs out of memory (memory flags given on the command line are kept as they "
-             "are); manual: use the memory flags as given.", rich_help_panel=_MEMORY)] = _MEMORY_DEFAULTS.vram,
+             "are); manual: use the memory flags as given. FlashVSR: auto chooses DiT tiles the same way.",
+        rich_help_panel=_MEMORY)] = _MEMORY_DEFAULTS.vram,
     max_vram: Annotated[Optional[float], typer.Option(
         help="GPU memory a worker may use, in GiB (e.g. 8 to behave like an 8 GB card); allocations past it "
              "fail that chunk \\[default: the whole card].", rich_help_panel=_MEMORY, show_default=False)] = None,
     vae_tiling: Annotated[str, typer.Option(
         help="on: encode and decode frames in overlapping spatial tiles (less VRAM at large sizes; tiles are "
-             "blended with raised-cosine ramps; the decoder's mid block still sees whole frames), off: whole frames, auto: tiles only where --vram auto needs "
-             "them. FlashVSR full mode: auto and on decode in the reference's 480 x 832 px tiles, off whole frames.",
+             "blended with raised-cosine ramps; the decoder's mid block still sees whole frames), off: whole "
+             "frames, auto: tiles only where --vram auto needs them. FlashVSR full mode: auto and on decode in the reference's 480 x 832 px tiles, off whole frames.",
         rich_help_panel=_MEMORY)] = _MEMORY_DEFAULTS.vae_tiling,
     vae_tile_size: Annotated[int, typer.Option(
         help="VAE tile size in pixels (multiple of 8).", rich_help_panel=_MEMORY)] = _MEMORY_DEFAULTS.vae_tile_size,

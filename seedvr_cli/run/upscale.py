@@ -31,11 +31,13 @@ from seedvr_cli.parallel.tasks import shard_indices
 from seedvr_cli.pipeline.temporal import padded_length
 from seedvr_cli.run.cpu_time import cpu_fallback_warning
 from seedvr_cli.run.fit import CONTEXT_GIB, fit_memory
+from seedvr_cli.run.flashvsr_fit import fit_flashvsr
 from seedvr_cli.run.flashvsr_models import describe_flashvsr, resolve_flashvsr_files
 from seedvr_cli.run.flashvsr_plan import (
     compute_bytes,
     describe_vram,
     estimate_flashvsr_vram,
+    flashvsr_frame_size,
     lq_like_output,
     output_dtype,
     plan_flashvsr_input,
@@ -89,6 +91,8 @@ def run_upscale(spec: JobSpec, reporter: Reporter) -> RunSummary:
     facts = model_facts(spec.model) if flashvsr is None else None
     if flashvsr is None:
         spec = _fit_memory(spec, jobs, facts, reporter)
+    else:
+        spec = _fit_flashvsr_memory(spec, jobs, reporter)
     if spec.run.dry_run:
         models = describe_models(spec.model) if flashvsr is None else describe_flashvsr(spec.model, flashvsr)
         reporter.message(f"would use {models}")
@@ -193,6 +197,34 @@ def _fit_memory(spec: JobSpec, jobs: list[Job], facts: ModelFacts | None, report
     if fit.window_frames < padded_length(process.batch_size):
         process = replace(process, batch_size=fit.window_frames)
     return replace(spec, memory=fit.memory, process=process)
+
+
+def _fit_flashvsr_memory(spec: JobSpec, jobs: list[Job], reporter: Reporter) -> JobSpec:
+    """``--vram auto`` for FlashVSR: the DiT tiles that the largest input of the run needs under the
+    budget (``run.flashvsr_fit``); settings given on the command line are kept."""
+    if spec.memory.vram != "auto":
+        return spec
+    budget = _memory_budget(spec, reporter)
+    if budget is None:
+        return spec
+    largest = None
+    for job in jobs:
+        if job.skip:
+            continue
+        try:
+            with open_reader(job.input, sequence=spec.sequence, fps=spec.fps) as reader:
+                size = flashvsr_frame_size(job, spec, reader).true
+                frames = min(reader.num_frames, spec.flashvsr.segment_frames)
+        except UserError:
+            continue  # reported when that input is planned
+        if largest is None or (size[0] * size[1], frames) > (largest[0][0] * largest[0][1], largest[1]):
+            largest = (size, frames)
+    if largest is None:
+        return spec
+    fit = fit_flashvsr(spec.flashvsr_model, spec.flashvsr, largest[0], largest[1], budget[0], budget[1],
+                       compute_bytes(spec.model.dtype))
+    reporter.message(fit.reason)
+    return replace(spec, flashvsr=fit.settings)
 
 
 def _memory_budget(spec: JobSpec, reporter: Reporter) -> tuple[float, str] | None:
