@@ -177,17 +177,8 @@ def _fit_memory(spec: JobSpec, jobs: list[Job], facts: ModelFacts | None, report
         reporter.message("--vram auto: the models are not known before they are downloaded; "
                          "memory savers stay as given")
         return spec
-    largest = None
-    for job in jobs:
-        if job.skip:
-            continue
-        try:
-            with open_reader(job.input, sequence=spec.sequence, fps=spec.fps) as reader:
-                size = frame_size(job, spec, reader).padded
-        except UserError:
-            continue  # reported when that input is planned
-        if largest is None or size[0] * size[1] > largest[0] * largest[1]:
-            largest = size
+    largest = _largest_input(spec, jobs, lambda job, reader: frame_size(job, spec, reader).padded,
+                             key=lambda size: size[0] * size[1])
     if largest is None:
         return spec
     fit = fit_memory(facts, largest, padded_length(spec.process.batch_size), spec.memory, budget=budget[0],
@@ -207,24 +198,34 @@ def _fit_flashvsr_memory(spec: JobSpec, jobs: list[Job], reporter: Reporter) -> 
     budget = _memory_budget(spec, reporter)
     if budget is None:
         return spec
-    largest = None
-    for job in jobs:
-        if job.skip:
-            continue
-        try:
-            with open_reader(job.input, sequence=spec.sequence, fps=spec.fps) as reader:
-                size = flashvsr_frame_size(job, spec, reader).true
-                frames = min(reader.num_frames, spec.flashvsr.segment_frames)
-        except UserError:
-            continue  # reported when that input is planned
-        if largest is None or (size[0] * size[1], frames) > (largest[0][0] * largest[0][1], largest[1]):
-            largest = (size, frames)
+    largest = _largest_input(
+        spec, jobs,
+        lambda job, reader: (flashvsr_frame_size(job, spec, reader).true,
+                             min(reader.num_frames, spec.flashvsr.segment_frames)),
+        key=lambda found: (found[0][0] * found[0][1], found[1]))
     if largest is None:
         return spec
     fit = fit_flashvsr(spec.flashvsr_model, spec.flashvsr, largest[0], largest[1], budget[0], budget[1],
                        compute_bytes(spec.model.dtype))
     reporter.message(fit.reason)
     return replace(spec, flashvsr=fit.settings)
+
+
+def _largest_input(spec: JobSpec, jobs: list[Job], measure, key):
+    """``measure(job, reader)`` of the input of the run that ranks highest by ``key`` (the first of
+    equals), or None when no input can be read (those are reported when they are planned)."""
+    largest = None
+    for job in jobs:
+        if job.skip:
+            continue
+        try:
+            with open_reader(job.input, sequence=spec.sequence, fps=spec.fps) as reader:
+                found = measure(job, reader)
+        except UserError:
+            continue
+        if largest is None or key(found) > key(largest):
+            largest = found
+    return largest
 
 
 def _memory_budget(spec: JobSpec, reporter: Reporter) -> tuple[float, str] | None:
