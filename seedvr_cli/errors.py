@@ -34,3 +34,9 @@ class CheckpointError(UserError):
 class ChunkOutOfMemory(UserError):
     """A chunk that ran out of GPU memory with the settings in use (and, under ``--vram auto``, every
     saver that could still be added): the message names the settings that need less."""
+
+
+def out_of_memory_summary(err: BaseException) -> str:
+    """The first two sentences of a ``torch.OutOfMemoryError`` ("CUDA out of memory. Tried to allocate
+    2.00 GiB"): the rest of its text is the allocator's advice, which our line naming the settings replaces."""
+    return ". ".join(str(err).split(". ")[:2])

@@ -16,7 +16,7 @@ import numpy as np
 import torch
 
 from seedvr_cli.config import FlashVSRSettings
-from seedvr_cli.errors import CheckpointError, ChunkOutOfMemory
+from seedvr_cli.errors import CheckpointError, ChunkOutOfMemory, out_of_memory_summary
 from seedvr_cli.memory.wan_vae_tiling import tiled_decode
 from seedvr_cli.parallel.devices import DeviceSpec
 from seedvr_cli.parallel.spill import ChunkFrames
@@ -123,8 +123,7 @@ class FlashVSRProcessor:
             with self.times("flashvsr", self.device):
                 output = upscale_segment(local, self.streamer, context.settings, self.dtype)
         except torch.OutOfMemoryError as err:
-            # "CUDA out of memory. Tried to allocate 2.00 GiB": the rest is PyTorch's allocator advice.
-            message = ". ".join(str(err).split(". ")[:2])
+            message = out_of_memory_summary(err)
         if message is not None:
             # Outside the except clause: the traceback's references to the segment's tensors are gone.
             if self.device.type == "cuda":

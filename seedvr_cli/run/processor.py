@@ -16,7 +16,7 @@ import numpy as np
 import torch
 
 from seedvr_cli.config import MemorySettings
-from seedvr_cli.errors import CheckpointError, ChunkOutOfMemory
+from seedvr_cli.errors import CheckpointError, ChunkOutOfMemory, out_of_memory_summary
 from seedvr_cli.memory.blockswap import BlockSwap, apply_blockswap
 from seedvr_cli.memory.offload import HostResidentWeights, OffloadedDiT, OffloadedVAE
 from seedvr_cli.memory.dit_tiling import TiledDiT
@@ -173,8 +173,7 @@ class SeedVRProcessor:
                                       f"(cached in {inductor_cache_dir()})")
                 return done
             except torch.OutOfMemoryError as err:
-                # "CUDA out of memory. Tried to allocate 2.00 GiB": the rest is PyTorch's advice.
-                message = ". ".join(str(err).split(". ")[:2])
+                message = out_of_memory_summary(err)
             # Outside the except clause: the traceback's references to the window's tensors are gone.
             if self.device.type == "cuda":
                 torch.cuda.empty_cache()
