@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # GPU checks and benchmarks, run on a CUDA machine from the repository root.
 #
-#   bash scripts/gpu_check.sh STAGE...      stages: tests smoke loading loading3b e2e memory multi long fixtures savings table3b table7b offload kernels flashvsr flashvsr-ref dit fast uhd info
+#   bash scripts/gpu_check.sh STAGE...      stages: tests smoke loading loading3b e2e memory multi long fixtures savings table3b table7b offload kernels flashvsr flashvsr-ref dit fast wall uhd info
 #
 # tests    pytest -m gpu (parity on the GPU, bf16 bounds, GPU loading)
 # smoke    real-size 3B / 7B DiT and VAE forward at a 1080p latent size (scripts/gpu_models_smoke.py)
@@ -49,6 +49,9 @@
 #          (--attention sdpa) and fast (--attention auto --compile), the 3B fast; then the CLI's process wall on the
 #          same clip, plain and fast (the compile cache filled by the bench), sampled by scripts/watch_run.py
 # uhd      issue 12's 2160p row: 33 frames of 1920x1080 to 3840x2160 under --max-vram 24 (--vram auto), 3B fp16
+# wall     the CLI's process wall on the fast stage's 66-frame clip to 1080p (3B fp16, batch 33), with --verbose
+#          stage times: --attention sdpa; --attention auto --compile with a cold and then a warm compile cache;
+#          $WALL_FLAGS (default --vae-conv-rings) added to the warm one (scripts/watch_run.py, logs fast_wall_*)
 # info     seedvr info (versions, devices, free VRAM)
 # dit      the DiT fast paths (issue 13): their GPU tests, then the real-size 3B (synthesized) on $DIT_FRAMES (33)
 #          frames of the 640x360 clip to 1080p with --attention sdpa / flash / flex / flash --compile, and the fp8 3B
@@ -365,6 +368,20 @@ for r in map(json.loads, open(sys.argv[1])):
                 --vae "$WORK/ema_vae_fp16.safetensors" --resolution 1080 --batch-size 33 --devices 0 $flags \
                 2>&1 | tee "$OUT/fast_cli_$tag.log"
         done ;;
+    wall)
+        synth 3b fp16 "$WORK/seedvr2_ema_3b_fp16.safetensors"
+        synth vae fp16 "$WORK/ema_vae_fp16.safetensors"
+        [ -f "$WORK/clip66.mp4" ] || $PY scripts/make_clip.py "$WORK/clip66.mp4" --frames 66 --width 640 --height 360
+        export TORCHINDUCTOR_CACHE_DIR="$WORK/inductor-wall"
+        n=0
+        for flags in "--attention sdpa" "--attention auto --compile" "--attention auto --compile" \
+                     "--attention auto --compile ${WALL_FLAGS:---vae-conv-rings}"; do
+            n=$((n + 1))
+            $PY scripts/watch_run.py --json "$OUT/fast_wall_$n.json" -- $SEEDVR upscale "$WORK/clip66.mp4" \
+                -o "$WORK/wall_$n.mp4" --overwrite --no-resume --model "$WORK/seedvr2_ema_3b_fp16.safetensors" \
+                --vae "$WORK/ema_vae_fp16.safetensors" --resolution 1080 --batch-size 33 --devices 0 --verbose $flags \
+                2>&1 | tee "$OUT/fast_wall_$n.log"
+        done ;;
     uhd)
         synth 3b fp16 "$WORK/seedvr2_ema_3b_fp16.safetensors"
         synth vae fp16 "$WORK/ema_vae_fp16.safetensors"
@@ -375,6 +392,6 @@ for r in map(json.loads, open(sys.argv[1])):
             --resolution 2160 --max-vram 24 2>&1 | tee -a "$OUT/uhd.log"
         cp "$OUT/table/table.md" "$OUT/table_all.md" 2>/dev/null ;;
     *)
-        echo "unknown stage $stage (tests smoke loading loading3b e2e memory multi long fixtures savings table3b table7b offload kernels flashvsr flashvsr-ref dit fast uhd info)"; exit 2 ;;
+        echo "unknown stage $stage (tests smoke loading loading3b e2e memory multi long fixtures savings table3b table7b offload kernels flashvsr flashvsr-ref dit fast wall uhd info)"; exit 2 ;;
     esac
 done

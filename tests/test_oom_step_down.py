@@ -161,8 +161,11 @@ def test_with_no_saver_left_the_windows_are_computed_in_shorter_sub_windows(mode
     # 9 frames: out of memory; + DiT offload (the last saver these tiny sizes need): out of memory
     # again; then the 9-frame window as sub-windows of 5 frames.
     assert asked[:2] == [9, 9] and set(asked[2:]) == {5}
-    assert processor.notes[-1] == ("chunk 0 ran out of GPU memory; retrying it and the rest with 5-frame windows "
+    # The note says in which phase the window ran out, with torch's own first sentences.
+    assert processor.notes[-1] == ("chunk 0 ran out of GPU memory (in the decode: CUDA out of memory. Tried to "
+                                   "allocate 2.00 GiB); retrying it and the rest with 5-frame windows "
                                    "inside each 9-frame window (pictures change)")
+    assert processor.notes[-2].startswith("chunk 0 ran out of GPU memory (in the decode: ")
     assert result.shape == expected[0].shape and result.frames == tasks[0].out_stop - tasks[0].out_start
     assert all(np.isfinite(part).all() for part in (result.head, result.tail))
     # The rest of the run keeps the sub-windows: the next chunk never runs out of memory.
@@ -180,7 +183,7 @@ def test_sub_windows_step_down_to_the_shortest_then_the_chunk_fails_in_one_line(
         processor.process(task, frames, context)
     message = str(failure.value)
     assert "\n" not in message
-    assert re.fullmatch(r"cpu ran out of GPU memory \(CUDA out of memory. Tried to allocate 2.00 GiB\) at \d+x\d+ with "
+    assert re.fullmatch(r"cpu ran out of GPU memory \(in the decode: CUDA out of memory. Tried to allocate 2.00 GiB\) at \d+x\d+ with "
                         r"1-frame windows inside each 5-frame window and DiT offload during the VAE phases; "
                         r"lower --resolution, or free GPU memory for it", message)
     # 5 frames, 5 with the DiT offloaded, then 1-frame sub-windows (the shortest step).

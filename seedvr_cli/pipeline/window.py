@@ -166,6 +166,13 @@ class PhaseTimes:
 
     def __init__(self) -> None:
         self.seconds: dict[str, float] = {}
+        # The innermost phase an exception left, until the caller takes it (``take_failed_phase``):
+        # an out-of-memory step-down says where the window ran out.
+        self.failed_phase: str | None = None
+
+    def take_failed_phase(self) -> str | None:
+        phase, self.failed_phase = self.failed_phase, None
+        return phase
 
     @contextmanager
     def __call__(self, phase: str, device: torch.device | None = None) -> Iterator[None]:
@@ -175,6 +182,11 @@ class PhaseTimes:
         began = time.perf_counter()
         try:
             yield
+        except BaseException:
+            if self.failed_phase is None:
+                self.failed_phase = phase
+            synchronize = False  # the device may be the reason; the time is noted unsynchronized
+            raise
         finally:
             if synchronize:
                 torch.cuda.synchronize(device)

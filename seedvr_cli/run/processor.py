@@ -174,10 +174,13 @@ class SeedVRProcessor:
                 return done
             except torch.OutOfMemoryError as err:
                 message = out_of_memory_summary(err)
+                phase = self.times.take_failed_phase()
+                if phase is not None:
+                    message = f"in the {phase}: {message}"
             # Outside the except clause: the traceback's references to the window's tensors are gone.
             if self.device.type == "cuda":
                 torch.cuda.empty_cache()
-            if not self._step_down(task, context):
+            if not self._step_down(task, context, message):
                 raise ChunkOutOfMemory(
                     f"{self.device} ran out of GPU memory ({message}) at {_size_text(context)} with "
                     f"{self._windows_text(task, context)} and {describe_memory(self.memory)}; "
@@ -221,12 +224,13 @@ class SeedVRProcessor:
         return (f"{err} with {named} at {str(self.dtype).removeprefix('torch.')}: the file may be damaged "
                 "(download it again) or not meant for this precision (try another --dtype)")
 
-    def _step_down(self, task: ChunkTask, context: InputContext) -> bool:
+    def _step_down(self, task: ChunkTask, context: InputContext, reason: str) -> bool:
+        """One saver more (or shorter windows), with a note naming where the chunk ran out."""
         if self.facts is None or self.vae_module is None:
             return False
-        return self._add_saver(task, context) or self._shorten_windows(task, context)
+        return self._add_saver(task, context, reason) or self._shorten_windows(task, context, reason)
 
-    def _add_saver(self, task: ChunkTask, context: InputContext) -> bool:
+    def _add_saver(self, task: ChunkTask, context: InputContext, reason: str) -> bool:
         found = step_down(self.facts, context.settings.frame_size.padded, task.windows[0].padded_length, self.memory)
         # Swapping is only ever added here (taking it back would need the whole DiT on the GPU at once).
         if found is None or (self.memory.swaps and found.memory.blocks_to_swap != self.memory.blocks_to_swap):
@@ -250,10 +254,11 @@ class SeedVRProcessor:
             torch.cuda.empty_cache()
             # The run's reported peak is the one of the settings that work.
             torch.cuda.reset_peak_memory_stats(self.device)
-        self.notes.append(f"chunk {task.index} ran out of GPU memory; retrying it and the rest with {found.what}")
+        self.notes.append(f"chunk {task.index} ran out of GPU memory ({reason}); retrying it and the rest with "
+                          f"{found.what}")
         return True
 
-    def _shorten_windows(self, task: ChunkTask, context: InputContext) -> bool:
+    def _shorten_windows(self, task: ChunkTask, context: InputContext, reason: str) -> bool:
         """The last step: the planned windows keep their place (the plan, the blend and the chunks
         are fixed) and are computed in sub-windows one ``fit.WINDOW_STEPS`` length shorter."""
         in_use = max(window.padded_length for window in task.windows)
@@ -265,7 +270,7 @@ class SeedVRProcessor:
         self.subwindow_frames = shorter[0]
         if self.device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(self.device)
-        self.notes.append(f"chunk {task.index} ran out of GPU memory; retrying it and the rest with "
+        self.notes.append(f"chunk {task.index} ran out of GPU memory ({reason}); retrying it and the rest with "
                           f"{self._windows_text(task, context)} (pictures change)")
         return True
 
