@@ -255,3 +255,35 @@ def test_finite_guard_passes_finite_windows_and_sees_infinity(random_tiny_vae):
     guard.watch("decode", window, torch.tensor([0.0, float("inf")]))
     with pytest.raises(NonFiniteError, match="VAE decoder"):
         guard.check()
+
+
+def test_phase_times_name_the_phase_that_raised_the_peak_and_the_one_an_error_left(monkeypatch):
+    """On CUDA the innermost phase that last raised the allocation peak is kept (the run summary's
+    "peak VRAM ... (in the decode)"); an exception leaves its innermost phase for the step-down note."""
+    from seedvr_cli.pipeline.window import PhaseTimes
+
+    peaks = iter([10, 30, 30, 30, 20])  # read once at each CUDA phase's end
+    monkeypatch.setattr(torch.cuda, "synchronize", lambda device=None: None)
+    monkeypatch.setattr(torch.cuda, "max_memory_allocated", lambda device=None: next(peaks))
+    cuda = torch.device("cuda:0")
+    times = PhaseTimes()
+    with times("encode", cuda):
+        pass
+    assert times.peak_phase == "encode"
+    with times("dit", cuda):
+        with times("tile", cuda):  # raises the peak to 30; the outer phase adds nothing after it
+            pass
+    assert times.peak_phase == "tile"
+    with times("decode", cuda):
+        pass  # 30 again: not a new peak
+    assert times.peak_phase == "tile"
+    times.forget_peak()
+    with times("encode", cuda):
+        pass  # 20 after a reset of the statistics
+    assert times.peak_phase == "encode"
+    with pytest.raises(RuntimeError):
+        with times("decode", torch.device("cpu")):
+            with times("upsample", torch.device("cpu")):
+                raise RuntimeError("out of memory")
+    assert times.take_failed_phase() == "upsample" and times.take_failed_phase() is None
+    assert "decode" in times.seconds and "upsample" in times.seconds

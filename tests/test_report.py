@@ -108,6 +108,9 @@ def test_verbose_summary_gives_stage_times_and_peak_vram(err):
     text = err.getvalue()
     assert "stages (summed over devices): dit 6.0 s (75%), decode 2.0 s (25%)" in text
     assert "peak VRAM: cuda:0 12.50 GiB, cuda:1 20.25 GiB" in text
+    summary.peak_phase = {"cuda:1": "decode"}
+    TextReporter(interactive=False, verbose=True).summary(summary)
+    assert "peak VRAM: cuda:0 12.50 GiB, cuda:1 20.25 GiB (in the decode)" in err.getvalue()
 
 
 def test_ctrl_c_takes_the_bar_down_and_gives_the_cursor_back(tmp_path, monkeypatch):

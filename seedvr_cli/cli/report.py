@@ -215,7 +215,9 @@ class TextReporter:
         else:
             self.message("  stages: no window was processed in this run")
         if summary.peak_vram_gib:
-            peaks = ", ".join(f"{device} {gib:.2f} GiB" for device, gib in sorted(summary.peak_vram_gib.items()))
+            peaks = ", ".join(f"{device} {gib:.2f} GiB" + (f" (in the {summary.peak_phase[device]})"
+                                                           if device in summary.peak_phase else "")
+                              for device, gib in sorted(summary.peak_vram_gib.items()))
             self.message(f"  peak VRAM: {peaks}")
         else:
             self.message("  peak VRAM: none measured (no GPU worker ran)")
@@ -260,7 +262,7 @@ class JsonReporter:
         self._emit({"event": "summary", "done": sum(o.status == "done" for o in summary.outcomes),
                     "failed": len(summary.failed), "skipped": sum(o.status == "skipped" for o in summary.outcomes),
                     "frames": summary.frames, "seconds": summary.seconds, "peak_vram_gib": summary.peak_vram_gib,
-                    "phase_seconds": summary.phase_seconds})
+                    "peak_phase": summary.peak_phase, "phase_seconds": summary.phase_seconds})
 
 
 def make_reporter(log_format: str, *, verbose: bool = False):

@@ -169,6 +169,13 @@ class PhaseTimes:
         # The innermost phase an exception left, until the caller takes it (``take_failed_phase``):
         # an out-of-memory step-down says where the window ran out.
         self.failed_phase: str | None = None
+        # The innermost phase that last raised the device's allocation peak (CUDA only): the one
+        # the run's reported peak belongs to. ``forget_peak`` after resetting the peak statistics.
+        self.peak_phase: str | None = None
+        self._recorded_peak = 0
+
+    def forget_peak(self) -> None:
+        self.peak_phase, self._recorded_peak = None, 0
 
     def take_failed_phase(self) -> str | None:
         phase, self.failed_phase = self.failed_phase, None
@@ -190,6 +197,9 @@ class PhaseTimes:
         finally:
             if synchronize:
                 torch.cuda.synchronize(device)
+                peak = torch.cuda.max_memory_allocated(device)
+                if peak > self._recorded_peak:
+                    self.peak_phase, self._recorded_peak = phase, peak
             self.seconds[phase] = self.seconds.get(phase, 0.0) + time.perf_counter() - began
 
 

@@ -40,6 +40,7 @@ class RunSummary:
     seconds: float
     peak_vram_gib: dict[str, float]
     phase_seconds: dict[str, float]
+    peak_phase: dict[str, str] = field(default_factory=dict)  # per device, the phase its peak was in
 
     @property
     def failed(self) -> list[JobOutcome]:

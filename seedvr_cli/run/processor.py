@@ -254,6 +254,7 @@ class SeedVRProcessor:
             torch.cuda.empty_cache()
             # The run's reported peak is the one of the settings that work.
             torch.cuda.reset_peak_memory_stats(self.device)
+            self.times.forget_peak()
         self.notes.append(f"chunk {task.index} ran out of GPU memory ({reason}); retrying it and the rest with "
                           f"{found.what}")
         return True
@@ -270,6 +271,7 @@ class SeedVRProcessor:
         self.subwindow_frames = shorter[0]
         if self.device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(self.device)
+            self.times.forget_peak()
         self.notes.append(f"chunk {task.index} ran out of GPU memory ({reason}); retrying it and the rest with "
                           f"{self._windows_text(task, context)} (pictures change)")
         return True

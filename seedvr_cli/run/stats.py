@@ -34,7 +34,8 @@ class _StatsRecordingProcessor:
     def process(self, task: ChunkTask, frames, context: InputContext) -> ChunkFrames:
         out = self.inner.process(task, frames, context)
         peak = torch.cuda.max_memory_allocated(self.inner.device) if self.inner.device.type == "cuda" else 0
-        stats = {"device": self.label, "peak_vram_bytes": peak, "phase_seconds": self.inner.times.seconds}
+        stats = {"device": self.label, "peak_vram_bytes": peak, "peak_phase": self.inner.times.peak_phase,
+                 "phase_seconds": self.inner.times.seconds}
         tmp = self.path.with_suffix(".tmp")
         tmp.write_text(json.dumps(stats))
         tmp.replace(self.path)
@@ -48,10 +49,12 @@ class _StatsRecordingProcessor:
         self.inner.close()
 
 
-def read_stats(stats_dir: str) -> tuple[dict[str, float], dict[str, float]]:
-    """Peak VRAM (GiB) per device and seconds per phase summed over devices."""
+def read_stats(stats_dir: str) -> tuple[dict[str, float], dict[str, float], dict[str, str]]:
+    """Peak VRAM (GiB) per device, seconds per phase summed over devices, and per device the phase
+    its peak was reached in."""
     peaks: dict[str, float] = {}
     phases: dict[str, float] = {}
+    peak_phases: dict[str, str] = {}
     for path in Path(stats_dir).glob("*.json"):
         try:
             stats = json.loads(path.read_text())
@@ -59,6 +62,8 @@ def read_stats(stats_dir: str) -> tuple[dict[str, float], dict[str, float]]:
             continue
         if stats.get("peak_vram_bytes"):
             peaks[stats["device"]] = stats["peak_vram_bytes"] / 2**30
+            if stats.get("peak_phase"):
+                peak_phases[stats["device"]] = stats["peak_phase"]
         for phase, seconds in stats.get("phase_seconds", {}).items():
             phases[phase] = phases.get(phase, 0.0) + seconds
-    return peaks, phases
+    return peaks, phases, peak_phases

@@ -129,8 +129,8 @@ def run_upscale(spec: JobSpec, reporter: Reporter) -> RunSummary:
                     outcomes.append(preview_one(index, len(jobs), job, spec, pool, reporter, files, facts))
                 else:
                     outcomes.append(_run_one(index, len(jobs), job, spec, pool, reporter, files, facts, cpu_fallback))
-        peaks, phases = read_stats(stats_dir)
-    return RunSummary(outcomes, time.monotonic() - started, peaks, phases)
+        peaks, phases, peak_phases = read_stats(stats_dir)
+    return RunSummary(outcomes, time.monotonic() - started, peaks, phases, peak_phases)
 
 
 def _device_line(spec: JobSpec, devices: list[DeviceSpec]) -> str:
