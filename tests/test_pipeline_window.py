@@ -287,3 +287,30 @@ def test_phase_times_name_the_phase_that_raised_the_peak_and_the_one_an_error_le
                 raise RuntimeError("out of memory")
     assert times.take_failed_phase() == "upsample" and times.take_failed_phase() is None
     assert "decode" in times.seconds and "upsample" in times.seconds
+
+
+@pytest.mark.parametrize("color", ["wavelet", "adain", "lab"])
+@pytest.mark.parametrize("output_dtype", [torch.uint8, None])
+def test_colour_step_a_few_frames_at_a_time_gives_the_same_frames(random_tiny_vae, monkeypatch, color, output_dtype):
+    """Per-frame colour methods run in slices of COLOR_SLICE_BYTES (the memory of a 2160p window);
+    the frames are the same as in one pass, and the histogram methods stay whole."""
+    from seedvr_cli.pipeline import window as window_module
+
+    clip = _rgba_clip(9, 8, 8)[..., :3]
+    size = plan_frame_size(8, 8, resolution=32)
+    plan = plan_windows(9, batch_size=9)
+    settings = WindowSettings(frame_size=size, dtype=torch.float32, color=color, output_dtype=output_dtype)
+
+    def run():
+        return upscale_window(clip, vae=random_tiny_vae, dit=StandInDiT(noise_weight=0.3),
+                              text_embedding=torch.zeros(58, 5120), settings=settings, window=plan.windows[0])
+
+    whole = run()
+    corrected = []
+    real = window_module.color_correct
+    monkeypatch.setattr(window_module, "color_correct", lambda c, s, m: corrected.append(c.shape[0]) or real(c, s, m))
+    monkeypatch.setattr(window_module, "COLOR_SLICE_BYTES", 2 * 3 * 32 * 32 * 4)  # two frames
+    sliced = run()
+    assert corrected == ([9] if color == "lab" else [2, 2, 2, 2, 1])
+    assert sliced.shape == whole.shape and sliced.dtype == whole.dtype
+    torch.testing.assert_close(sliced, whole, rtol=0, atol=1e-6 if output_dtype is None else 0)

@@ -167,7 +167,8 @@ def tiled_decode(
             area = (slice(top, top + extent_h), slice(left, left + extent_w))
             total[..., area[0], area[1]] += pixels.float() * weight
             count[area] += weight
-    return (total / count.clamp(min=1e-6)).to(z.dtype)
+    # In place: at 2160p the window's float32 sum is ~3 GiB, a second one would be as much.
+    return total.div_(count.clamp(min=1e-6)).to(z.dtype)
 
 
 @dataclass(frozen=True)

@@ -253,6 +253,11 @@ def wavelet_adaptive(content: torch.Tensor, style: torch.Tensor) -> torch.Tensor
 
 # ---------------------------------------------------------------- dispatch
 
+# Methods whose result for a frame depends on that frame (and its style frame) only, so that they
+# can run a few frames at a time: wavelet blurs and AdaIN statistics are per frame, whereas the
+# histogram methods (lab, hsv and wavelet_adaptive through hsv) match the whole clip's histograms.
+PER_FRAME_COLOR_METHODS = frozenset({"wavelet", "adain", "none"})
+
 
 def color_correct(content: torch.Tensor, style: torch.Tensor, method: str = DEFAULT_COLOR_METHOD) -> torch.Tensor:
     """Apply ``method`` in float32 (style resized bilinearly if its size differs)."""

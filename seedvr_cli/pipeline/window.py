@@ -28,7 +28,7 @@ import torch
 from seedvr_cli.models.vae import decoder_input_from_latent, latent_from_mean
 from seedvr_cli.models.vae_config import vae_config
 from seedvr_cli.pipeline.alpha import upscale_alpha
-from seedvr_cli.pipeline.color import COLOR_METHODS, DEFAULT_COLOR_METHOD, color_correct
+from seedvr_cli.pipeline.color import COLOR_METHODS, DEFAULT_COLOR_METHOD, PER_FRAME_COLOR_METHODS, color_correct
 from seedvr_cli.pipeline.condition import (
     SHIFT_SHAPES,
     add_input_noise,
@@ -300,12 +300,37 @@ def decode_window(
     with timed("color", restored.device):
         # 7. alpha (guided by the uncorrected upscale, as numz does) and colour correction
         alpha = upscale_alpha(encoded.alpha, content) if encoded.alpha is not None else None
-        corrected = color_correct(content, encoded.style, settings.color)
-        if finite is not None:
-            # Before quantising, which would clamp infinity away and turn NaN into black.
-            finite.watch("color", encoded.window, corrected)
-        # 8. to uint8 / uint16 (rounded)
-        return finish_frames(corrected, alpha, settings.output_dtype)
+        frames = content.shape[0]
+        step = frames
+        if settings.color in PER_FRAME_COLOR_METHODS:
+            step = max(1, int(COLOR_SLICE_BYTES // (content[0].numel() * 4)))
+        if step >= frames:
+            return _correct_and_finish(content, encoded.style, alpha, settings, encoded.window, finite)
+        # A few frames at a time: the wavelet's float32 temporaries of a whole 2160p window would be
+        # ~5 clips (15 GiB for 33 frames), more than the tiled VAE needs.
+        finished = None
+        for start in range(0, frames, step):
+            part = slice(start, start + step)
+            piece = _correct_and_finish(content[part], encoded.style[part], None if alpha is None else alpha[part],
+                                        settings, encoded.window, finite)
+            if finished is None:
+                finished = torch.empty((frames, *piece.shape[1:]), dtype=piece.dtype, device=piece.device)
+            finished[part] = piece
+        return finished
+
+
+# Float32 bytes of decoded frames the colour step takes at a time (methods that work per frame).
+COLOR_SLICE_BYTES = 256 * 2**20
+
+
+def _correct_and_finish(content: torch.Tensor, style: torch.Tensor, alpha: torch.Tensor | None,
+                        settings: WindowSettings, window: Window, finite: FiniteGuard | None) -> torch.Tensor:
+    corrected = color_correct(content, style, settings.color)
+    if finite is not None:
+        # Before quantising, which would clamp infinity away and turn NaN into black.
+        finite.watch("color", window, corrected)
+    # 8. to uint8 / uint16 (rounded)
+    return finish_frames(corrected, alpha, settings.output_dtype)
 
 
 # ---------------------------------------------------------------- the chunk

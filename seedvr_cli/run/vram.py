@@ -49,6 +49,14 @@ _DIT_GIB_PER_TOKEN = 5.33 / 73440
 # The DiT tiler's float32 sum of the window's velocities: 2 x 2 latents x 16 channels a token.
 _TILED_DIT_GIB_PER_TOKEN = 2 * 2 * 16 * 4 / GIB
 _FLOAT32_CLIPS_BESIDE_DECODE = 2
+# Float32 clips of the window alive in the phases around the VAE and the DiT, counted from the code
+# (pipeline.window): preprocessing holds the resized clip and two arithmetic results at its peak;
+# the encode the clip, the colour reference ("style") and a half-size bf16 copy; the colour step
+# the style, the decoded clip and the float output, plus its slices' temporaries.
+_FLOAT32_CLIPS_IN_PREPROCESS = 3
+_FLOAT32_CLIPS_BESIDE_ENCODE = 2.5
+_FLOAT32_CLIPS_IN_COLOUR = 3
+_COLOUR_SLICE_TEMPORARIES_GIB = 6 * 0.25
 # Compute dtype on GPUs (bf16, or fp16 on older ones): two bytes per plain weight.
 _PLAIN_BYTES = 2
 
@@ -155,14 +163,18 @@ def estimate_vram(facts: ModelFacts, model_size: tuple[int, int], window_frames:
     working = {
         "VAE decode": (_DECODE_GIB + rings * _DECODE_RINGS_GIB) * coded / _REFERENCE_PIXELS
         + _FLOAT32_CLIPS_BESIDE_DECODE * clip_gib + tiling_gib + mid_gib,
-        "VAE encode": (_ENCODE_GIB + rings * _ENCODE_RINGS_GIB) * coded / _REFERENCE_PIXELS + clip_gib + tiling_gib,
+        "VAE encode": (_ENCODE_GIB + rings * _ENCODE_RINGS_GIB) * coded / _REFERENCE_PIXELS
+        + _FLOAT32_CLIPS_BESIDE_ENCODE * clip_gib,
         "DiT": dit_working_gib(facts, model_size, window_frames, memory) + clip_gib,
+        "preprocessing": _FLOAT32_CLIPS_IN_PREPROCESS * clip_gib,
+        "colour correction": _FLOAT32_CLIPS_IN_COLOUR * clip_gib + _COLOUR_SLICE_TEMPORARIES_GIB,
     }
     # With VAE offload the VAE's weights are on the GPU only while it codes, with DiT offload the
     # DiT's only while it runs.
     weights = {"DiT": (dit_weights + (0 if memory.offloads_vae else vae_weights)) / GIB,
                "VAE decode": (dit_weights_idle + vae_weights) / GIB,
                "VAE encode": (dit_weights_idle + vae_weights) / GIB}
+    weights["preprocessing"] = weights["colour correction"] = weights["VAE encode"]
     phase = max(working, key=lambda name: weights[name] + working[name])
     return VRAMEstimate(weights[phase], working[phase], phase)
 
