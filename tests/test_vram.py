@@ -35,6 +35,31 @@ def test_estimate_is_within_15_percent_of_the_measured_peaks(facts, memory, meas
     assert estimate.phase == "VAE decode"
 
 
+# 2160p from a 1080p input, 33-frame window, under --max-vram 24 (docs/benchmarks.md, "The memory
+# table"): what --vram auto picked then, and the peak it reached (in the decode).
+MEASURED_2160P = [
+    (MemorySettings(**SWAP_ALL, vae_tiling="on", vae_tile_size=768, vae_tile_overlap=96, dit_tiling="on",
+                    dit_tile_size=2592, dit_tile_overlap=480), 14.89),
+]
+
+
+@pytest.mark.parametrize(("memory", "measured"), MEASURED_2160P)
+def test_estimate_at_2160p_is_within_15_percent_of_the_measured_peak(memory, measured):
+    estimate = estimate_vram(THREE_B, (2160, 3840), 33, memory)
+    assert abs(estimate.total_gib - measured) <= 0.15 * measured
+    assert estimate.phase == "VAE decode"
+
+
+def test_colour_correction_and_preprocessing_count_their_float32_clips():
+    # With the smallest VAE tiles and DiT tiles at 2160p, the window's float32 clips are most of
+    # the memory: three in preprocessing, the style + decoded + output clips in the colour step.
+    memory = MemorySettings(**SWAP_ALL, vae_tiling="on", vae_tile_size=256, vae_tile_overlap=32, dit_tiling="on",
+                            dit_tile_size=512, dit_tile_overlap=64)
+    clip_gib = 3 * 33 * 2160 * 3840 * 4 / 2**30
+    estimate = estimate_vram(THREE_B, (2160, 3840), 33, memory)
+    assert estimate.working_gib >= 3 * clip_gib
+
+
 def test_each_saver_takes_off_what_it_should():
     plain = estimate_vram(THREE_B, (1088, 1920), 33, MemorySettings())
     swapped = estimate_vram(THREE_B, (1088, 1920), 33, MemorySettings(**SWAP_ALL))

@@ -152,17 +152,18 @@ def estimate_vram(facts: ModelFacts, model_size: tuple[int, int], window_frames:
     pixels = height * width
     clip_gib = 3 * window_frames * pixels * 4 / GIB  # one float32 clip of the window
     coded = pixels
-    tiling_gib = mid_gib = 0.0
+    mid_gib = 0.0
     if memory.tiles_vae and (height > memory.vae_tile_size or width > memory.vae_tile_size):
         coded = min(height, memory.vae_tile_size) * min(width, memory.vae_tile_size)
-        tiling_gib = clip_gib
+        # The tiles' float32 sum is divided in place into the decode's result, so it takes the
+        # place of one of the clips beside the decode rather than adding one.
         # A tiled decode keeps its mid block's output for the whole latent (memory.tiling).
         mid_channels = vae_config(facts.vae_variant).block_out_channels[-1]
         mid_gib = mid_channels * ((window_frames - 1) // 4 + 1) * (pixels // 64) * 2 / GIB
     rings = 1 if memory.vae_conv_rings else 0
     working = {
         "VAE decode": (_DECODE_GIB + rings * _DECODE_RINGS_GIB) * coded / _REFERENCE_PIXELS
-        + _FLOAT32_CLIPS_BESIDE_DECODE * clip_gib + tiling_gib + mid_gib,
+        + _FLOAT32_CLIPS_BESIDE_DECODE * clip_gib + mid_gib,
         "VAE encode": (_ENCODE_GIB + rings * _ENCODE_RINGS_GIB) * coded / _REFERENCE_PIXELS
         + _FLOAT32_CLIPS_BESIDE_ENCODE * clip_gib,
         "DiT": dit_working_gib(facts, model_size, window_frames, memory) + clip_gib,
