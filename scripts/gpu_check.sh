@@ -20,7 +20,7 @@
 # fixtures the float32 fixture tests and parity.py on this machine's CPU (another CPU's float noise)
 # savings  the 66-frame 1080p CLI run (windows of 33 crossfaded over 3, two per chunk) with no memory saver, with BlockSwap of all blocks, and with
 #          BlockSwap + VAE tiling: peak VRAM, fps, and the pictures compared (scripts/compare_videos.py)
-# table3b / table7b  the memory table of issue 12: no saver, fp8 + BlockSwap of every block, GGUF Q4_K_M +
+# table3b / table7b  (TABLE_ROWS="8gb 12gb ..." for some rows only) the memory table of issue 12: no saver, fp8 + BlockSwap of every block, GGUF Q4_K_M +
 #          BlockSwap + VAE tiling, the 8/12/16/24 GB card presets (--vram auto), for 7B also the 48/80 GB presets,
 #          and for 3B a 2160p output within 24 GiB (scripts/memory_table.py; rows in $OUT/table/table.md)
 # offload  issue 12's untiled rows: 3B and 7B fp16 with no saver and with --dit-offload-device cpu (the DiT in
@@ -191,8 +191,11 @@ for stage in "$@"; do
         variant=${stage#table}
         blocks=$([ "$variant" = 7b ] && echo 36 || echo 32)
         synth "$variant" fp16 "$WORK/seedvr2_ema_${variant}_fp16.safetensors"
-        synth "$variant" fp8_e4m3fn "$WORK/seedvr2_ema_${variant}_fp8_e4m3fn.safetensors"
-        synth "$variant" gguf-q4_k_m "$WORK/seedvr2_ema_${variant}-Q4_K_M.gguf"
+        wanted() {  # TABLE_ROWS="8gb 12gb ..." runs only those rows (default: all)
+            [ -z "${TABLE_ROWS:-}" ] || [[ " $TABLE_ROWS " == *" $1 "* ]]
+        }
+        wanted fp8_swap && synth "$variant" fp8_e4m3fn "$WORK/seedvr2_ema_${variant}_fp8_e4m3fn.safetensors"
+        wanted q4km_swap_tiled && synth "$variant" gguf-q4_k_m "$WORK/seedvr2_ema_${variant}-Q4_K_M.gguf"
         synth vae fp16 "$WORK/ema_vae_fp16.safetensors"
         [ -f "$WORK/clip66.mp4" ] || $PY scripts/make_clip.py "$WORK/clip66.mp4" --frames 66 --width 640 --height 360
         fp16="$WORK/seedvr2_ema_${variant}_fp16.safetensors"
@@ -200,6 +203,7 @@ for stage in "$@"; do
                 --overwrite --devices 0)
         row() {  # row NAME ARGS...
             local name=$1; shift
+            wanted "$name" || return 0
             timeout "${ROW_LIMIT:-150}" $PY scripts/memory_table.py --row "${variant}_$name" --log-dir "$OUT/table" -- \
                 "$@" 2>&1 | tee -a "$OUT/table_$variant.log"
         }
@@ -221,8 +225,8 @@ for stage in "$@"; do
             [ -f "$WORK/clip1080.mp4" ] || $PY scripts/make_clip.py "$WORK/clip1080.mp4" --frames 33 --width 1920 --height 1080
             row 2160p_24gb "$WORK/clip1080.mp4" -o "$WORK/t_2160.mkv" --model "$fp16" --vae "$WORK/ema_vae_fp16.safetensors" \
                 --resolution 2160 --batch-size 33 --codec ffv1 --no-resume --overwrite --devices 0 --max-vram 24
-            $PY scripts/compare_videos.py "$WORK/t_none.mkv" "$WORK/t_fp8.mkv" "$WORK/t_8.mkv" "$WORK/t_24.mkv" 2>&1 \
-                | tee "$OUT/table_${variant}_compare.log"
+            [ -z "${TABLE_ROWS:-}" ] && $PY scripts/compare_videos.py "$WORK/t_none.mkv" "$WORK/t_fp8.mkv" "$WORK/t_8.mkv" \
+                "$WORK/t_24.mkv" 2>&1 | tee "$OUT/table_${variant}_compare.log"
         fi
         cp "$OUT/table/table.md" "$OUT/table_all.md" 2>/dev/null ;;
     offload)
