@@ -46,6 +46,9 @@ _ENCODE_GIB = 11.06
 _DECODE_RINGS_GIB = 6.43
 _ENCODE_RINGS_GIB = 2.79
 _DIT_GIB_PER_TOKEN = 5.33 / 73440
+# That figure was measured on the 3B (width 2560); a token's activations grow with the width, and
+# the 7B (3072) ran out of memory in its DiT phase under --max-vram 8 when the 3B's figure was used.
+_CALIBRATION_WIDTH = 2560
 # The DiT tiler's float32 sum of the window's velocities: 2 x 2 latents x 16 channels a token.
 _TILED_DIT_GIB_PER_TOKEN = 2 * 2 * 16 * 4 / GIB
 _FLOAT32_CLIPS_BESIDE_DECODE = 2
@@ -187,10 +190,12 @@ def dit_working_gib(facts: ModelFacts, model_size: tuple[int, int], window_frame
     height, width = model_size
     latent_frames = (window_frames - 1) // 4 + 1
     tokens = latent_frames * (height // 16) * (width // 16)
+    config = dit_config(facts.variant)
+    per_token = _DIT_GIB_PER_TOKEN * config.width / _CALIBRATION_WIDTH
     if memory.dit_tiling != "on":
-        return _DIT_GIB_PER_TOKEN * tokens
+        return per_token * tokens
     grid = (latent_frames, height // 16, width // 16)
-    plan = plan_tiles(grid, dit_config(facts.variant), memory.dit_tile_size, memory.dit_tile_overlap)
+    plan = plan_tiles(grid, config, memory.dit_tile_size, memory.dit_tile_overlap)
     if plan is None:
-        return _DIT_GIB_PER_TOKEN * tokens
-    return _DIT_GIB_PER_TOKEN * plan.tile_tokens + _TILED_DIT_GIB_PER_TOKEN * tokens
+        return per_token * tokens
+    return per_token * plan.tile_tokens + _TILED_DIT_GIB_PER_TOKEN * tokens
