@@ -40,7 +40,26 @@ def test_estimate_is_within_15_percent_of_the_measured_peaks(facts, memory, meas
 MEASURED_2160P = [
     (MemorySettings(**SWAP_ALL, vae_tiling="on", vae_tile_size=768, vae_tile_overlap=96, dit_tiling="on",
                     dit_tile_size=2592, dit_tile_overlap=480), 14.89),
+    (MemorySettings(**SWAP_ALL, vae_tiling="on", vae_tile_size=1024, vae_tile_overlap=128, dit_tiling="on",
+                    dit_tile_size=2592, dit_tile_overlap=480), 19.41),
 ]
+
+
+# Rows whose peak is in the DiT phase (--max-vram 8; the run summary's peak phase): the 7B's
+# activations per token are larger than the 3B's, by about the ratio of their widths.
+MEASURED_DIT_PHASE = [
+    ("3b", 33, 7.19),
+    ("7b", 25, 7.07),
+]
+
+
+@pytest.mark.parametrize(("variant", "frames", "measured"), MEASURED_DIT_PHASE)
+def test_estimate_of_the_dit_phase_is_within_15_percent_per_model(variant, frames, measured):
+    memory = MemorySettings(blocks_to_swap=32 if variant == "3b" else 36, swap_io_components=True,
+                            vae_tiling="on", vae_tile_size=512, vae_tile_overlap=64, vae_offload_device="cpu")
+    estimate = estimate_vram(ModelFacts(variant, "vae", 2.0, "test"), (1088, 1920), frames, memory)
+    assert estimate.phase == "DiT"
+    assert abs(estimate.total_gib - measured) <= 0.15 * measured
 
 
 @pytest.mark.parametrize(("memory", "measured"), MEASURED_2160P)
