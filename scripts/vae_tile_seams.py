@@ -8,6 +8,11 @@ on the CPU. For encode (pixels -> posterior mean) and decode (that mean -> pixel
 the seam bands (positions two tiles cover) and in the tile interiors (the rest), and the mean
 difference by distance from the nearest interior tile edge.
 
+Seams and interiors hold different content, so the script also compares them at the same
+positions: a second tile layout, shifted by half a stride, puts its interiors where the first one
+has its seams (and the other way round); "same positions" gives the error of the layout that has a
+seam there over the error of the layout that has a tile interior there, per direction and pooled.
+
 Decode twice: ``whole mid`` (the default: input layer and mid block on the whole latent, up blocks
 in tiles) and ``reference`` (every tile through the whole decoder, as the ComfyUI port). Then, for
 encode and for the default decode, a diagnostic that hands every GroupNorm the statistics of the
@@ -33,7 +38,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT), str(ROOT / "kernels")]
 
 from seedvr_cli.media.images import read_image  # noqa: E402
-from seedvr_cli.memory.tiling import _latent_grid, tile_spans, tiled_decode, tiled_encode  # noqa: E402
+from seedvr_cli.memory import tiling  # noqa: E402
+from seedvr_cli.memory.tiling import TileSpan, _latent_grid, tile_spans, tiled_decode, tiled_encode  # noqa: E402
 from seedvr_cli.models.vae import FrameGroupNorm  # noqa: E402
 from seedvr_cli.parity.vae import load_fixture_vae  # noqa: E402
 
@@ -65,6 +71,50 @@ def edge_distance(latent: tuple[int, int], tile: int, overlap: int, factor: int)
         else:
             distances.append(torch.full((size * factor,), float("inf")))
     return torch.minimum(distances[0][:, None], distances[1][None, :])
+
+
+def shifted_spans(latent_size: int, tile: int, overlap: int, shift: int) -> list[TileSpan]:
+    """``tile_spans`` with the second tile starting ``shift`` latents in (the first one shorter)."""
+    stride = max(1, tile - overlap)
+    first_stop = min(shift + overlap, latent_size)
+    spans = [TileSpan(0, first_stop, False, first_stop < latent_size)]
+    start = shift
+    while start + overlap < latent_size:
+        stop = min(start + tile, latent_size)
+        spans.append(TileSpan(start, stop, True, stop < latent_size))
+        start += stride
+    return spans
+
+
+@contextmanager
+def tile_layout_shifted(by: int):
+    """``memory.tiling`` lays its tiles out shifted by ``by`` latents while inside."""
+    original = tiling.tile_spans
+    tiling.tile_spans = lambda size, tile, overlap: shifted_spans(size, tile, overlap, by)
+    try:
+        yield
+    finally:
+        tiling.tile_spans = original
+
+
+def covered_twice(spans: list[TileSpan], size: int, factor: int) -> torch.Tensor:
+    cover = torch.zeros(size * factor)
+    for span in spans:
+        cover[span.start * factor : span.stop * factor] += 1
+    return cover > 1
+
+
+def same_positions(errors: tuple[torch.Tensor, torch.Tensor], seams: tuple[torch.Tensor, torch.Tensor]) -> dict:
+    """Seam error over interior error where one layout has a seam and the other an interior."""
+    result, sums = {}, [0.0, 0.0]
+    for name, (a, b) in (("seams of the first layout", (0, 1)), ("seams of the shifted layout", (1, 0))):
+        where = seams[a] & ~seams[b]
+        seam, interior = float(errors[a][where].mean()), float(errors[b][where].mean())
+        result[name] = round(seam / interior, 3)
+        sums[0] += seam
+        sums[1] += interior
+    result["pooled"] = round(sums[0] / sums[1], 3)
+    return result
 
 
 @contextmanager
@@ -137,6 +187,24 @@ def main() -> None:
         with frame_statistics(vae, lambda: vae.decode(mean)):
             results["decode, whole mid, frame statistics"] = summarise(
                 tiled_decode(vae, mean, size, overlap, True) - decoded, *geometry["decode"])
+        # The same comparison at the same positions, with a layout shifted by half a stride.
+        (tile_h, tile_w), (overlap_h, overlap_w) = _latent_grid(size, overlap, 8)
+        shift = max(1, (tile_h - overlap_h) // 2)
+        for name, run, reference, factor in (
+                ("encode", lambda: tiled_encode(vae, x, size, overlap)[0], mean, 1),
+                ("decode, whole mid", lambda: tiled_decode(vae, mean, size, overlap, True), decoded, 8)):
+            errors, seams = [], []
+            for by in (None, shift):
+                if by is None:
+                    out = run()
+                    rows, cols = tile_spans(latent[0], tile_h, overlap_h), tile_spans(latent[1], tile_w, overlap_w)
+                else:
+                    with tile_layout_shifted(by):
+                        out = run()
+                    rows, cols = shifted_spans(latent[0], tile_h, overlap_h, by), shifted_spans(latent[1], tile_w, overlap_w, by)
+                errors.append((out - reference).abs().mean(dim=(0, 1, 2)))
+                seams.append(covered_twice(rows, latent[0], factor)[:, None] | covered_twice(cols, latent[1], factor)[None, :])
+            results[f"{name}, same positions"] = same_positions(tuple(errors), tuple(seams))
     results["signal_std"] = {"latent": round(float(mean.std()), 4), "pixels": round(float(decoded.std()), 4)}
     if args.json:
         print(json.dumps(results))
@@ -147,6 +215,8 @@ def main() -> None:
         r = results[name]
         print(f"{name:36s}: mean {r['mean']:.5f} max {r['max']:.4f} seam {r['seam']:.5f} "
               f"interior {r['interior']:.5f} ratio {r['seam_to_interior']}  by distance {r['by_latents_from_a_cut']}")
+    for name in ("encode, same positions", "decode, whole mid, same positions"):
+        print(f"{name:36s}: seam / interior error {results[name]}")
 
 
 if __name__ == "__main__":
