@@ -50,7 +50,7 @@
 #          same clip, plain and fast (the compile cache filled by the bench), sampled by scripts/watch_run.py
 # uhd      issue 12's 2160p row: 33 frames of 1920x1080 to 3840x2160 under --max-vram 24 (--vram auto), 3B fp16
 # uhd-peak the same clip with --vram manual, no cap, and the savers --vram auto picks first at 24 GiB (or $UHD_FLAGS):
-#          the peak the estimate should have predicted, and the phase it is reached in (--verbose)
+#          the peak the estimate should have predicted, and the phase it is reached in (--verbose; log uhd-peak.log)
 # wall     the CLI's process wall on the fast stage's 66-frame clip to 1080p (3B fp16, batch 33), with --verbose
 #          stage times: --attention sdpa; --attention auto --compile with a cold and then a warm compile cache;
 #          $WALL_FLAGS (default --vae-conv-rings) added to the warm one (scripts/watch_run.py, logs fast_wall_*)
@@ -388,23 +388,21 @@ for r in map(json.loads, open(sys.argv[1])):
                 --vae "$WORK/ema_vae_fp16.safetensors" --resolution 1080 --batch-size 33 --devices 0 --verbose $flags \
                 2>&1 | tee "$OUT/fast_wall_$n.log"
         done ;;
-    uhd-peak)
+    uhd|uhd-peak)
         synth 3b fp16 "$WORK/seedvr2_ema_3b_fp16.safetensors"
         synth vae fp16 "$WORK/ema_vae_fp16.safetensors"
         [ -f "$WORK/clip1080.mp4" ] || $PY scripts/make_clip.py "$WORK/clip1080.mp4" --frames 33 --width 1920 --height 1080
-        timeout "${ROW_LIMIT:-300}" $PY scripts/memory_table.py --row 3b_2160p_manual_uncapped --log-dir "$OUT/table" -- \
-            "$WORK/clip1080.mp4" -o "$WORK/o_2160m.mkv" --model "$WORK/seedvr2_ema_3b_fp16.safetensors" \
+        if [ "$stage" = uhd ]; then
+            name=3b_2160p_24gb; memory=(--max-vram 24)
+        else
+            # What --vram auto picked first at 24 GiB before this session's changes (or $UHD_FLAGS), uncapped.
+            name=3b_2160p_manual_uncapped
+            read -r -a memory <<< "--vram manual ${UHD_FLAGS:---blocks-to-swap 32 --vae-tiling on --vae-tile-size 768 --dit-tiling on --dit-tile-size 2592}"
+        fi
+        timeout "${ROW_LIMIT:-300}" $PY scripts/memory_table.py --row "$name" --log-dir "$OUT/table" -- \
+            "$WORK/clip1080.mp4" -o "$WORK/o_$name.mkv" --model "$WORK/seedvr2_ema_3b_fp16.safetensors" \
             --vae "$WORK/ema_vae_fp16.safetensors" --batch-size 33 --codec ffv1 --no-resume --overwrite --devices 0 \
-            --resolution 2160 --vram manual ${UHD_FLAGS:---blocks-to-swap 32 --vae-tiling on --vae-tile-size 768 --dit-tiling on --dit-tile-size 2592} \
-            --verbose 2>&1 | tee -a "$OUT/uhd_peak.log" ;;
-    uhd)
-        synth 3b fp16 "$WORK/seedvr2_ema_3b_fp16.safetensors"
-        synth vae fp16 "$WORK/ema_vae_fp16.safetensors"
-        [ -f "$WORK/clip1080.mp4" ] || $PY scripts/make_clip.py "$WORK/clip1080.mp4" --frames 33 --width 1920 --height 1080
-        timeout "${ROW_LIMIT:-300}" $PY scripts/memory_table.py --row 3b_2160p_24gb --log-dir "$OUT/table" -- \
-            "$WORK/clip1080.mp4" -o "$WORK/o_2160.mkv" --model "$WORK/seedvr2_ema_3b_fp16.safetensors" \
-            --vae "$WORK/ema_vae_fp16.safetensors" --batch-size 33 --codec ffv1 --no-resume --overwrite --devices 0 \
-            --resolution 2160 --max-vram 24 --verbose 2>&1 | tee -a "$OUT/uhd.log"
+            --resolution 2160 "${memory[@]}" --verbose 2>&1 | tee -a "$OUT/$stage.log"
         cp "$OUT/table/table.md" "$OUT/table_all.md" 2>/dev/null ;;
     *)
         echo "unknown stage $stage (tests smoke loading loading3b e2e memory multi long fixtures savings table3b table7b offload kernels flashvsr flashvsr-ref dit fast wall uhd uhd-peak info)"; exit 2 ;;
