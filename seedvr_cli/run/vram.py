@@ -51,6 +51,8 @@ _DIT_GIB_PER_TOKEN = 5.33 / 73440
 _CALIBRATION_WIDTH = 2560
 # The DiT tiler's float32 sum of the window's velocities: 2 x 2 latents x 16 channels a token.
 _TILED_DIT_GIB_PER_TOKEN = 2 * 2 * 16 * 4 / GIB
+# The colour reference and the decoded clip; a tiled decode divides its float32 sum of the tiles
+# in place into the latter, so tiling adds no clip of its own.
 _FLOAT32_CLIPS_BESIDE_DECODE = 2
 # Float32 clips of the window alive in the phases around the VAE and the DiT, counted from the code
 # (pipeline.window): preprocessing holds the resized clip and two arithmetic results at its peak;
@@ -158,8 +160,6 @@ def estimate_vram(facts: ModelFacts, model_size: tuple[int, int], window_frames:
     mid_gib = 0.0
     if memory.tiles_vae and (height > memory.vae_tile_size or width > memory.vae_tile_size):
         coded = min(height, memory.vae_tile_size) * min(width, memory.vae_tile_size)
-        # The tiles' float32 sum is divided in place into the decode's result, so it takes the
-        # place of one of the clips beside the decode rather than adding one.
         # A tiled decode keeps its mid block's output for the whole latent (memory.tiling).
         mid_channels = vae_config(facts.vae_variant).block_out_channels[-1]
         mid_gib = mid_channels * ((window_frames - 1) // 4 + 1) * (pixels // 64) * 2 / GIB
