@@ -313,4 +313,10 @@ def test_colour_step_a_few_frames_at_a_time_gives_the_same_frames(random_tiny_va
     sliced = run()
     assert corrected == ([9] if color == "lab" else [2, 2, 2, 2, 1])
     assert sliced.shape == whole.shape and sliced.dtype == whole.dtype
-    torch.testing.assert_close(sliced, whole, rtol=0, atol=1e-6 if output_dtype is None else 0)
+    # The same per-frame arithmetic; another batch size may pick another CPU kernel, so allow float
+    # rounding (and, after quantising, a value that rounding moves across a level's edge).
+    if output_dtype is None:
+        torch.testing.assert_close(sliced, whole, rtol=0, atol=1e-5)
+    else:
+        difference = (sliced.int() - whole.int()).abs()
+        assert int(difference.max()) <= 1 and float((difference > 0).float().mean()) < 1e-3
