@@ -31,21 +31,11 @@ from seedvr_cli.parallel.pool import WorkerPool
 from seedvr_cli.parallel.progress import RunFailed
 from seedvr_cli.parallel.spill import SpillReader, spill_name
 from seedvr_cli.parallel.tasks import ChunkTask
-from seedvr_cli.pipeline.plan import FrameSize
-from seedvr_cli.run.flashvsr_plan import (
-    compute_bytes,
-    lq_like_output,
-    output_dtype,
-    plan_flashvsr_input,
-    segment_settings,
-)
-from seedvr_cli.run.flashvsr_processor import FlashVSRContext
+from seedvr_cli.run.engines import input_like_output_for, plan_for_engine, worker_context
 from seedvr_cli.run.models import ModelFiles
 from seedvr_cli.run.outcome import JobOutcome, Reporter, finish
 from seedvr_cli.run.outputs import deep_output_asked
-from seedvr_cli.run.plan import InputPlan, plan_input, window_settings
-from seedvr_cli.run.processor import InputContext
-from seedvr_cli.run.side_by_side import input_like_output, side_by_side
+from seedvr_cli.run.side_by_side import side_by_side
 from seedvr_cli.run.sources import InputSource
 from seedvr_cli.run.vram import ModelFacts
 
@@ -70,22 +60,6 @@ def final_frame(chunks: Sequence[ChunkTask], frame: int, open_chunk: Callable[[i
             reader.close()
 
 
-def _plan(job: Job, spec: JobSpec, reader, facts: ModelFacts | None):
-    """The full run's plan of the input by the run's engine (FlashVSR's chunks are one segment each)."""
-    if spec.flashvsr_model is None:
-        return plan_input(job, spec, reader, facts)
-    return plan_flashvsr_input(job, spec, reader, spec.flashvsr_model, compute_bytes(spec.model.dtype))
-
-
-def _context(spec: JobSpec, plan: InputPlan, size: FrameSize, temporal, deep: bool):
-    """What the workers need of the input by the run's engine, and how the input frame is brought
-    to the output's size for the left half (FlashVSR crops: the frame as the model sees it)."""
-    if spec.flashvsr_model is None:
-        return InputContext(temporal, window_settings(spec, size, deep), alpha=plan.alpha), input_like_output
-    context = FlashVSRContext(temporal, segment_settings(spec), output_dtype(deep), alpha=plan.alpha)
-    return context, lq_like_output(spec.flashvsr.scale)
-
-
 def preview_one(index: int, total: int, job: Job, spec: JobSpec, pool: WorkerPool, reporter: Reporter,
                 files: ModelFiles, facts: ModelFacts | None) -> JobOutcome:
     """Write the preview PNG of ``job`` (frame ``spec.run.preview``); failures become the outcome."""
@@ -98,7 +72,7 @@ def preview_one(index: int, total: int, job: Job, spec: JobSpec, pool: WorkerPoo
         # One window per chunk: the frame's windows run, and not their neighbours in a longer chunk.
         one_window = replace(spec, run=replace(spec.run, windows_per_chunk=1))
         with open_reader(job.input, sequence=spec.sequence, fps=spec.fps) as reader:
-            plan, size, temporal, tasks = _plan(job, one_window, reader, facts)
+            plan, size, temporal, tasks = plan_for_engine(job, one_window, reader, facts)
             if number >= plan.frames:
                 raise UserError(f"{job.input}: --preview {number} is past the last frame (the output has "
                                 f"{plan.frames} frames, 0 to {plan.frames - 1}); choose a smaller frame number")
@@ -107,7 +81,7 @@ def preview_one(index: int, total: int, job: Job, spec: JobSpec, pool: WorkerPoo
             reporter.message(f"[{index + 1}/{total}] preview of {job.input}, frame {number}: "
                              f"{len(chunks)} of {len(tasks)} {plan.unit}s")
             deep = plan.deep or deep_output_asked(spec.output_settings)
-            context, like_output = _context(spec, plan, size, temporal, deep)
+            context = worker_context(spec, plan, size, temporal, deep)
             source = InputSource.of(job.input, spec.sequence, spec.fps, plan.first_frame, reader)
             original = reader.read(plan.first_frame + number, plan.first_frame + number + 1)
             target.parent.mkdir(parents=True, exist_ok=True)
@@ -119,7 +93,7 @@ def preview_one(index: int, total: int, job: Job, spec: JobSpec, pool: WorkerPoo
                         context=context, options=options,
                         progress=reporter.progress)
                 result = final_frame(chunks, frame, lambda k: SpillReader(Path(workdir) / spill_name(k)))
-        picture = side_by_side(original, result[None], like_output)[0]
+        picture = side_by_side(original, result[None], input_like_output_for(spec))[0]
         writer = open_writer(target, OutputSettings(overwrite=spec.output_settings.overwrite),
                              width=picture.shape[1], height=picture.shape[0])
         writer.write(picture)

@@ -14,7 +14,6 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
-
 from seedvr_cli.config import JobSpec, parse_shard
 from seedvr_cli.errors import UserError
 from seedvr_cli.media.discovery import Job, discover_jobs
@@ -30,6 +29,7 @@ from seedvr_cli.parallel.progress import ProgressEvent, RunFailed
 from seedvr_cli.parallel.tasks import shard_indices
 from seedvr_cli.pipeline.temporal import padded_length
 from seedvr_cli.run.cpu_time import cpu_fallback_warning
+from seedvr_cli.run.engines import input_like_output_for, plan_for_engine, worker_context
 from seedvr_cli.run.fit import CONTEXT_GIB, fit_memory
 from seedvr_cli.run.flashvsr_fit import fit_flashvsr
 from seedvr_cli.run.flashvsr_models import describe_flashvsr, resolve_flashvsr_files
@@ -38,12 +38,8 @@ from seedvr_cli.run.flashvsr_plan import (
     describe_vram,
     estimate_flashvsr_vram,
     flashvsr_frame_size,
-    lq_like_output,
-    output_dtype,
-    plan_flashvsr_input,
-    segment_settings,
 )
-from seedvr_cli.run.flashvsr_processor import FlashVSRContext, FlashVSRProcessorFactory
+from seedvr_cli.run.flashvsr_processor import FlashVSRProcessorFactory
 from seedvr_cli.run.leftovers import notes_on_other_workdirs, remove_workdirs
 from seedvr_cli.run.models import ModelFiles, describe_models, resolve_models
 from seedvr_cli.run.outcome import JobOutcome, Reporter, RunSummary, finish
@@ -57,13 +53,11 @@ from seedvr_cli.run.outputs import (
 from seedvr_cli.run.plan import (
     InputPlan,
     frame_size,
-    plan_input,
     sequence_gap_note,
     short_input_note,
-    window_settings,
 )
 from seedvr_cli.run.preview import preview_one
-from seedvr_cli.run.processor import InputContext, SeedVRProcessorFactory
+from seedvr_cli.run.processor import SeedVRProcessorFactory
 from seedvr_cli.run.scratch import remove_orphaned_temp_dirs, run_temp_dir
 from seedvr_cli.run.side_by_side import with_comparison
 from seedvr_cli.run.sources import InputSource
@@ -259,7 +253,7 @@ def _run_one(index: int, total: int, job: Job, spec: JobSpec, pool: WorkerPool, 
     need: SpaceNeed | None = None
     try:
         with open_reader(job.input, sequence=spec.sequence, fps=spec.fps) as reader:
-            plan, size, temporal, tasks = _plan(job, spec, reader, facts)
+            plan, size, temporal, tasks = plan_for_engine(job, spec, reader, facts)
             reporter.job_started(index, total, job, plan)
             # Only reached with --allow-short-input: said now, and again in the outcome for scripts.
             short = short_input_note(job, reader)
@@ -272,11 +266,7 @@ def _run_one(index: int, total: int, job: Job, spec: JobSpec, pool: WorkerPool, 
             if cpu_fallback:
                 _warn_if_slow_on_cpu(reporter, job, plan, facts, spec)
             deep_output = plan.deep or deep_output_asked(spec.output_settings)
-            if spec.flashvsr_model is None:
-                context = InputContext(temporal, window_settings(spec, size, deep_output), alpha=plan.alpha)
-            else:
-                context = FlashVSRContext(temporal, segment_settings(spec), output_dtype(deep_output),
-                                          alpha=plan.alpha)
+            context = worker_context(spec, plan, size, temporal, deep_output)
             source = InputSource.of(job.input, spec.sequence, spec.fps, plan.first_frame, reader)
             output = Path(job.output)
             input_path = Path(job.input)
@@ -304,11 +294,10 @@ def _run_one(index: int, total: int, job: Job, spec: JobSpec, pool: WorkerPool, 
                 writer = open_output(job.output, spec.output_settings, reader, first_frame=plan.first_frame,
                                      frames=plan.frames, size=size.true, deep=deep_output, alpha=plan.alpha)
                 if spec.run.compare:
-                    like_output = {} if spec.flashvsr_model is None else {
-                        "like_output": lq_like_output(spec.flashvsr.scale)}
                     writer = with_comparison(writer, compare_output(job.output), spec.output_settings, reader, source,
                                              first_frame=plan.first_frame, frames=plan.frames, size=size.true,
-                                             deep=deep_output, alpha=plan.alpha, **like_output)
+                                             deep=deep_output, alpha=plan.alpha,
+                                             like_output=input_like_output_for(spec))
             # Without resume a chunk is read back once and deleted: flushing it to the disk buys nothing.
             options = RunOptions(resume=spec.run.resume, restart=spec.run.restart, max_retries=spec.run.max_retries,
                                  max_in_flight=spec.run.max_in_flight, chunks=chunks,
@@ -390,19 +379,11 @@ def _output_frames_only(progress, prepend: int):
     return report
 
 
-def _plan(job: Job, spec: JobSpec, reader, facts: ModelFacts | None):
-    """The plan of one input by the run's engine: (InputPlan, FrameSize, temporal plan, chunks)."""
-    model = spec.flashvsr_model
-    if model is None:
-        return plan_input(job, spec, reader, facts)
-    return plan_flashvsr_input(job, spec, reader, model, compute_bytes(spec.model.dtype))
-
-
 def _dry_run(index: int, total: int, job: Job, spec: JobSpec, reporter: Reporter,
              facts: ModelFacts | None, cpu_fallback: bool = False) -> JobOutcome:
     try:
         with open_reader(job.input, sequence=spec.sequence, fps=spec.fps) as reader:
-            plan, size, temporal, _ = _plan(job, spec, reader, facts)
+            plan, size, temporal, _ = plan_for_engine(job, spec, reader, facts)
     except UserError as err:
         return finish(reporter, JobOutcome(job, "failed", message=str(err)))
     reporter.job_started(index, total, job, plan)
