@@ -13,11 +13,12 @@ positions: a second tile layout, shifted by half a stride, puts its interiors wh
 has its seams (and the other way round); "same positions" gives the error of the layout that has a
 seam there over the error of the layout that has a tile interior there, per direction and pooled.
 
-Decode twice: ``whole mid`` (the default: input layer and mid block on the whole latent, up blocks
-in tiles) and ``reference`` (every tile through the whole decoder, as the ComfyUI port). Then, for
-encode and for the default decode, a diagnostic that hands every GroupNorm the statistics of the
-untiled pass ("frame statistics"): what would remain if the tiles' statistics were exact (only the
-tiles' cut receptive fields).
+Encode and decode each run two ways: with the tiles sharing the statistics of a half-size pass
+(``shared``, the default; ``memory.shared_statistics``) and with each tile on its own statistics
+(``own``, as the reference). The decode also runs the reference's tiling (every tile through the
+whole decoder, own statistics). Then, for encode and the default decode, a diagnostic that records
+the shared statistics from the untiled pass itself ("frame statistics"): what would remain if the
+statistics were exact (only the tiles' cut receptive fields).
 
     uv run python scripts/vae_tile_seams.py [--scale 4] [--tile 1024] [--overlap 128] [--json]
 """
@@ -40,7 +41,6 @@ sys.path[:0] = [str(ROOT), str(ROOT / "kernels")]
 from seedvr_cli.media.images import read_image  # noqa: E402
 from seedvr_cli.memory import tiling  # noqa: E402
 from seedvr_cli.memory.tiling import TileSpan, _latent_grid, tile_spans, tiled_decode, tiled_encode  # noqa: E402
-from seedvr_cli.models.vae import FrameGroupNorm  # noqa: E402
 from seedvr_cli.parity.vae import load_fixture_vae  # noqa: E402
 
 
@@ -118,23 +118,18 @@ def same_positions(errors: tuple[torch.Tensor, torch.Tensor], seams: tuple[torch
 
 
 @contextmanager
-def frame_statistics(vae, run_untiled):
-    """Every FrameGroupNorm uses the statistics it had in ``run_untiled()`` (one frame, so one
-    call per norm there)."""
-    original = FrameGroupNorm._scale_shift
-    recorded: dict = {}
-
-    def record(self, x):
-        recorded[self] = original(self, x)
-        return recorded[self]
-
-    FrameGroupNorm._scale_shift = record
+def frame_statistics():
+    """The tiles share the statistics of one untiled pass over the whole input at full size (not
+    of a half-size pass, nor gathered in tiles): exact statistics."""
+    saved = tiling.half_size, tiling.tiled_encode, tiling.tiled_decode
+    tiling.half_size = lambda x: x
+    # The gathering pass calls these through the module: there they become one whole pass.
+    tiling.tiled_encode = lambda vae, x, *rest: vae.encode_moments(x)
+    tiling.tiled_decode = lambda vae, z, *rest: vae.decode(z)
     try:
-        run_untiled()
-        FrameGroupNorm._scale_shift = lambda self, x: recorded[self]
         yield
     finally:
-        FrameGroupNorm._scale_shift = original
+        tiling.half_size, tiling.tiled_encode, tiling.tiled_decode = saved
 
 
 def summarise(difference: torch.Tensor, seams: torch.Tensor, distance: torch.Tensor) -> dict:
@@ -177,47 +172,47 @@ def main() -> None:
             "encode": (seam_mask(latent, args.tile, args.overlap, 1), edge_distance(latent, args.tile, args.overlap, 1)),
             "decode": (seam_mask(latent, args.tile, args.overlap, 8), edge_distance(latent, args.tile, args.overlap, 8)),
         }
-        tiled_mean = tiled_encode(vae, x, size, overlap)[0]
-        results["encode"] = summarise(tiled_mean - mean, *geometry["encode"])
-        with frame_statistics(vae, lambda: vae.encode(x)):
-            results["encode, frame statistics"] = summarise(tiled_encode(vae, x, size, overlap)[0] - mean,
-                                                            *geometry["encode"])
-        for name, whole_mid in (("decode, whole mid", True), ("decode, reference", False)):
-            results[name] = summarise(tiled_decode(vae, mean, size, overlap, whole_mid) - decoded, *geometry["decode"])
-        with frame_statistics(vae, lambda: vae.decode(mean)):
-            results["decode, whole mid, frame statistics"] = summarise(
-                tiled_decode(vae, mean, size, overlap, True) - decoded, *geometry["decode"])
+        encodes = {"shared": lambda: tiled_encode(vae, x, size, overlap)[0],
+                   "own": lambda: tiled_encode(vae, x, size, overlap, shared_statistics=False)[0]}
+        decodes = {"shared": lambda: tiled_decode(vae, mean, size, overlap),
+                   "own": lambda: tiled_decode(vae, mean, size, overlap, shared_statistics=False),
+                   "reference": lambda: tiled_decode(vae, mean, size, overlap, False, False)}
+        for name, run in encodes.items():
+            results[f"encode, {name}"] = summarise(run() - mean, *geometry["encode"])
+        for name, run in decodes.items():
+            results[f"decode, {name}"] = summarise(run() - decoded, *geometry["decode"])
+        with frame_statistics():
+            results["encode, frame statistics"] = summarise(encodes["shared"]() - mean, *geometry["encode"])
+            results["decode, frame statistics"] = summarise(decodes["shared"]() - decoded, *geometry["decode"])
         # The same comparison at the same positions, with a layout shifted by half a stride.
         (tile_h, tile_w), (overlap_h, overlap_w) = _latent_grid(size, overlap, 8)
         shift = max(1, (tile_h - overlap_h) // 2)
-        for name, run, reference, factor in (
-                ("encode", lambda: tiled_encode(vae, x, size, overlap)[0], mean, 1),
-                ("decode, whole mid", lambda: tiled_decode(vae, mean, size, overlap, True), decoded, 8)):
-            errors, seams = [], []
-            for by in (None, shift):
-                if by is None:
-                    out = run()
-                    rows, cols = tile_spans(latent[0], tile_h, overlap_h), tile_spans(latent[1], tile_w, overlap_w)
-                else:
-                    with tile_layout_shifted(by):
-                        out = run()
-                    rows, cols = shifted_spans(latent[0], tile_h, overlap_h, by), shifted_spans(latent[1], tile_w, overlap_w, by)
-                errors.append((out - reference).abs().mean(dim=(0, 1, 2)))
-                seams.append(covered_twice(rows, latent[0], factor)[:, None] | covered_twice(cols, latent[1], factor)[None, :])
-            results[f"{name}, same positions"] = same_positions(tuple(errors), tuple(seams))
+        for direction, runs, reference, factor in (("encode", encodes, mean, 1), ("decode", decodes, decoded, 8)):
+            for name in ("shared", "own"):
+                errors, seams = [], []
+                for by in (None, shift):
+                    if by is None:
+                        out = runs[name]()
+                        rows, cols = tile_spans(latent[0], tile_h, overlap_h), tile_spans(latent[1], tile_w, overlap_w)
+                    else:
+                        with tile_layout_shifted(by):
+                            out = runs[name]()
+                        rows, cols = shifted_spans(latent[0], tile_h, overlap_h, by), shifted_spans(latent[1], tile_w, overlap_w, by)
+                    errors.append((out - reference).abs().mean(dim=(0, 1, 2)))
+                    seams.append(covered_twice(rows, latent[0], factor)[:, None] | covered_twice(cols, latent[1], factor)[None, :])
+                results[f"{direction}, {name}, same positions"] = same_positions(tuple(errors), tuple(seams))
     results["signal_std"] = {"latent": round(float(mean.std()), 4), "pixels": round(float(decoded.std()), 4)}
     if args.json:
         print(json.dumps(results))
         return
     print(f"{results['frame']}, tiles {args.tile} px, overlap {args.overlap} px; signal std {results['signal_std']}")
-    for name in ("encode", "encode, frame statistics", "decode, whole mid", "decode, reference",
-                 "decode, whole mid, frame statistics"):
+    for name in ("encode, shared", "encode, own", "encode, frame statistics", "decode, shared", "decode, own",
+                 "decode, reference", "decode, frame statistics"):
         r = results[name]
-        print(f"{name:36s}: mean {r['mean']:.5f} max {r['max']:.4f} seam {r['seam']:.5f} "
+        print(f"{name:28s}: mean {r['mean']:.5f} max {r['max']:.4f} seam {r['seam']:.5f} "
               f"interior {r['interior']:.5f} ratio {r['seam_to_interior']}  by distance {r['by_latents_from_a_cut']}")
-    for name in ("encode, same positions", "decode, whole mid, same positions"):
-        print(f"{name:36s}: seam / interior error {results[name]}")
-
+    for name in ("encode, shared", "encode, own", "decode, shared", "decode, own"):
+        print(f"{name + ', same positions':36s}: seam / interior error {results[name + ', same positions']}")
 
 if __name__ == "__main__":
     main()

@@ -169,6 +169,11 @@ class MemorySettings:
     vae_tiling: str = "auto"
     vae_tile_size: int = 1024
     vae_tile_overlap: int = 128
+    # shared: the tiles normalise with the GroupNorm statistics of one pass over the frame at half
+    # size, so neighbouring tiles agree and leave no seams (memory.shared_statistics; that pass
+    # costs a quarter of an untiled pass, in time and memory); own: each tile its own statistics,
+    # as the reference (lightest, but every tile is off by its own amount).
+    vae_tile_statistics: str = "shared"
     # DiT tiling: the DiT run on overlapping spatial tiles of the latent (sizes in output pixels).
     dit_tiling: str = "off"
     dit_tile_size: int = 2592
@@ -197,6 +202,8 @@ class MemorySettings:
         if not 0 <= self.vae_tile_overlap < self.vae_tile_size:
             raise UsageError(f"--vae-tile-overlap {self.vae_tile_overlap}: must be >= 0 and smaller than "
                              f"--vae-tile-size {self.vae_tile_size}")
+        if self.vae_tile_statistics not in ("shared", "own"):
+            raise UsageError(f"--vae-tile-statistics {self.vae_tile_statistics}: use shared or own")
         if self.dit_tiling not in ("on", "off"):
             raise UsageError(f"--dit-tiling {self.dit_tiling}: use on or off")
         if self.dit_tile_size < 256:
@@ -311,7 +318,8 @@ class JobSpec:
                                                    "dtype": self.model.dtype}}
         if self.memory.tiles_vae:
             # Tiles change pixels (a little); BlockSwap does not, so it is not part of the key.
-            settings["vae_tiles"] = [self.memory.vae_tile_size, self.memory.vae_tile_overlap]
+            settings["vae_tiles"] = [self.memory.vae_tile_size, self.memory.vae_tile_overlap,
+                                     self.memory.vae_tile_statistics]
         if self.memory.dit_tiling == "on":
             settings["dit_tiles"] = [self.memory.dit_tile_size, self.memory.dit_tile_overlap]
         return settings

@@ -16,7 +16,7 @@ PRESET_KEYS = frozenset({
     "model", "vae", "dtype", "resolution", "max_resolution", "scale", "batch_size", "temporal_overlap",
     "prepend_frames", "color_correction", "input_noise_scale", "latent_noise_scale", "seed", "codec", "crf",
     "max_vram", "vram", "blocks_to_swap", "swap_io_components", "vae_tiling", "vae_tile_size", "vae_tile_overlap",
-    "vae_offload_device", "dit_tiling", "dit_tile_size", "dit_tile_overlap",
+    "vae_tile_statistics", "vae_offload_device", "dit_tiling", "dit_tile_size", "dit_tile_overlap",
 })
 
 

@@ -19,7 +19,7 @@ from seedvr_cli.pipeline.flashvsr import choices as fv
 SEEDVR2_ONLY = ("vae", "resolution", "max_resolution", "batch_size", "temporal_overlap", "prepend_frames",
                 "color_correction", "input_noise_scale", "latent_noise_scale", "blocks_to_swap",
                 "swap_io_components", "dit_offload_device", "vae_offload_device", "vae_tile_size",
-                "vae_tile_overlap", "chunk_windows")
+                "vae_tile_overlap", "vae_tile_statistics", "chunk_windows")
 FLASHVSR_ONLY = ("sparse_ratio", "kv_ratio", "local_range", "color_fix", "segment_frames", "segment_overlap")
 FLASHVSR_NAMES = ", ".join(fv.FLASHVSR_MODELS)
 

@@ -212,6 +212,11 @@ def upscale(
         help="VAE tile size in pixels (multiple of 8).", rich_help_panel=_MEMORY)] = _MEMORY_DEFAULTS.vae_tile_size,
     vae_tile_overlap: Annotated[int, typer.Option(
         help="Pixels shared by neighbouring VAE tiles.", rich_help_panel=_MEMORY)] = _MEMORY_DEFAULTS.vae_tile_overlap,
+    vae_tile_statistics: Annotated[str, typer.Option(
+        help="shared: every VAE tile normalises with the statistics of one extra pass over the frame at half "
+             "size, so tiles agree and leave no seams (that pass costs a quarter of an untiled pass); own: each "
+             "tile with its own statistics, as the ComfyUI node does (least memory, but tiles can differ a "
+             "little in tone at their seams).", rich_help_panel=_MEMORY)] = _MEMORY_DEFAULTS.vae_tile_statistics,
     dit_tiling: Annotated[str, typer.Option(
         help="on: run the DiT on overlapping spatial tiles of the latent, all frames of a window at once (less "
              "VRAM for large outputs, more compute for the overlaps; tiles are blended with linear ramps), "
@@ -354,15 +359,15 @@ _PROCESS_FLAGS = ("resolution", "max_resolution", "scale", "batch_size", "tempor
 
 # Flags that map one to one onto MemorySettings fields.
 _MEMORY_FLAGS = ("blocks_to_swap", "swap_io_components", "dit_offload_device", "vae_offload_device", "vae_tiling",
-                 "vae_tile_size", "vae_tile_overlap", "dit_tiling", "dit_tile_size", "dit_tile_overlap",
-                 "vae_conv_rings")
+                 "vae_tile_size", "vae_tile_overlap", "vae_tile_statistics", "dit_tiling", "dit_tile_size",
+                 "dit_tile_overlap", "vae_conv_rings")
 
 # Flags both engines read, FlashVSR in its own units.
 _SHARED_TILING_FLAGS = ("dit_tiling", "dit_tile_size", "dit_tile_overlap", "vae_tiling")
 
 # Memory flags that, given on the command line, the user means as they are (--vram auto keeps off them).
 _SAVER_FLAGS = ("blocks_to_swap", "swap_io_components", "vae_tiling", "vae_tile_size", "vae_tile_overlap",
-                "vae_offload_device", "dit_tiling", "dit_tile_size", "dit_tile_overlap", "vae_conv_rings")
+                "vae_tile_statistics", "vae_offload_device", "dit_tiling", "dit_tile_size", "dit_tile_overlap", "vae_conv_rings")
 
 
 def _given(ctx: typer.Context, name: str) -> bool:

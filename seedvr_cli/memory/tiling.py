@@ -26,12 +26,15 @@ statistics, which the same split did not reduce, and blending 512-channel featur
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import torch
 from torch import Tensor
 
 from ..models.vae import VideoVAE, split_moments
+from .shared_statistics import Share, SharedStatistics, half_size
 
 
 @dataclass(frozen=True)
@@ -96,9 +99,14 @@ def tiled_encode(
     x: Tensor,
     tile_size: tuple[int, int] = (1024, 1024),
     tile_overlap: tuple[int, int] = (128, 128),
+    shared_statistics: bool = True,
+    _gather: Callable[[Share], None] | None = None,
 ) -> tuple[Tensor, Tensor]:
     """``vae.encode`` of ``x`` ``[B, 3, T, H, W]`` in spatial tiles (sizes in pixels): returns the
-    posterior ``(mean, logvar)``. A frame that fits one tile is encoded whole."""
+    posterior ``(mean, logvar)``. A frame that fits one tile is encoded whole.
+    ``shared_statistics``: every tile normalises with the statistics of one pass over ``x`` at
+    half size (``memory.shared_statistics``); otherwise each with its own, as the reference does.
+    ``_gather``: that half-size pass's ``SharedStatistics.gathering`` hook."""
     _check_tiling(tile_size, tile_overlap)
     height, width = x.shape[-2:]
     if height <= tile_size[0] and width <= tile_size[1]:
@@ -106,27 +114,33 @@ def tiled_encode(
     factor = vae.config.spatial_factor
     (tile_h, tile_w), (overlap_h, overlap_w) = _latent_grid(tile_size, tile_overlap, factor)
     latent_h, latent_w = -(-height // factor), -(-width // factor)
+    statistics = None
+    if shared_statistics:
+        statistics = _gathered(vae, lambda gather: tiled_encode(vae, half_size(x), tile_size, tile_overlap, False, gather))
 
     total = count = None
-    for row in tile_spans(latent_h, tile_h, overlap_h):
-        for col in tile_spans(latent_w, tile_w, overlap_w):
-            crop = x[..., row.start * factor : min(row.stop * factor, height),
-                     col.start * factor : min(col.stop * factor, width)]
-            moments = vae.encode_moments(crop)
-            if total is None:
-                shape = (*moments.shape[:3], latent_h, latent_w)
-                total = torch.zeros(shape, dtype=torch.float32, device=x.device)
-                count = torch.zeros((latent_h, latent_w), dtype=torch.float32, device=x.device)
-            # An odd-sized crop can come out a latent row short of its grid extent.
-            extent_h = min(row.stop - row.start, moments.shape[3])
-            extent_w = min(col.stop - col.start, moments.shape[4])
-            weight = torch.outer(
-                edge_weights(extent_h, overlap_h, row.leading_fade, row.trailing_fade),
-                edge_weights(extent_w, overlap_w, col.leading_fade, col.trailing_fade),
-            ).to(x.device)
-            area = (slice(row.start, row.start + extent_h), slice(col.start, col.start + extent_w))
-            total[..., area[0], area[1]] += moments[..., :extent_h, :extent_w].float() * weight
-            count[area] += weight
+    rows, cols = tile_spans(latent_h, tile_h, overlap_h), tile_spans(latent_w, tile_w, overlap_w)
+    with _each_tile(vae, statistics, _gather) as tile_starts:
+        for row, row_share in zip(rows, _shares(rows)):
+            for col, col_share in zip(cols, _shares(cols)):
+                tile_starts((row_share, col_share))
+                crop = x[..., row.start * factor : min(row.stop * factor, height),
+                         col.start * factor : min(col.stop * factor, width)]
+                moments = vae.encode_moments(crop)
+                if total is None:
+                    shape = (*moments.shape[:3], latent_h, latent_w)
+                    total = torch.zeros(shape, dtype=torch.float32, device=x.device)
+                    count = torch.zeros((latent_h, latent_w), dtype=torch.float32, device=x.device)
+                # An odd-sized crop can come out a latent row short of its grid extent.
+                extent_h = min(row.stop - row.start, moments.shape[3])
+                extent_w = min(col.stop - col.start, moments.shape[4])
+                weight = torch.outer(
+                    edge_weights(extent_h, overlap_h, row.leading_fade, row.trailing_fade),
+                    edge_weights(extent_w, overlap_w, col.leading_fade, col.trailing_fade),
+                ).to(x.device)
+                area = (slice(row.start, row.start + extent_h), slice(col.start, col.start + extent_w))
+                total[..., area[0], area[1]] += moments[..., :extent_h, :extent_w].float() * weight
+                count[area] += weight
     moments = (total / count.clamp(min=1e-6)).to(x.dtype)
     return split_moments(moments)
 
@@ -137,10 +151,14 @@ def tiled_decode(
     tile_size: tuple[int, int] = (1024, 1024),
     tile_overlap: tuple[int, int] = (128, 128),
     whole_mid: bool = True,
+    shared_statistics: bool = True,
+    _gather: Callable[[Share], None] | None = None,
 ) -> Tensor:
     """``vae.decode`` of ``z`` ``[B, C, T', h, w]`` in spatial tiles (sizes in output pixels).
     ``whole_mid``: the input layer and mid block run on the whole latent, the up blocks in tiles
-    (otherwise every tile is decoded from its latent crop, as the reference does)."""
+    (otherwise every tile is decoded from its latent crop, as the reference does).
+    ``shared_statistics``: the tiles normalise with the statistics of one pass at half size (as
+    ``tiled_encode``); the reference's tiling is ``whole_mid=False, shared_statistics=False``."""
     _check_tiling(tile_size, tile_overlap)
     factor = vae.config.spatial_factor
     (tile_h, tile_w), (overlap_h, overlap_w) = _latent_grid(tile_size, tile_overlap, factor)
@@ -148,27 +166,68 @@ def tiled_decode(
     if latent_h <= tile_h and latent_w <= tile_w:
         return vae.decode(z)
     source, code = (vae.decode_latent_stages(z), vae.decode_pixel_stages) if whole_mid else (z, vae.decode)
+    statistics = None
+    if shared_statistics:
+        # The half-size latent through the whole decoder (its pixels are not kept): the mid block's
+        # output taken down to half size instead gave statistics 7x further off.
+        statistics = _gathered(vae, lambda gather: tiled_decode(vae, half_size(z), tile_size, tile_overlap,
+                                                                whole_mid, False, gather))
 
     total = count = None
-    for row in tile_spans(latent_h, tile_h, overlap_h):
-        for col in tile_spans(latent_w, tile_w, overlap_w):
-            pixels = code(source[..., row.start : row.stop, col.start : col.stop])
-            if total is None:
-                shape = (*pixels.shape[:3], latent_h * factor, latent_w * factor)
-                total = torch.zeros(shape, dtype=torch.float32, device=z.device)
-                count = torch.zeros(shape[-2:], dtype=torch.float32, device=z.device)
-            extent_h, extent_w = pixels.shape[-2:]
-            # Ramps follow the pixel overlap, not the latent-rounded one (reference behaviour).
-            weight = torch.outer(
-                edge_weights(extent_h, tile_overlap[0], row.leading_fade, row.trailing_fade),
-                edge_weights(extent_w, tile_overlap[1], col.leading_fade, col.trailing_fade),
-            ).to(z.device)
-            top, left = row.start * factor, col.start * factor
-            area = (slice(top, top + extent_h), slice(left, left + extent_w))
-            total[..., area[0], area[1]] += pixels.float() * weight
-            count[area] += weight
+    rows, cols = tile_spans(latent_h, tile_h, overlap_h), tile_spans(latent_w, tile_w, overlap_w)
+    with _each_tile(vae, statistics, _gather) as tile_starts:
+        for row, row_share in zip(rows, _shares(rows)):
+            for col, col_share in zip(cols, _shares(cols)):
+                tile_starts((row_share, col_share))
+                pixels = code(source[..., row.start : row.stop, col.start : col.stop])
+                if total is None:
+                    shape = (*pixels.shape[:3], latent_h * factor, latent_w * factor)
+                    total = torch.zeros(shape, dtype=torch.float32, device=z.device)
+                    count = torch.zeros(shape[-2:], dtype=torch.float32, device=z.device)
+                extent_h, extent_w = pixels.shape[-2:]
+                # Ramps follow the pixel overlap, not the latent-rounded one (reference behaviour).
+                weight = torch.outer(
+                    edge_weights(extent_h, tile_overlap[0], row.leading_fade, row.trailing_fade),
+                    edge_weights(extent_w, tile_overlap[1], col.leading_fade, col.trailing_fade),
+                ).to(z.device)
+                top, left = row.start * factor, col.start * factor
+                area = (slice(top, top + extent_h), slice(left, left + extent_w))
+                total[..., area[0], area[1]] += pixels.float() * weight
+                count[area] += weight
     # In place: at 2160p the window's float32 sum is ~3 GiB, a second one would be as much.
     return total.div_(count.clamp(min=1e-6)).to(z.dtype)
+
+
+def _shares(spans: list[TileSpan]) -> list[tuple[float, float]]:
+    """Each tile's own share of its axis (up to the middle of each overlap), as fractions of the
+    tile's extent: the shares cover the axis once."""
+    shares = []
+    for index, span in enumerate(spans):
+        low = span.start if index == 0 else (span.start + spans[index - 1].stop) / 2
+        high = span.stop if index == len(spans) - 1 else (spans[index + 1].start + span.stop) / 2
+        extent = span.stop - span.start
+        shares.append(((low - span.start) / extent, (high - span.start) / extent))
+    return shares
+
+
+def _gathered(vae: VideoVAE, run: Callable[[Callable[[Share], None]], object]) -> SharedStatistics:
+    """The statistics of the pass ``run(tile_starts)`` makes (its result is not kept)."""
+    statistics = SharedStatistics()
+    with statistics.gathering(vae) as tile_starts:
+        run(tile_starts)
+    return statistics
+
+
+@contextmanager
+def _each_tile(vae: VideoVAE, statistics: SharedStatistics | None,
+               gather: Callable[[Share], None] | None) -> Iterator[Callable[[Share], None]]:
+    """Yields what to call with each tile's share as its pass starts: with shared statistics, the
+    replay back to frame 0; in a gathering pass, the gatherer; otherwise nothing."""
+    if statistics is not None:
+        with statistics.replaying(vae) as rewind:
+            yield lambda share: rewind()
+    else:
+        yield gather or (lambda share: None)
 
 
 @dataclass(frozen=True)
@@ -183,6 +242,7 @@ class TiledVAE:
     encode_tiles: bool = True
     decode_tiles: bool = True
     whole_mid: bool = True  # decode: the mid block on the whole frame (see the module's docstring)
+    shared_statistics: bool = True  # the tiles share a half-size pass's GroupNorm statistics
 
     def __post_init__(self) -> None:
         _check_tiling(self.tile_size, self.tile_overlap)
@@ -194,9 +254,9 @@ class TiledVAE:
     def encode(self, x: Tensor) -> tuple[Tensor, Tensor]:
         if not self.encode_tiles:
             return self.vae.encode(x)
-        return tiled_encode(self.vae, x, self.tile_size, self.tile_overlap)
+        return tiled_encode(self.vae, x, self.tile_size, self.tile_overlap, self.shared_statistics)
 
     def decode(self, z: Tensor) -> Tensor:
         if not self.decode_tiles:
             return self.vae.decode(z)
-        return tiled_decode(self.vae, z, self.tile_size, self.tile_overlap, self.whole_mid)
+        return tiled_decode(self.vae, z, self.tile_size, self.tile_overlap, self.whole_mid, self.shared_statistics)

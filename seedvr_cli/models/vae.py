@@ -240,6 +240,10 @@ class FrameGroupNorm(nn.GroupNorm):
     """
 
     kernel_rounds_norm: bool = True
+    # Where the statistics come from when not from ``x`` itself: a tiled pass sets a callable
+    # ``(norm, x) -> (scale, shift)`` here so that its tiles share one set of statistics
+    # (``memory.shared_statistics``); None computes them from the input, as the reference does.
+    statistics: Callable[[FrameGroupNorm, Tensor], tuple[Tensor, Tensor]] | None = None
 
     def forward(self, x: Tensor) -> Tensor:
         if x.ndim == 4:
@@ -250,16 +254,16 @@ class FrameGroupNorm(nn.GroupNorm):
 
     def norm_into(self, x: Tensor, out: Tensor) -> None:
         """``out = norm(x)``, rounded once to ``out``'s dtype."""
-        kernel = fast_group_norm(x.device)
+        kernel = fast_group_norm(x.device) if self.statistics is None else None
         if kernel is not None:
             kernel(x, self.weight, self.bias, self.num_groups, self.eps, out=out, silu=False)
             return
-        scale, shift = self._scale_shift(x)
+        scale, shift = self.scale_shift(x) if self.statistics is None else self.statistics(self, x)
         torch.addcmul(shift, x, scale, out=out)
 
     def silu_into(self, x: Tensor, out: Tensor) -> None:
         """``out = silu(norm(x))`` without allocating a separate activation tensor."""
-        kernel = fast_group_norm(x.device)
+        kernel = fast_group_norm(x.device) if self.statistics is None else None
         if kernel is not None:
             kernel(x, self.weight, self.bias, self.num_groups, self.eps, out=out, silu=True,
                    round_norm=self.kernel_rounds_norm)
@@ -267,7 +271,7 @@ class FrameGroupNorm(nn.GroupNorm):
         self.norm_into(x, out)
         F.silu(out, inplace=True)
 
-    def _scale_shift(self, x: Tensor) -> tuple[Tensor, Tensor]:
+    def scale_shift(self, x: Tensor) -> tuple[Tensor, Tensor]:
         """Per (frame, channel) ``scale`` and ``shift`` ``[B, C, T, 1, 1]`` with
         ``norm(x) = x * scale + shift``.
 
@@ -275,13 +279,20 @@ class FrameGroupNorm(nn.GroupNorm):
         the leading axes: fast either way), accumulated in float32 like nn.GroupNorm's kernels;
         then per group, with the spread of the channel means added to the mean channel variance
         rather than taking E[x^2] - E[x]^2 over the whole group, which cancels more digits."""
-        batch, channels, frames = x.shape[:3]
-        groups = self.num_groups
         acc = torch.float64 if x.dtype == torch.float64 else torch.float32
         pixels = x.shape[3] * x.shape[4]
+        mean_c = x.sum((3, 4), dtype=acc) / pixels
+        square_c = torch.linalg.vector_norm(x, 2, (3, 4), dtype=acc).square_() / pixels
+        return self.scale_shift_of_moments(mean_c, square_c)
+
+    def scale_shift_of_moments(self, mean_c: Tensor, square_c: Tensor) -> tuple[Tensor, Tensor]:
+        """``scale_shift`` from each (frame, channel)'s mean and mean square ``[B, C, T]`` over the
+        pixels (float32 or float64), wherever they were gathered."""
+        batch, channels, frames = mean_c.shape
+        groups = self.num_groups
+        acc = mean_c.dtype
         per_group = (batch, groups, channels // groups, frames)
-        mean_c = (x.sum((3, 4), dtype=acc) / pixels).view(per_group)
-        square_c = (torch.linalg.vector_norm(x, 2, (3, 4), dtype=acc).square_() / pixels).view(per_group)
+        mean_c, square_c = mean_c.view(per_group), square_c.view(per_group)
         var_c = square_c - mean_c.square()
         mean = mean_c.mean(2, keepdim=True)
         var = (var_c.mean(2, keepdim=True) + (mean_c - mean).square_().mean(2, keepdim=True)).clamp_(min=0)

@@ -122,7 +122,8 @@ def wrap_vae(vae: torch.nn.Module, memory: MemorySettings, host_weights: HostRes
     codec = vae
     if memory.tiles_vae:
         tile, overlap = memory.vae_tile_size, memory.vae_tile_overlap
-        codec = TiledVAE(vae, tile_size=(tile, tile), tile_overlap=(overlap, overlap))
+        codec = TiledVAE(vae, tile_size=(tile, tile), tile_overlap=(overlap, overlap),
+                         shared_statistics=memory.vae_tile_statistics == "shared")
     if memory.offloads_vae:
         codec = OffloadedVAE(codec, host_weights)
     return codec
