@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # GPU checks and benchmarks, run on a CUDA machine from the repository root.
 #
-#   bash scripts/gpu_check.sh STAGE...      stages: tests smoke loading loading3b e2e memory multi long fixtures savings table3b table7b offload kernels flashvsr flashvsr-ref dit fast wall uhd uhd-peak info
+#   bash scripts/gpu_check.sh STAGE...      stages: tests smoke loading loading3b e2e memory multi long fixtures savings table3b table7b offload kernels flashvsr flashvsr-ref dit fast wall tilestats uhd uhd-peak info
 #
 # tests    pytest -m gpu (parity on the GPU, bf16 bounds, GPU loading)
 # smoke    real-size 3B / 7B DiT and VAE forward at a 1080p latent size (scripts/gpu_models_smoke.py)
@@ -48,6 +48,10 @@
 # fast     issue 13's rows: scripts/bench.py on the 66-frame 640x360 clip to 1080p (batch 33) for the 7B plain
 #          (--attention sdpa) and fast (--attention auto --compile), the 3B fast; then the CLI's process wall on the
 #          same clip, plain and fast (the compile cache filled by the bench), sampled by scripts/watch_run.py
+# tilestats  VAE tiles sharing statistics against tiles on their own (--vae-tile-statistics shared|own): the 3B
+#          1080p clip untiled, with 1024 px tiles shared and own (same savers otherwise: BlockSwap of all blocks,
+#          --vram manual), the tiled outputs compared with the untiled one (scripts/compare_videos.py), and the 2160p
+#          row (--max-vram 24) with own statistics, for the window fps against the uhd stage's shared default
 # uhd      issue 12's 2160p row: 33 frames of 1920x1080 to 3840x2160 under --max-vram 24 (--vram auto), 3B fp16
 # uhd-peak the same clip with --vram manual, no cap, and the savers --vram auto picks first at 24 GiB (or $UHD_FLAGS):
 #          the peak the estimate should have predicted, and the phase it is reached in (--verbose; log uhd-peak.log)
@@ -388,6 +392,24 @@ for r in map(json.loads, open(sys.argv[1])):
                 --vae "$WORK/ema_vae_fp16.safetensors" --resolution 1080 --batch-size 33 --devices 0 --verbose $flags \
                 2>&1 | tee "$OUT/fast_wall_$n.log"
         done ;;
+    tilestats)
+        synth 3b fp16 "$WORK/seedvr2_ema_3b_fp16.safetensors"
+        synth vae fp16 "$WORK/ema_vae_fp16.safetensors"
+        [ -f "$WORK/clip66.mp4" ] || $PY scripts/make_clip.py "$WORK/clip66.mp4" --frames 66 --width 640 --height 360
+        [ -f "$WORK/clip1080.mp4" ] || $PY scripts/make_clip.py "$WORK/clip1080.mp4" --frames 33 --width 1920 --height 1080
+        models=(--model "$WORK/seedvr2_ema_3b_fp16.safetensors" --vae "$WORK/ema_vae_fp16.safetensors" --batch-size 33
+                --codec ffv1 --no-resume --overwrite --devices 0)
+        for row in untiled shared own; do
+            savers=(--vram manual --blocks-to-swap 32 --swap-io-components)
+            [ "$row" = untiled ] || savers+=(--vae-tiling on --vae-tile-size 1024 --vae-tile-overlap 128 --vae-tile-statistics "$row")
+            timeout "${ROW_LIMIT:-150}" $PY scripts/memory_table.py --row "3b_1080p_tiles_$row" --log-dir "$OUT/table" -- \
+                "$WORK/clip66.mp4" -o "$WORK/ts_$row.mkv" "${models[@]}" --resolution 1080 "${savers[@]}" 2>&1 | tee -a "$OUT/tilestats.log"
+        done
+        $PY scripts/compare_videos.py "$WORK/ts_untiled.mkv" "$WORK/ts_shared.mkv" "$WORK/ts_own.mkv" 2>&1 | tee -a "$OUT/tilestats.log"
+        timeout "${ROW_LIMIT:-150}" $PY scripts/memory_table.py --row 3b_2160p_24gb_own --log-dir "$OUT/table" -- \
+            "$WORK/clip1080.mp4" -o "$WORK/ts_2160_own.mkv" "${models[@]}" --resolution 2160 --max-vram 24 \
+            --vae-tile-statistics own 2>&1 | tee -a "$OUT/tilestats.log"
+        cp "$OUT/table/table.md" "$OUT/table_all.md" 2>/dev/null ;;
     uhd|uhd-peak)
         synth 3b fp16 "$WORK/seedvr2_ema_3b_fp16.safetensors"
         synth vae fp16 "$WORK/ema_vae_fp16.safetensors"
@@ -405,6 +427,6 @@ for r in map(json.loads, open(sys.argv[1])):
             --resolution 2160 "${memory[@]}" --verbose 2>&1 | tee -a "$OUT/$stage.log"
         cp "$OUT/table/table.md" "$OUT/table_all.md" 2>/dev/null ;;
     *)
-        echo "unknown stage $stage (tests smoke loading loading3b e2e memory multi long fixtures savings table3b table7b offload kernels flashvsr flashvsr-ref dit fast wall uhd uhd-peak info)"; exit 2 ;;
+        echo "unknown stage $stage (tests smoke loading loading3b e2e memory multi long fixtures savings table3b table7b offload kernels flashvsr flashvsr-ref dit fast wall tilestats uhd uhd-peak info)"; exit 2 ;;
     esac
 done

@@ -181,9 +181,14 @@ def test_on_the_gpu_tiles_sharing_statistics_match_the_cpu():
     torch.manual_seed(0)
     model = VideoVAE(vae_config("tiny-vae")).eval().requires_grad_(False)
     z = torch.randn(1, model.config.latent_channels, 2, 20, 28, generator=torch.Generator().manual_seed(6))
-    with torch.no_grad():
-        on_cpu = tiled_decode(model, z, (96, 96), (32, 32))
-        on_gpu = tiled_decode(model.cuda(), z.cuda(), (96, 96), (32, 32)).cpu()
-        own = tiled_decode(model, z.cuda(), (96, 96), (32, 32), shared_statistics=False).cpu()
-    assert float((on_gpu - on_cpu).abs().max()) < 1e-3
-    assert float((own - on_cpu).abs().max()) > 1e-2
+    tf32, torch.backends.cudnn.allow_tf32 = torch.backends.cudnn.allow_tf32, False
+    try:
+        with torch.no_grad():
+            on_cpu = tiled_decode(model, z, (96, 96), (32, 32))
+            on_gpu = tiled_decode(model.cuda(), z.cuda(), (96, 96), (32, 32)).cpu()
+            own = tiled_decode(model, z.cuda(), (96, 96), (32, 32), shared_statistics=False).cpu()
+    finally:
+        torch.backends.cudnn.allow_tf32 = tf32
+    # Another device's float32 noise, far below what the shared statistics change.
+    gpu_error, own_change = float((on_gpu - on_cpu).abs().max()), float((own - on_cpu).abs().max())
+    assert gpu_error < 0.05 * own_change, (gpu_error, own_change)

@@ -367,7 +367,7 @@ _SHARED_TILING_FLAGS = ("dit_tiling", "dit_tile_size", "dit_tile_overlap", "vae_
 
 # Memory flags that, given on the command line, the user means as they are (--vram auto keeps off them).
 _SAVER_FLAGS = ("blocks_to_swap", "swap_io_components", "vae_tiling", "vae_tile_size", "vae_tile_overlap",
-                "vae_tile_statistics", "vae_offload_device", "dit_tiling", "dit_tile_size", "dit_tile_overlap", "vae_conv_rings")
+                "vae_offload_device", "dit_tiling", "dit_tile_size", "dit_tile_overlap", "vae_conv_rings")
 
 
 def _given(ctx: typer.Context, name: str) -> bool:

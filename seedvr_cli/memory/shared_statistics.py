@@ -137,7 +137,14 @@ def _statistics_from(model: nn.Module, source: Callable[[FrameGroupNorm, Tensor]
 
 
 def half_size(x: Tensor) -> Tensor:
-    """``x`` ``[B, C, T, H, W]`` at half its height and width (rounded up), each value the mean
-    of the values it covers."""
-    height, width = x.shape[-2:]
-    return torch.nn.functional.interpolate(x, size=(x.shape[2], -(-height // 2), -(-width // 2)), mode="area")
+    """``x`` ``[B, C, T, H, W]`` at half its height and width (rounded up): every other row and
+    column, in ``x``'s memory layout.
+
+    Not the mean of each 2 x 2: averaging quarters the variance of whatever is fine-grained (grain,
+    noise, fine texture), and the statistics of the smaller picture follow. On a noise-like latent
+    (the real-size VAE with random weights) the tiles decoded with averaged statistics came out at
+    14 dB PSNR from the untiled decode, against 35 dB for tiles on their own statistics; on the
+    fixture VAE a subsample's statistics were nearer than the average's on the photo's latent as
+    well as on noise (docs/benchmarks.md)."""
+    layout = torch.channels_last_3d if x.is_contiguous(memory_format=torch.channels_last_3d) else torch.contiguous_format
+    return x[..., ::2, ::2].clone(memory_format=layout)
