@@ -140,3 +140,11 @@ def test_conv_rings_cost_their_measured_memory_in_the_vae_phases():
     rings = replace(plain, vae_conv_rings=True)
     before, after = estimate_vram(THREE_B, HD, 33, plain), estimate_vram(THREE_B, HD, 33, rings)
     assert after.phase == "VAE decode" and abs(after.total_gib - before.total_gib - 6.43) < 0.01
+
+
+def test_vae_tiles_overlap_by_128_px_where_the_tile_allows():
+    from seedvr_cli.run.fit import tile_overlap
+
+    assert [tile_overlap(tile) for tile in (1024, 768, 512, 384, 256)] == [128, 128, 128, 96, 64]
+    fit = fit_memory(THREE_B, HD, 33, MemorySettings(max_vram_gib=8))
+    assert fit.memory.vae_tile_size == 512 and fit.memory.vae_tile_overlap == 128
