@@ -515,11 +515,21 @@ def test_vae_tiling_codes_in_tiles_and_is_part_of_the_resume_key(tmp_path, capsy
                 "--vae-tile-overlap", "32")[0] == 0
     a, b = _decode_deep(plain)[0], _decode_deep(tiled)[0]
     assert a.shape == b.shape and not np.array_equal(a, b)
+    # Tiles on their own statistics (the reference's tiling) give other pictures than shared ones.
+    own = tmp_path / "own.mkv"
+    assert _run(capsys, *common, "-o", str(own), "--vae-tiling", "on", "--vae-tile-size", "64",
+                "--vae-tile-overlap", "32", "--vae-tile-statistics", "own")[0] == 0
+    assert not np.array_equal(_decode_deep(own)[0], b)
     code, _, err = _run(capsys, *common, "-o", str(tmp_path / "x.mkv"), "--vae-tiling", "on", "--vae-tile-size", "64",
                         "--vae-tile-overlap", "64")
     assert code == 2 and "--vae-tile-overlap 64" in err
+    code, _, err = _run(capsys, *common, "-o", str(tmp_path / "x.mkv"), "--vae-tiling", "on",
+                        "--vae-tile-statistics", "mine")
+    assert code == 2 and "--vae-tile-statistics mine: use shared or own" in err
     untiled, with_tiles = JobSpec(("x",)), JobSpec(("x",), memory=MemorySettings(vae_tiling="on"))
     assert untiled.pixel_settings() != with_tiles.pixel_settings()
+    assert (JobSpec(("x",), memory=MemorySettings(vae_tiling="on", vae_tile_statistics="own")).pixel_settings()
+            != with_tiles.pixel_settings())
     assert JobSpec(("x",), memory=MemorySettings(blocks_to_swap=3)).pixel_settings() == untiled.pixel_settings()
 
 
