@@ -28,11 +28,16 @@ and the phase's peak allocated VRAM.
 - --reference-float32 (with --vae-only): also runs the VAE in float32 with the kernels off and
   compares each run's frames with it, which says which of fast and plain is nearer the exact
   pictures when the two differ.
+- --cli-wall (with --input and --model): first, before this process loads anything, runs the CLI
+  (`python -m seedvr_cli upscale`) on the same clip with the same models, resolution, batch size,
+  device and DiT flags, to its default H.264 output in a temporary folder, and reports its process
+  wall: from starting the interpreter to the file written and the process gone.
 
 Usage: python scripts/bench.py --model 3b.safetensors --vae vae.safetensors [--input clip.mp4]
        [--frames 66] [--height 360 --width 640] [--resolution 1080] [--batch-size 33] [--device cuda:0]
        [--repeats 3] [--vae-only] [--compare-plain] [--reference-float32] [--conv-rings]
        [--kernel-rounding plain|once] [--json] [--attention auto|sdpa|flash|flex] [--compile] [--fp8-matmul]
+       [--cli-wall]
 """
 
 from __future__ import annotations
@@ -233,6 +238,31 @@ def print_phases(title: str, result: dict) -> None:
               f"{p['tflops']:>8.1f} {p['peak_vram_gib']:>9.2f}")
 
 
+def cli_process_wall(args: argparse.Namespace) -> float:
+    """Seconds the CLI takes on ``args.input`` as a user runs it, interpreter start to exit."""
+    import subprocess
+    import tempfile
+
+    with tempfile.TemporaryDirectory(prefix="seedvr-bench-") as folder:
+        output = Path(folder) / "out.mp4"
+        command = [sys.executable, "-m", "seedvr_cli", "upscale", args.input, "-o", str(output), "--model", args.model,
+                   "--vae", args.vae, "--resolution", str(args.resolution), "--batch-size", str(args.batch_size),
+                   "--attention", args.attention, "--color-correction", args.color, "--no-resume"]
+        if args.text_embedding:
+            command += ["--text-embedding", args.text_embedding]
+        if args.compile:
+            command.append("--compile")
+        device = torch.device(args.device)
+        if device.type == "cuda":
+            command += ["--devices", str(device.index or 0)]
+        began = time.perf_counter()
+        finished = subprocess.run(command, capture_output=True, text=True)
+        wall = time.perf_counter() - began
+        if finished.returncode != 0 or not output.is_file():
+            sys.exit(f"the CLI failed ({finished.returncode}): {' '.join(command)}\n{finished.stderr[-2000:]}")
+    return round(wall, 2)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", help="DiT checkpoint file (not needed with --vae-only)")
@@ -265,7 +295,12 @@ def main() -> int:
     parser.add_argument("--compile", action="store_true", help="torch.compile the DiT blocks (as --compile)")
     parser.add_argument("--fp8-matmul", action="store_true",
                         help="fp8 checkpoints multiply in fp8 with torch._scaled_mm (SEEDVR_FP8_MATMUL=on)")
+    parser.add_argument("--cli-wall", action="store_true",
+                        help="also time the CLI's whole process on --input (start to file written), run first")
     args = parser.parse_args()
+    if args.cli_wall and not (args.input and args.model):
+        parser.error("--cli-wall needs --input and --model (the CLI runs the clip end to end)")
+    cli_wall = cli_process_wall(args) if args.cli_wall else None
     if not args.vae_only and not args.model:
         parser.error("--model is required unless --vae-only is given")
     if args.reference_float32 and not args.vae_only:
@@ -381,6 +416,8 @@ def main() -> int:
         "peak_vram_gib": current["peak_vram_gib"],
         "peak_rss_gib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20, 2),
     }
+    if cli_wall is not None:
+        result["cli_process_wall_s"] = cli_wall
     if args.compare_plain:
         plain = measured["plain"]
         result["plain"] = {k: v for k, v in plain.items() if k != "outputs"}
@@ -393,6 +430,8 @@ def main() -> int:
     print(f"{result['device'][:22]:<22} {result['model'][:34]:<34} {result['format'][:6]:<6} "
           f"{result['input'] + '->' + result['output']:<20} {count:>6} {args.batch_size:>5} "
           f"{result['fps_steady']:>10.3f} {result['peak_vram_gib']:>8.2f} {result['peak_rss_gib']:>7.2f}")
+    if cli_wall is not None:
+        print(f"CLI process wall on {args.input}: {cli_wall} s (start to file written)")
     if current["compile"]:
         print(f"compile: {current['compile']['compile_s']} s in torch.compile, first compiled window "
               f"{current['compile']['first_compiled_window_s']} s")

@@ -73,3 +73,20 @@ def test_reference_float32_needs_vae_only(checkpoints, monkeypatch, capsys):
     with pytest.raises(SystemExit):
         run_bench(monkeypatch, capsys, "--vae", str(vae), "--model", "x.safetensors", "--reference-float32")
     assert "--reference-float32 needs --vae-only" in capsys.readouterr().err
+
+
+def test_cli_wall_times_the_cli_on_the_same_clip(checkpoints, monkeypatch, capsys, tmp_path, one_torch_thread):
+    from media_factory import make_video
+
+    dit, vae = checkpoints
+    clip = make_video(tmp_path / "clip.mp4", frames=5, width=24, height=16)
+    common = ["--model", str(dit), "--vae", str(vae), "--input", str(clip), "--device", "cpu", "--frames", "5",
+              "--batch-size", "5", "--resolution", "32", "--repeats", "1", "--json"]
+    code, out = run_bench(monkeypatch, capsys, *common, "--cli-wall")
+    assert code == 0
+    result = json.loads(out.strip().splitlines()[-1])
+    # A whole interpreter, imports, the models loaded and the file written: more than the window alone.
+    assert result["cli_process_wall_s"] > 0.5
+    assert f"CLI process wall on {clip}" in out
+    with pytest.raises(SystemExit):
+        run_bench(monkeypatch, capsys, "--vae", str(vae), "--vae-only", "--cli-wall")
