@@ -170,9 +170,9 @@ class MemorySettings:
     vae_tile_size: int = 1024
     vae_tile_overlap: int = 128
     # shared: the tiles normalise with the GroupNorm statistics of one pass over the frame at half
-    # size, so neighbouring tiles agree and leave no seams (memory.shared_statistics; that pass
-    # costs a quarter of an untiled pass, in time and memory); own: each tile its own statistics,
-    # as the reference (lightest, but every tile is off by its own amount).
+    # size, so neighbouring tiles agree and leave no seams (memory.shared_statistics; that pass is
+    # tiled like the rest, so it costs VAE time, not memory); own: each tile its own statistics, as
+    # the reference (a little faster, but every tile is off by its own amount).
     vae_tile_statistics: str = "shared"
     # DiT tiling: the DiT run on overlapping spatial tiles of the latent (sizes in output pixels).
     dit_tiling: str = "off"

@@ -41,12 +41,13 @@ WHOLE: Share = ((0.0, 1.0), (0.0, 1.0))
 class _Moments:
     """Sums over the pixels gathered for one norm: per (batch, channel) and frame."""
 
-    chunks: list[tuple[int, Tensor, Tensor, int]] = field(default_factory=list)  # first frame, sum, sum of squares, pixels
+    # (first frame, sum, sum of squares, pixels per frame) of each call
+    chunks: list[tuple[int, Tensor, Tensor, int]] = field(default_factory=list)
 
     def add(self, first_frame: int, part: Tensor) -> None:
         acc = torch.float64 if part.dtype == torch.float64 else torch.float32
-        self.chunks.append((first_frame, part.sum((3, 4), dtype=acc),
-                            torch.linalg.vector_norm(part, 2, (3, 4), dtype=acc).square_(), part.shape[3] * part.shape[4]))
+        squares = torch.linalg.vector_norm(part, 2, (3, 4), dtype=acc).square_()
+        self.chunks.append((first_frame, part.sum((3, 4), dtype=acc), squares, part.shape[3] * part.shape[4]))
 
     def means(self) -> tuple[Tensor, Tensor]:
         """Mean and mean square ``[B, C, T]`` over every pixel gathered."""
@@ -146,5 +147,5 @@ def half_size(x: Tensor) -> Tensor:
     14 dB PSNR from the untiled decode, against 35 dB for tiles on their own statistics; on the
     fixture VAE a subsample's statistics were nearer than the average's on the photo's latent as
     well as on noise (docs/benchmarks.md)."""
-    layout = torch.channels_last_3d if x.is_contiguous(memory_format=torch.channels_last_3d) else torch.contiguous_format
-    return x[..., ::2, ::2].clone(memory_format=layout)
+    channels_last = x.is_contiguous(memory_format=torch.channels_last_3d)
+    return x[..., ::2, ::2].clone(memory_format=torch.channels_last_3d if channels_last else torch.contiguous_format)

@@ -116,7 +116,8 @@ def tiled_encode(
     latent_h, latent_w = -(-height // factor), -(-width // factor)
     statistics = None
     if shared_statistics:
-        statistics = _gathered(vae, lambda gather: tiled_encode(vae, half_size(x), tile_size, tile_overlap, False, gather))
+        statistics = _gathered(vae, lambda gather: tiled_encode(vae, half_size(x), tile_size, tile_overlap,
+                                                                False, gather))
 
     total = count = None
     rows, cols = tile_spans(latent_h, tile_h, overlap_h), tile_spans(latent_w, tile_w, overlap_w)
@@ -169,7 +170,7 @@ def tiled_decode(
     statistics = None
     if shared_statistics:
         # The half-size latent through the whole decoder (its pixels are not kept): the mid block's
-        # output taken down to half size instead gave statistics 7x further off.
+        # output taken down to half size instead (averaged) gave statistics 7x further off.
         statistics = _gathered(vae, lambda gather: tiled_decode(vae, half_size(z), tile_size, tile_overlap,
                                                                 whole_mid, False, gather))
 

@@ -113,7 +113,8 @@ def run(fixture_dir: Path) -> list[CaseResult]:
                         results.append(compare("tiled", output, ours, tensors[f"tiled.{output}"], tol, note))
             if "tiled.z" in tensors:
                 z = tensors["tiled.z"].float()
-                # The reference's tiling (every tile through the whole decoder on its own statistics), which the fixture recorded.
+                # The reference's tiling (every tile through the whole decoder on its own statistics),
+                # which the fixture recorded.
                 for output, ours in (("dec", tiled_decode(vae, z, size, overlap, whole_mid=False, shared_statistics=False)),
                                      ("dec_untiled", vae.decode(z))):
                     if f"tiled.{output}" in tensors:
